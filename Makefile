@@ -29,7 +29,7 @@ test: venv browser
 	$(PY) -m pytest -q
 
 bench: venv
-	$(PY) -m facerecon.bench --out BENCHMARKS.md
+	$(PY) benchmarks/run.py --out BENCHMARKS.md
 
 lint: venv
 	$(VENV)/bin/ruff check src tests scripts

@@ -1,0 +1,167 @@
+"""``facerecon`` command line: reconstruct, info, model import, demo.
+
+Every user error prints one line ``error: <message>`` and exits non-zero; a batch keeps going
+past a bad file and exits 1 when any input failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from importlib import resources
+from pathlib import Path
+
+from facerecon import __version__
+from facerecon.errors import FaceReconError
+
+EXIT_OK, EXIT_ERROR, EXIT_SOME_FAILED, EXIT_USAGE = 0, 2, 1, 2
+
+
+def _reconstruct_parser(sub) -> None:
+    p = sub.add_parser(
+        "reconstruct",
+        help="photos -> 3D faces (mesh, coefficients, overlays, report)",
+        description="Reconstruct the face(s) in each photo. PATH may be files, folders or globs.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--out", type=Path, default=Path("facerecon_out"), help="output folder")
+    p.add_argument("--set", dest="as_set", action="store_true",
+                   help="treat all inputs as one person: one shared identity")
+    p.add_argument("--model", default="bfm-lite", help="face model name (bfm-lite, bfm09, ict) or .npz path")
+    p.add_argument("--method", default="fit", choices=["fit"], help="reconstruction method")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--all-faces", action="store_true", help="every face in a photo, not only the largest")
+    p.add_argument("--detector", default="dlib", choices=["dlib", "mediapipe"])
+    p.add_argument("--fast", action="store_true", help="fewer fitting steps, no perceptual term")
+    p.add_argument("--no-perceptual", dest="perceptual", action="store_false",
+                   help="drop the perceptual (face-recognition) loss term")
+    p.add_argument("--no-report", dest="report", action="store_false")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _model_parser(sub) -> None:
+    p = sub.add_parser("model", help="face model tools")
+    msub = p.add_subparsers(dest="model_cmd", required=True)
+    imp = msub.add_parser("import", help="convert a face model you own into facerecon's format")
+    isub = imp.add_subparsers(dest="source", required=True)
+    b = isub.add_parser(
+        "bfm09",
+        help="Basel Face Model 2009 + the paper's expression basis and index files",
+        description="Convert 01_MorphableModel.mat + Exp_Pca.bin (+ the index files of the "
+        "Deep3DFaceRecon release) into the paper's 257-coefficient model.",
+    )
+    b.add_argument("--mat", type=Path, required=True, help="01_MorphableModel.mat")
+    b.add_argument("--exp", type=Path, required=True, help="Exp_Pca.bin")
+    b.add_argument("--index-dir", type=Path, required=True,
+                   help="folder with BFM_front_idx.mat, BFM_exp_idx.mat, facemodel_info.mat, std_exp.txt")
+    b.add_argument("--out", type=Path, default=None, help="output .npz (default: the model cache)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facerecon", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"facerecon {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _reconstruct_parser(sub)
+    sub.add_parser("info", help="versions, face model, devices, caches")
+    _model_parser(sub)
+    d = sub.add_parser("demo", help="reconstruct the bundled photo and print where the report is")
+    d.add_argument("--out", type=Path, default=Path("demo_out"))
+    return parser
+
+
+def cmd_reconstruct(args) -> int:
+    from facerecon.pipeline import ReconstructOptions, run
+
+    options = ReconstructOptions(
+        out_dir=args.out,
+        model=args.model,
+        method=args.method,
+        device=args.device,
+        as_set=args.as_set,
+        all_faces=args.all_faces,
+        overwrite=args.overwrite,
+        detector=args.detector,
+        perceptual=args.perceptual,
+        fast=args.fast,
+        report=args.report,
+    )
+    summary = run(args.paths, options, show_progress=not args.quiet)
+    for source, message in summary.failed:
+        print(f"failed: {source}: {message}", file=sys.stderr)
+    n_ok = len(summary.written)
+    print(f"{n_ok} face(s) written to {args.out}; {len(summary.failed)} input(s) failed")
+    if summary.report:
+        print(f"report: {summary.report}")
+    return EXIT_OK if summary.ok else EXIT_SOME_FAILED
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FACERECON_CACHE", Path.home() / ".cache" / "facerecon"))
+
+
+def cmd_info(args) -> int:
+    import numpy
+    import torch
+
+    print(f"facerecon {__version__}")
+    print(f"python {platform.python_version()} on {platform.platform()}")
+    print(f"torch {torch.__version__}; numpy {numpy.__version__}")
+    cuda = torch.cuda.is_available()
+    devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())] if cuda else ["cpu"]
+    print(f"devices: {', '.join(devices)}; torch threads {torch.get_num_threads()}")
+    print(f"cache: {cache_dir()}")
+    try:
+        from facerecon.morphable import load_face_model
+
+        m = load_face_model("bfm-lite")
+        print(f"default face model: {m.name}: {m.mean_shape.shape[0]} vertices, "
+              f"{m.triangles.shape[0]} triangles, layout {m.layout.sizes} = {m.layout.size}")
+    except FaceReconError as exc:
+        print(f"default face model: unavailable ({exc})")
+    for mod in ("dlib", "mediapipe", "kornia", "cv2"):
+        try:
+            print(f"{mod} {__import__(mod).__version__}")
+        except Exception as exc:  # report, never crash `info`
+            print(f"{mod}: not importable ({exc.__class__.__name__})")
+    return EXIT_OK
+
+
+def cmd_model(args) -> int:
+    from facerecon.morphable import import_bfm09
+
+    out = args.out or cache_dir() / "bfm09.npz"
+    path = import_bfm09(args.mat, args.exp, args.index_dir, out)
+    print(f"wrote {path}; use it with --model bfm09 or --model {path}")
+    return EXIT_OK
+
+
+def demo_photo() -> Path:
+    return Path(str(resources.files("facerecon") / "assets" / "astronaut.jpg"))
+
+
+def cmd_demo(args) -> int:
+    ns = build_parser().parse_args(["reconstruct", str(demo_photo()), "--out", str(args.out), "--overwrite"])
+    code = cmd_reconstruct(ns)
+    if code == EXIT_OK:
+        print(f"open {Path(args.out).resolve() / 'report.html'} in a browser")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"reconstruct": cmd_reconstruct, "info": cmd_info, "model": cmd_model, "demo": cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except FaceReconError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""Analysis-by-synthesis fitting (the method that needs no trained network)."""
+
+from facerecon.fit.config import FitConfig, StageConfig
+from facerecon.fit.core import FitResult, FitTarget, fit, landmark_vertices, project_points
+
+__all__ = [
+    "FitConfig",
+    "FitResult",
+    "FitTarget",
+    "StageConfig",
+    "fit",
+    "landmark_vertices",
+    "project_points",
+]

@@ -1,0 +1,53 @@
+"""Configuration of analysis-by-synthesis fitting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from facerecon.losses import HybridLossConfig
+
+
+@dataclass
+class StageConfig:
+    """One optimisation stage: how many Adam steps, at which render size, with which terms."""
+
+    iters: int
+    size: int = 224
+    perceptual: bool = False
+    photometric: bool = True
+
+
+@dataclass
+class FitConfig:
+    """Analysis-by-synthesis fitting of one photo or of an image set.
+
+    Stage 0 fits pose, identity and expression to the 68 landmarks alone (cheap: only the 68
+    landmark vertices are evaluated). Then the full hybrid loss runs coarse-to-fine: ``coarse``
+    renders at a reduced size, ``fine`` at 224 and adds the perceptual term.
+
+    Learning rates are per parameter group (Adam). Units: angles in radians, trans in scene units
+    (1 unit = 100 mm), coefficients ~ N(0, 1).
+    """
+
+    landmark_iters: int = 120
+    coarse: StageConfig = field(default_factory=lambda: StageConfig(iters=50, size=112))
+    fine: StageConfig = field(default_factory=lambda: StageConfig(iters=25, perceptual=True))
+    loss: HybridLossConfig = field(default_factory=HybridLossConfig)
+    lr_angles: float = 2e-2
+    lr_trans: float = 1e-2
+    lr_id: float = 5e-2
+    lr_exp: float = 5e-2
+    lr_tex: float = 5e-2
+    lr_gamma: float = 3e-2
+    lr_decay: float = 0.3  # learning rate factor reached at the end of each stage (cosine)
+    shared_identity: bool = False  # image sets: one id_coeff for all images
+    seed: int = 0
+
+    @classmethod
+    def fast(cls) -> FitConfig:
+        """Fewer steps and no perceptual term: for tests and previews."""
+        return cls(
+            landmark_iters=80,
+            coarse=StageConfig(iters=30, size=112),
+            fine=StageConfig(iters=10, perceptual=False),
+        )

@@ -1,0 +1,313 @@
+"""Analysis-by-synthesis: fit 3DMM coefficients to aligned photos with the hybrid loss.
+
+Inputs are the products of ``facerecon.detect.align``: 224x224 crops, their 68 landmarks
+and (computed here unless given) skin attention. The result is a full coefficient vector per
+image in the layout of ``facerecon.morphable.layout`` plus the loss history.
+
+Stages (see :class:`FitConfig`): landmarks only (pose, identity, expression), then the hybrid
+loss coarse (reduced render size) to fine (224, with the perceptual term). Everything is
+deterministic for a given seed on a given device.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from facerecon.fit.config import FitConfig, StageConfig
+from facerecon.losses import (
+    albedo_flatness_loss,
+    coefficient_regularization,
+    hybrid_loss,
+    landmark_loss,
+    lighting_regularization,
+    perceptual_loss,
+    photometric_loss,
+)
+from facerecon.morphable import MorphableModel
+from facerecon.render import CameraConfig, project, render, transform
+
+
+@dataclass
+class FitTarget:
+    """What a fit is matched against.
+
+    Attributes:
+        image: ``(B, 3, S, S)`` aligned crops, RGB in 0..1 (S = camera size, 224).
+        lm68: ``(B, 68, 2)`` detected landmarks in crop pixels.
+        attention: ``(B, 1, S, S)`` skin attention A, or None to compute it from ``image``.
+        lm_valid: ``(B, 68)`` optional landmark confidences (0 drops a point).
+    """
+
+    image: torch.Tensor
+    lm68: torch.Tensor
+    attention: torch.Tensor | None = None
+    lm_valid: torch.Tensor | None = None
+
+
+@dataclass
+class FitResult:
+    """Fitted coefficients ``(B, layout.size)`` and per-stage loss history."""
+
+    coeffs: torch.Tensor
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def final_losses(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+class Params(torch.nn.Module):
+    """The optimised coefficients of a batch; identity optionally shared across the batch."""
+
+    def __init__(self, model: MorphableModel, batch: int, shared_identity: bool, like: torch.Tensor):
+        super().__init__()
+        kw = {"device": like.device, "dtype": like.dtype}
+        layout = model.layout
+        self.batch = batch
+        self.id_coeff = torch.nn.Parameter(torch.zeros(1 if shared_identity else batch, layout.n_id, **kw))
+        self.exp_coeff = torch.nn.Parameter(torch.zeros(batch, layout.n_exp, **kw))
+        self.tex_coeff = torch.nn.Parameter(torch.zeros(batch, layout.n_tex, **kw))
+        self.angles = torch.nn.Parameter(torch.zeros(batch, 3, **kw))
+        self.gamma = torch.nn.Parameter(torch.zeros(batch, 27, **kw))
+        self.trans = torch.nn.Parameter(torch.zeros(batch, 3, **kw))
+
+    def ids(self) -> torch.Tensor:
+        """``(B, n_id)`` identity, expanded when shared."""
+        return self.id_coeff.expand(self.batch, -1)
+
+    def as_vector(self, model: MorphableModel) -> torch.Tensor:
+        parts = {
+            "id_coeff": self.ids(),
+            "exp_coeff": self.exp_coeff,
+            "tex_coeff": self.tex_coeff,
+            "angles": self.angles,
+            "gamma": self.gamma,
+            "trans": self.trans,
+        }
+        return model.layout.join({k: v.detach() for k, v in parts.items()})
+
+
+def landmark_vertices(
+    model: MorphableModel, id_coeff: torch.Tensor, exp_coeff: torch.Tensor
+) -> torch.Tensor:
+    """Model landmark vertices only: ``(B, 68, 3)`` mm (cheap: 68 rows of the bases)."""
+    idx = model.landmarks68
+    mean = model.mean_shape[idx]
+    shape = mean + torch.einsum("nck,bk->bnc", model.id_basis[idx], id_coeff)
+    return shape + torch.einsum("nck,bk->bnc", model.exp_basis[idx], exp_coeff)
+
+
+def project_points(
+    points_mm: torch.Tensor, angles: torch.Tensor, trans: torch.Tensor, camera: CameraConfig
+) -> torch.Tensor:
+    """Model-space points ``(B, K, 3)`` mm to image pixels ``(B, K, 2)``."""
+    uv, _ = project(transform(points_mm, angles, trans, camera), camera)
+    return uv
+
+
+def _cosine_lr(opt: torch.optim.Optimizer, base: list[float], step: int, total: int, floor: float):
+    t = step / max(total - 1, 1)
+    f = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    for group, lr in zip(opt.param_groups, base, strict=True):
+        group["lr"] = lr * f
+
+
+def _optimizer(params: Params, cfg: FitConfig, names: tuple[str, ...]) -> torch.optim.Adam:
+    lrs = {
+        "angles": cfg.lr_angles,
+        "trans": cfg.lr_trans,
+        "id_coeff": cfg.lr_id,
+        "exp_coeff": cfg.lr_exp,
+        "tex_coeff": cfg.lr_tex,
+        "gamma": cfg.lr_gamma,
+    }
+    groups = [{"params": [getattr(params, n)], "lr": lrs[n]} for n in names]
+    return torch.optim.Adam(groups)
+
+
+def fit_landmarks(
+    model: MorphableModel,
+    params: Params,
+    target: FitTarget,
+    camera: CameraConfig,
+    cfg: FitConfig,
+    history: list[dict[str, float]],
+) -> None:
+    """Stage 0: pose first, then pose + identity + expression, on the 68 landmarks."""
+    weights = cfg.loss
+    n = cfg.landmark_iters
+    plan = (
+        (("angles", "trans"), n // 3),
+        (("angles", "trans", "id_coeff", "exp_coeff"), n - n // 3),
+    )
+    for names, iters in plan:
+        opt = _optimizer(params, cfg, names)
+        base = [g["lr"] for g in opt.param_groups]
+        for step in range(iters):
+            _cosine_lr(opt, base, step, iters, cfg.lr_decay)
+            opt.zero_grad(set_to_none=True)
+            lm = project_points(
+                landmark_vertices(model, params.ids(), params.exp_coeff),
+                params.angles,
+                params.trans,
+                camera,
+            )
+            terms = {
+                "landmark": landmark_loss(lm, target.lm68, valid=target.lm_valid),
+                "coef": coefficient_regularization(
+                    params.ids(),
+                    params.exp_coeff,
+                    params.tex_coeff,
+                    alpha=weights.alpha,
+                    beta=weights.beta,
+                    delta=weights.delta,
+                ),
+            }
+            total, parts = hybrid_loss(terms, weights)
+            total.backward()
+            opt.step()
+        history.append({"stage": "landmarks", "total": float(total), **_floats(parts)})
+
+
+def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float(v) for k, v in parts.items()}
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="area")
+
+
+def hybrid_terms(
+    model: MorphableModel,
+    params: Params,
+    target: FitTarget,
+    camera: CameraConfig,
+    stage: StageConfig,
+    cfg: FitConfig,
+    facerec=None,
+    target_embedding: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every loss term of the current parameters, rendering at ``stage.size``."""
+    w = cfg.loss
+    ids = params.ids()
+    vertices, albedo = model(ids, params.exp_coeff, params.tex_coeff)
+    terms: dict[str, torch.Tensor] = {}
+    lm = project_points(vertices[:, model.landmarks68], params.angles, params.trans, camera)
+    terms["landmark"] = landmark_loss(lm, target.lm68, valid=target.lm_valid)
+    terms["coef"] = coefficient_regularization(
+        ids, params.exp_coeff, params.tex_coeff, alpha=w.alpha, beta=w.beta, delta=w.delta
+    )
+    terms["tex"] = albedo_flatness_loss(albedo, model.skin_mask)
+    if w.w_light:
+        terms["light"] = lighting_regularization(params.gamma)
+    if stage.photometric or stage.perceptual:
+        cam = camera.scaled(stage.size) if stage.size != camera.size else camera
+        out = render(
+            vertices, albedo, model.triangles, params.angles, params.trans, params.gamma, cam
+        )
+        front = _front_pixels(model, out.face_idx).unsqueeze(1)
+        face_mask = out.mask.to(out.image.dtype) * front
+        image = _resize(target.image, stage.size)
+        attention = _resize(target.attention, stage.size)
+        if stage.photometric:
+            terms["photo"] = photometric_loss(image, out.image, attention * face_mask)
+        if stage.perceptual and facerec is not None and target_embedding is not None:
+            composite = out.image * face_mask + image * (1 - face_mask)
+            composite = _resize(composite, camera.size) if stage.size != camera.size else composite
+            emb = facerec.embed(composite, lm)
+            terms["perceptual"] = perceptual_loss(target_embedding, emb)
+    return terms
+
+
+def _front_pixels(model: MorphableModel, face_idx: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W)`` float: pixel shows a triangle of the model's front-face region."""
+    front_tri = model.front_mask[model.triangles].all(dim=1)
+    covered = face_idx >= 0
+    return (covered & front_tri[face_idx.clamp(min=0)]).to(model.mean_shape.dtype)
+
+
+def fit_hybrid(
+    model: MorphableModel,
+    params: Params,
+    target: FitTarget,
+    camera: CameraConfig,
+    stage: StageConfig,
+    cfg: FitConfig,
+    history: list[dict[str, float]],
+    name: str,
+    facerec=None,
+    target_embedding: torch.Tensor | None = None,
+) -> None:
+    """One coarse-to-fine stage of the full hybrid loss over every parameter."""
+    names = ("angles", "trans", "id_coeff", "exp_coeff", "tex_coeff", "gamma")
+    opt = _optimizer(params, cfg, names)
+    base = [g["lr"] for g in opt.param_groups]
+    total, parts = None, {}
+    for step in range(stage.iters):
+        _cosine_lr(opt, base, step, stage.iters, cfg.lr_decay)
+        opt.zero_grad(set_to_none=True)
+        terms = hybrid_terms(
+            model, params, target, camera, stage, cfg, facerec, target_embedding
+        )
+        total, parts = hybrid_loss(terms, cfg.loss)
+        total.backward()
+        opt.step()
+    if total is not None:
+        history.append({"stage": name, "total": float(total), **_floats(parts)})
+
+
+def fit(
+    model: MorphableModel,
+    target: FitTarget,
+    cfg: FitConfig | None = None,
+    camera: CameraConfig | None = None,
+    facerec=None,
+) -> FitResult:
+    """Fit coefficients to a batch of aligned photos (or one image set when
+    ``cfg.shared_identity``).
+
+    Args:
+        model: face model (any source: bfm-lite, bfm09, ict).
+        target: aligned crops, landmarks and optional attention; see :class:`FitTarget`.
+        cfg: stages, learning rates and loss weights (paper weights by default).
+        camera: the crop camera (paper's 224 / 1015 by default).
+        facerec: object with ``embed(image (B,3,S,S), lm68 (B,68,2)) -> (B,D)``; None disables
+            the perceptual term.
+
+    Returns:
+        :class:`FitResult` with ``coeffs (B, model.layout.size)``.
+    """
+    cfg = cfg or FitConfig()
+    camera = camera or CameraConfig()
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    if target.attention is None:
+        from facerecon.skin import skin_attention, skin_probability
+
+        target = FitTarget(
+            target.image,
+            target.lm68,
+            skin_attention(skin_probability(target.image)),
+            target.lm_valid,
+        )
+    batch = target.image.shape[0]
+    params = Params(model, batch, cfg.shared_identity, target.image)
+    history: list[dict[str, float]] = []
+    fit_landmarks(model, params, target, camera, cfg, history)
+    target_embedding = None
+    if facerec is not None and (cfg.coarse.perceptual or cfg.fine.perceptual):
+        with torch.no_grad():
+            target_embedding = facerec.embed(target.image, target.lm68)
+    for name, stage in (("coarse", cfg.coarse), ("fine", cfg.fine)):
+        if stage.iters:
+            fit_hybrid(
+                model, params, target, camera, stage, cfg, history, name, facerec, target_embedding
+            )
+    return FitResult(params.as_vector(model), history, time.perf_counter() - start)

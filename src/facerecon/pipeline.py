@@ -1,0 +1,371 @@
+"""The main job, end to end: photos -> detected, aligned faces -> coefficients -> files.
+
+Data flows one way: ``load_image`` -> ``detect`` -> ``align`` -> ``fit`` -> mesh -> export.
+The CLI parses arguments and calls :func:`run`; nothing here prints except through the
+``progress`` callback, so the same code serves scripts and notebooks.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facerecon.errors import FaceReconError, ImageError, OutputExistsError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+OUTPUT_SUFFIXES = (".obj", ".glb", ".npz", "_overlay.png", "_landmarks.json")
+
+
+@dataclass
+class ReconstructOptions:
+    """What ``facerecon reconstruct`` does; every CLI flag maps to one field."""
+
+    out_dir: Path = Path("facerecon_out")
+    model: str = "bfm-lite"
+    method: str = "fit"
+    device: str = "cpu"
+    as_set: bool = False
+    all_faces: bool = False
+    overwrite: bool = False
+    detector: str = "dlib"
+    perceptual: bool = True
+    fast: bool = False
+    report: bool = True
+
+
+@dataclass
+class PreparedFace:
+    """One detected face, aligned to the 224 crop."""
+
+    source: Path
+    name: str
+    photo: np.ndarray  # (H, W, 3) uint8, the original photo
+    aligned: object  # facerecon.detect.align.AlignedFace
+    detected_lm68: np.ndarray  # (68, 2) original-photo pixels
+
+
+@dataclass
+class RunSummary:
+    """What a run produced: written faces, failed inputs (path, message), the report."""
+
+    written: list[dict] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    report: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def collect_inputs(paths: Iterable[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Expand files, folders (non-recursive, image suffixes only) and globs.
+
+    Returns:
+        (image paths in a stable order, [(argument, message)] for arguments matching nothing).
+    """
+    found: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    for arg in paths:
+        p = Path(arg)
+        if p.is_dir():
+            items = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            if not items:
+                missing.append((arg, f"folder {arg} holds no images"))
+            found.extend(items)
+        elif p.exists():
+            found.append(p)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(arg))
+            if matches:
+                found.extend(m for m in matches if m.is_file())
+            else:
+                missing.append((arg, f"{arg}: no such file, folder or glob match"))
+    unique: list[Path] = []
+    seen: set[Path] = set()
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique, missing
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Output stems: the file stem, disambiguated with the parent folder (then a counter)."""
+    names: list[str] = []
+    used: set[str] = set()
+    for p in paths:
+        name = p.stem
+        if name in used:
+            name = f"{p.parent.name}_{p.stem}"
+        base, k = name, 2
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
+    return {
+        "obj": out_dir / f"{name}.obj",
+        "glb": out_dir / f"{name}.glb",
+        "npz": out_dir / f"{name}.npz",
+        "overlay": out_dir / f"{name}_overlay.png",
+        "landmarks": out_dir / f"{name}_landmarks.json",
+    }
+
+
+def check_outputs_free(paths: Iterable[Path], overwrite: bool) -> None:
+    """Refuse before any work when an output exists and ``overwrite`` is off."""
+    if overwrite:
+        return
+    for p in paths:
+        if p.exists():
+            raise OutputExistsError(f"{p} exists; pass --overwrite to replace it")
+
+
+def prepare_image(
+    path: Path, name: str, detector, all_faces: bool
+) -> list[PreparedFace]:
+    """Load, detect and align the faces of one photo (largest only unless ``all_faces``)."""
+    from facerecon.detect import align, load_image
+
+    photo = load_image(path)
+    faces = detector.detect(photo, all_faces=all_faces)
+    if not faces:
+        from facerecon.errors import NoFaceError
+
+        raise NoFaceError(f"{path}: no face found")
+    prepared = []
+    for k, face in enumerate(faces):
+        aligned = align(photo, face.landmarks68)
+        face_name = name if len(faces) == 1 else f"{name}_face{k}"
+        prepared.append(PreparedFace(path, face_name, photo, aligned, face.landmarks68))
+    return prepared
+
+
+def to_tensor_batch(faces: list[PreparedFace], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Aligned crops ``(B, 3, 224, 224)`` in 0..1 and their landmarks ``(B, 68, 2)``."""
+    images = np.stack([f.aligned.image for f in faces]).astype(np.float32) / 255.0
+    lm = np.stack([f.aligned.landmarks68 for f in faces]).astype(np.float32)
+    image_t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+    return image_t, torch.from_numpy(lm).to(device)
+
+
+class Reconstructor:
+    """Holds the loaded models; reconstructs batches of prepared faces."""
+
+    def __init__(self, options: ReconstructOptions):
+        from facerecon.morphable import load_face_model
+
+        self.options = options
+        if options.device.startswith("cuda") and not torch.cuda.is_available():
+            raise FaceReconError("--device cuda asked for, but torch sees no CUDA device")
+        self.device = torch.device(options.device)
+        self.model = load_face_model(options.model, device=self.device)
+        self.facerec = None
+        if options.perceptual and not options.fast:
+            from facerecon.nets.facerec import FaceEmbedder
+
+            self.facerec = FaceEmbedder.load(device=self.device)
+
+    def fit(self, faces: list[PreparedFace], shared_identity: bool):
+        from facerecon.fit import FitConfig, FitTarget, fit
+
+        cfg = FitConfig.fast() if self.options.fast else FitConfig()
+        cfg.shared_identity = shared_identity
+        image, lm = to_tensor_batch(faces, self.device)
+        return fit(self.model, FitTarget(image, lm), cfg, facerec=self.facerec)
+
+    def write(self, face: PreparedFace, coeffs: torch.Tensor, seconds: float) -> dict:
+        """Write every per-face output; returns a summary dict for the report."""
+        from facerecon.io import (
+            draw_landmarks,
+            overlay_image,
+            save_coefficients,
+            save_png,
+            warp_to_original,
+            write_glb,
+            write_landmarks_json,
+            write_obj,
+        )
+        from facerecon.render import CameraConfig, render
+
+        opts = self.options
+        paths = output_paths(opts.out_dir, face.name)
+        model = self.model
+        parts = model.layout.split(coeffs[None])
+        with torch.no_grad():
+            vertices, albedo = model(parts["id_coeff"], parts["exp_coeff"], parts["tex_coeff"])
+            camera = CameraConfig()
+            out = render(
+                vertices,
+                albedo,
+                model.triangles,
+                parts["angles"],
+                parts["trans"],
+                parts["gamma"],
+                camera,
+            )
+        tri = model.triangles.cpu().numpy()
+        verts = vertices[0].cpu().numpy()
+        colors = albedo[0].clamp(0, 1).cpu().numpy()
+        write_obj(paths["obj"], verts, tri, colors=colors, overwrite=opts.overwrite)
+        write_glb(paths["glb"], verts, tri, colors=colors, overwrite=opts.overwrite)
+
+        transform = face.aligned.transform
+        lm_crop = out.uv[0, model.landmarks68].cpu().numpy()
+        lm_orig = transform.to_original(lm_crop)
+        crop_to_orig = transform.crop_to_original
+        h, w = face.photo.shape[:2]
+        render_img = out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+        mask = out.mask[0, 0].float().cpu().numpy()
+        render_orig = warp_to_original(render_img, crop_to_orig, (h, w))
+        mask_orig = warp_to_original(mask, crop_to_orig, (h, w))
+        overlay = overlay_image(face.photo, render_orig, mask_orig)
+        overlay = draw_landmarks(overlay, face.detected_lm68, color=(0, 255, 0))
+        overlay = draw_landmarks(overlay, lm_orig, color=(255, 0, 0))
+        save_png(paths["overlay"], overlay, overwrite=opts.overwrite)
+
+        arrays = {k: v[0].cpu().numpy() for k, v in parts.items()}
+        arrays["coeffs"] = coeffs.cpu().numpy()
+        arrays["crop_to_original"] = np.asarray(crop_to_orig)
+        arrays["landmarks68"] = lm_orig
+        arrays["detected_landmarks68"] = face.detected_lm68
+        meta = {
+            "model": model.name,
+            "layout": list(model.layout.sizes),
+            "method": opts.method,
+            "source": str(face.source),
+            "units": "vertices mm (model space); trans in scene units (1 = 100 mm)",
+            "seconds": seconds,
+        }
+        save_coefficients(paths["npz"], arrays, meta, overwrite=opts.overwrite)
+        err = float(np.linalg.norm(lm_orig - face.detected_lm68, axis=1).mean())
+        write_landmarks_json(
+            paths["landmarks"],
+            lm_orig,
+            extra={"detected": face.detected_lm68.tolist(), "mean_error_px": err},
+            overwrite=opts.overwrite,
+        )
+        return {
+            "name": face.name,
+            "source": str(face.source),
+            "paths": {k: str(v) for k, v in paths.items()},
+            "seconds": seconds,
+            "landmark_error_px": err,
+        }
+
+
+def run(
+    inputs: list[str],
+    options: ReconstructOptions,
+    progress: Callable[[str], None] | None = None,
+    show_progress: bool = False,
+) -> RunSummary:
+    """Reconstruct every face in ``inputs``; bad files are reported and skipped.
+
+    ``show_progress`` draws a progress bar on stderr; ``progress`` receives one line per input.
+    """
+    from tqdm import tqdm
+
+    summary = RunSummary()
+    paths, missing = collect_inputs(inputs)
+    summary.failed.extend(missing)
+    if not paths:
+        raise ImageError("no input images found")
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    report_path = options.out_dir / "report.html"
+    if options.report:
+        check_outputs_free([report_path], options.overwrite)
+    names = unique_names(paths)
+    for name in names:
+        check_outputs_free(output_paths(options.out_dir, name).values(), options.overwrite)
+
+    from facerecon.detect import Detector
+
+    detector = Detector(backend=options.detector)
+    recon = Reconstructor(options)
+    prepared: list[PreparedFace] = []
+    bar = tqdm(total=len(paths), disable=not show_progress, unit="photo", file=sys.stderr)
+
+    def say(msg: str) -> None:
+        if progress:
+            progress(msg)
+        if show_progress:
+            bar.write(msg, file=sys.stderr)
+
+    for i, (path, name) in enumerate(zip(paths, names, strict=True)):
+        bar.update(1)
+        try:
+            faces = prepare_image(path, name, detector, options.all_faces)
+        except FaceReconError as exc:
+            summary.failed.append((str(path), str(exc)))
+            say(f"[{i + 1}/{len(paths)}] {path}: FAILED: {exc}")
+            continue
+        prepared.extend(faces)
+        if not options.as_set:
+            for face in faces:
+                start = time.perf_counter()
+                result = recon.fit([face], shared_identity=False)
+                seconds = time.perf_counter() - start
+                summary.written.append(recon.write(face, result.coeffs[0], seconds))
+            say(f"[{i + 1}/{len(paths)}] {path}: {len(faces)} face(s)")
+    bar.close()
+    if options.as_set and prepared:
+        say(f"joint fit of {len(prepared)} faces as one identity")
+        start = time.perf_counter()
+        result = recon.fit(prepared, shared_identity=True)
+        seconds = (time.perf_counter() - start) / len(prepared)
+        for face, coeffs in zip(prepared, result.coeffs, strict=True):
+            summary.written.append(recon.write(face, coeffs, seconds))
+    if options.report:
+        summary.report = write_run_report(options, summary, report_path)
+    (options.out_dir / "summary.json").write_text(
+        json.dumps({"written": summary.written, "failed": summary.failed}, indent=2)
+    )
+    return summary
+
+
+def write_run_report(options: ReconstructOptions, summary: RunSummary, path: Path) -> Path:
+    from facerecon.io import ReportEntry, write_report
+
+    entries = []
+    for item in summary.written:
+        p = item["paths"]
+        entries.append(
+            ReportEntry(
+                name=item["name"],
+                photo_path=item["source"],
+                overlay_path=p["overlay"],
+                glb_path=p["glb"],
+                status="ok",
+                meta={
+                    "model": options.model,
+                    "method": options.method,
+                    "seconds": round(item["seconds"], 2),
+                    "landmark error (px)": round(item["landmark_error_px"], 2),
+                },
+            )
+        )
+    for source, message in summary.failed:
+        entries.append(
+            ReportEntry(
+                name=Path(source).name,
+                photo_path=None,
+                overlay_path=None,
+                glb_path=None,
+                status="failed",
+                message=message,
+            )
+        )
+    return write_report(path.parent, entries, overwrite=options.overwrite)
