@@ -1,1 +1,34 @@
-"""facerecon.losses."""
+"""facerecon.losses: the hybrid loss of Deng et al. 2019 as small pure functions.
+
+Each term returns a scalar tensor; :func:`hybrid_loss` weights and sums the terms a caller has
+with the weights of a :class:`HybridLossConfig` (paper values by default,
+:meth:`HybridLossConfig.released_code` for the released code's).
+"""
+
+from facerecon.losses.hybrid import HybridLossConfig, LossTermError, hybrid_loss
+from facerecon.losses.terms import (
+    HEAVY_LANDMARKS,
+    albedo_flatness_loss,
+    coefficient_regularization,
+    landmark_loss,
+    landmark_weights,
+    lighting_regularization,
+    perceptual_loss,
+    photometric_loss,
+    photometric_mask,
+)
+
+__all__ = [
+    "HEAVY_LANDMARKS",
+    "HybridLossConfig",
+    "LossTermError",
+    "albedo_flatness_loss",
+    "coefficient_regularization",
+    "hybrid_loss",
+    "landmark_loss",
+    "landmark_weights",
+    "lighting_regularization",
+    "perceptual_loss",
+    "photometric_loss",
+    "photometric_mask",
+]
