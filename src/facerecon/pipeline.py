@@ -282,7 +282,8 @@ def run(
     paths, missing = collect_inputs(inputs)
     summary.failed.extend(missing)
     if not paths:
-        raise ImageError("no input images found")
+        detail = "; ".join(message for _, message in missing) or "no paths given"
+        raise ImageError(f"no input images found ({detail})")
     options.out_dir.mkdir(parents=True, exist_ok=True)
     report_path = options.out_dir / "report.html"
     if options.report:

@@ -1,0 +1,78 @@
+"""Fitting: seconds per photo and landmark accuracy on the hand-labelled photos.
+
+Needs ../shared/data/faces_68pt (the development data); rows say so when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHARED = Path(os.environ.get("FACERECON_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+PHOTOS = ("breakingbad.jpg", "takeo.ppm", "einstein.jpg")
+
+
+def _read_pts(path: Path) -> np.ndarray:
+    lines = path.read_text().splitlines()
+    start = lines.index("{") + 1
+    return np.array([[float(v) for v in ln.split()] for ln in lines[start : start + 68]]) - 1.0
+
+
+def run(quick: bool = False) -> list[dict]:
+    from facerecon.detect import align, detect_one, load_image
+    from facerecon.fit import FitConfig, FitTarget, fit, project_points
+    from facerecon.morphable import load_face_model
+    from facerecon.nets.facerec import FaceEmbedder
+    from facerecon.render import CameraConfig
+
+    folder = SHARED / "data" / "faces_68pt"
+    if not folder.is_dir():
+        return [{"section": "Fitting (reconstruct)", "name": "skipped", "value": float("nan"),
+                 "unit": "", "notes": f"{folder} not found"}]
+    model = load_face_model("bfm-lite")
+    facerec = FaceEmbedder.load()
+    rows = []
+    configs = {"fast (no perceptual)": (FitConfig.fast(), None)}
+    if not quick:
+        configs["default (hybrid loss incl. perceptual)"] = (FitConfig(), facerec)
+    for label, (cfg, rec) in configs.items():
+        secs, nmes = [], []
+        for name in PHOTOS:
+            photo = load_image(folder / name)
+            truth = _read_pts((folder / name).with_suffix(".pts"))
+            face = detect_one(photo)
+            aligned = align(photo, face.landmarks68)
+            image = torch.from_numpy(aligned.image).permute(2, 0, 1)[None].float() / 255
+            lm = torch.from_numpy(aligned.landmarks68)[None].float()
+            t0 = time.perf_counter()
+            result = fit(model, FitTarget(image, lm), cfg, facerec=rec)
+            secs.append(time.perf_counter() - t0)
+            p = model.layout.split(result.coeffs)
+            vertices, _ = model(p["id_coeff"], p["exp_coeff"], p["tex_coeff"])
+            uv = project_points(
+                vertices[:, model.landmarks68], p["angles"], p["trans"], CameraConfig()
+            )
+            pred = aligned.transform.to_original(uv[0].detach().numpy())
+            iod = np.linalg.norm(truth[36] - truth[45])
+            nmes.append(float(np.linalg.norm(pred - truth, axis=1).mean() / iod))
+        rows.append({
+            "section": "Fitting (reconstruct)",
+            "name": f"seconds per photo, {label}",
+            "value": statistics.median(secs),
+            "unit": "s",
+            "notes": f"bfm-lite, CPU, {len(PHOTOS)} faces_68pt photos; target < 5 s",
+        })
+        rows.append({
+            "section": "Fitting (reconstruct)",
+            "name": f"landmark reprojection NME, {label}",
+            "value": 100 * float(np.mean(nmes)),
+            "unit": "% of inter-ocular",
+            "notes": "fitted mesh's 68 landmarks vs hand-placed points; per photo "
+            + ", ".join(f"{n.split('.')[0]} {100 * e:.1f}" for n, e in zip(PHOTOS, nmes)),
+        })
+    return rows

@@ -1,0 +1,80 @@
+"""The command line end to end: two photos, one of them bad; overwrite protection; info."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from facerecon.cli import main
+
+
+def _run(args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "facerecon.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, faces_68pt):
+    inputs = tmp_path_factory.mktemp("inputs")
+    shutil.copy(faces_68pt / "takeo.ppm", inputs / "takeo.ppm")
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    out = tmp_path_factory.mktemp("out")
+    proc = _run(["reconstruct", str(inputs), "--out", str(out), "--fast", "--quiet"])
+    return inputs, out, proc
+
+
+def test_batch_continues_past_bad_file(cli_run):
+    _, out, proc = cli_run
+    assert proc.returncode == 1, proc.stderr  # some input failed
+    assert "broken.jpg" in proc.stderr
+    for suffix in (".obj", ".glb", ".npz", "_overlay.png", "_landmarks.json"):
+        assert (out / f"takeo{suffix}").stat().st_size > 0, suffix
+    assert (out / "report.html").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["written"]) == 1 and len(summary["failed"]) == 1
+
+
+def test_outputs_are_consistent(cli_run):
+    from facerecon.io import load_coefficients, read_obj
+
+    _, out, _ = cli_run
+    arrays, meta = load_coefficients(out / "takeo.npz")
+    assert meta["model"] == "bfm-lite"
+    assert arrays["coeffs"].shape[-1] == sum(meta["layout"])
+    mesh = read_obj(out / "takeo.obj")
+    vertices = mesh[0] if isinstance(mesh, tuple) else mesh["vertices"]
+    assert vertices.shape[1] == 3 and np.isfinite(vertices).all()
+    lms = json.loads((out / "takeo_landmarks.json").read_text())
+    # The fitted model's landmarks land near the detected ones in the original photo.
+    assert lms["mean_error_px"] < 6.0
+
+
+def test_refuses_to_overwrite(cli_run):
+    inputs, out, _ = cli_run
+    proc = _run(["reconstruct", str(inputs / "takeo.ppm"), "--out", str(out), "--fast", "--quiet"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "--overwrite" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_missing_input_is_one_line_error(tmp_path):
+    proc = _run(["reconstruct", str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "o")])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_info_runs(capsys):
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert "torch" in text and "cache" in text

@@ -1,0 +1,152 @@
+"""Fitting recovers known faces; on real photos it lands on hand-placed landmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facerecon.fit import FitConfig, FitTarget, fit, landmark_vertices, project_points
+from facerecon.morphable import load_face_model
+from facerecon.render import CameraConfig, render
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_face_model("bfm-lite")
+
+
+def _rendered_target(model, seed: int):
+    """A face of known coefficients rendered over a textured background."""
+    g = torch.Generator().manual_seed(seed)
+    layout = model.layout
+    parts = {
+        "id_coeff": 1.0 * torch.randn(1, layout.n_id, generator=g),
+        "exp_coeff": 0.5 * torch.randn(1, layout.n_exp, generator=g),
+        "tex_coeff": 0.7 * torch.randn(1, layout.n_tex, generator=g),
+        "angles": torch.tensor([[0.08, 0.25, -0.05]]),
+        "gamma": 0.15 * torch.randn(1, 27, generator=g),
+        "trans": torch.tensor([[0.03, -0.02, 0.1]]),
+    }
+    camera = CameraConfig()
+    with torch.no_grad():
+        vertices, albedo = model(parts["id_coeff"], parts["exp_coeff"], parts["tex_coeff"])
+        out = render(
+            vertices,
+            albedo,
+            model.triangles,
+            parts["angles"],
+            parts["trans"],
+            parts["gamma"],
+            camera,
+        )
+        lm = out.uv[:, model.landmarks68]
+    yy, xx = torch.meshgrid(torch.arange(224.0), torch.arange(224.0), indexing="ij")
+    background = torch.stack(
+        [0.4 + 0.2 * torch.sin(xx / 9), 0.35 + 0.2 * torch.cos(yy / 13), 0.3 + 0 * xx]
+    )[None]
+    mask = out.mask.float()
+    image = out.image.clamp(0, 1) * mask + background * (1 - mask)
+    return parts, vertices, FitTarget(image=image, lm68=lm), mask
+
+
+def _rmse_mm(a: torch.Tensor, b: torch.Tensor, sel: torch.Tensor) -> float:
+    return float(((a[:, sel] - b[:, sel]) ** 2).sum(-1).mean().sqrt())
+
+
+def test_landmark_projection_helper_matches_full_model(model):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randn(2, model.layout.n_id, generator=g)
+    exps = torch.randn(2, model.layout.n_exp, generator=g)
+    full, _ = model(ids, exps, torch.zeros(2, model.layout.n_tex))
+    fast = landmark_vertices(model, ids, exps)
+    assert torch.allclose(full[:, model.landmarks68], fast, atol=1e-4)
+
+
+def test_fit_recovers_rendered_face(model):
+    """Known coefficients -> render -> fit: landmarks within ~1 px and shape closer than mean."""
+    parts, true_vertices, target, _ = _rendered_target(model, seed=3)
+    result = fit(model, target, FitConfig.fast())
+    fitted = model.layout.split(result.coeffs)
+    vertices, _ = model(fitted["id_coeff"], fitted["exp_coeff"], fitted["tex_coeff"])
+    camera = CameraConfig()
+    lm = project_points(
+        vertices[:, model.landmarks68], fitted["angles"], fitted["trans"], camera
+    )
+    lm_err = float((lm - target.lm68).norm(dim=-1).mean())
+    assert lm_err < 1.5, f"landmark error {lm_err:.2f} px"
+
+    front = model.front_mask
+    mean_vertices = model.mean_shape[None]
+    rmse_fit = _rmse_mm(vertices, true_vertices, front)
+    rmse_mean = _rmse_mm(mean_vertices, true_vertices, front)
+    # Model-space shape: the fit must explain most of the deviation from the mean face.
+    assert rmse_fit < 0.6 * rmse_mean, (rmse_fit, rmse_mean)
+    assert rmse_fit < 2.5, f"shape RMSE {rmse_fit:.2f} mm"
+    # Pose is recovered too.
+    assert torch.allclose(fitted["angles"], parts["angles"], atol=0.05)
+
+
+def test_fit_is_deterministic(model):
+    _, _, target, _ = _rendered_target(model, seed=5)
+    cfg = FitConfig.fast()
+    cfg.coarse.iters, cfg.fine.iters = 5, 0
+    a = fit(model, target, cfg).coeffs
+    b = fit(model, target, cfg).coeffs
+    assert torch.equal(a, b)
+
+
+def test_joint_fit_shares_identity(model):
+    _, _, t1, _ = _rendered_target(model, seed=7)
+    _, _, t2, _ = _rendered_target(model, seed=7)
+    target = FitTarget(torch.cat([t1.image, t2.image.flip(-1)]), torch.cat([t1.lm68, t1.lm68]))
+    target.lm68[1, :, 0] = 223 - target.lm68[1, :, 0]
+    target.lm68[1] = target.lm68[1, _flip68()]
+    cfg = FitConfig.fast()
+    cfg.shared_identity = True
+    cfg.coarse.iters, cfg.fine.iters = 10, 0
+    out = model.layout.split(fit(model, target, cfg).coeffs)
+    assert torch.equal(out["id_coeff"][0], out["id_coeff"][1])
+    # The mirrored view has mirrored yaw.
+    assert float(out["angles"][0, 1] * out["angles"][1, 1]) < 0
+
+
+def _flip68() -> list[int]:
+    """iBUG 68 left-right permutation."""
+    jaw = list(range(16, -1, -1))
+    brows = list(range(26, 16, -1))
+    nose = [27, 28, 29, 30, 35, 34, 33, 32, 31]
+    eyes = [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    mouth = [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+    return jaw + brows + nose + eyes + mouth
+
+
+def _read_pts(path) -> np.ndarray:
+    lines = path.read_text().splitlines()
+    start = lines.index("{") + 1
+    return np.array([[float(v) for v in line.split()] for line in lines[start : start + 68]])
+
+
+@pytest.mark.slow
+def test_fit_lands_on_hand_placed_landmarks(model, faces_68pt):
+    """Real photos: fitted-mesh landmarks vs the hand-placed points, normalised by the
+    inter-ocular distance (outer eye corners)."""
+    from facerecon.detect import align, detect_one, load_image
+
+    errors = {}
+    for name in ("breakingbad.jpg", "takeo.ppm", "einstein.jpg"):
+        photo = load_image(faces_68pt / name)
+        truth = _read_pts((faces_68pt / name).with_suffix(".pts")) - 1.0  # 1-based pixels
+        face = detect_one(photo)
+        aligned = align(photo, face.landmarks68)
+        image = torch.from_numpy(aligned.image).permute(2, 0, 1)[None].float() / 255
+        lm = torch.from_numpy(aligned.landmarks68)[None].float()
+        result = fit(model, FitTarget(image, lm), FitConfig.fast())
+        p = model.layout.split(result.coeffs)
+        vertices, _ = model(p["id_coeff"], p["exp_coeff"], p["tex_coeff"])
+        uv = project_points(vertices[:, model.landmarks68], p["angles"], p["trans"], CameraConfig())
+        pred = aligned.transform.to_original(uv[0].detach().numpy())
+        iod = np.linalg.norm(truth[36] - truth[45])
+        errors[name] = float(np.linalg.norm(pred - truth, axis=1).mean() / iod)
+    print("fitted landmark NME (inter-ocular):", errors)
+    assert max(errors.values()) < 0.10, errors
