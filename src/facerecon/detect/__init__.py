@@ -1,1 +1,33 @@
-"""facerecon.detect."""
+"""facerecon.detect: photo loading, face detection, 68 landmarks, alignment, parse masks."""
+
+from .align import (
+    DEFAULT_TEMPLATE_224,
+    AlignedFace,
+    CropTransform,
+    align,
+    align_batch,
+    crop_to_original,
+    five_points,
+    template_from_model,
+)
+from .faces import Detector, DetectorConfig, Face, detect, detect_one, get_detector
+from .image_io import load_image, to_rgb_uint8
+
+__all__ = [
+    "DEFAULT_TEMPLATE_224",
+    "AlignedFace",
+    "CropTransform",
+    "Detector",
+    "DetectorConfig",
+    "Face",
+    "align",
+    "align_batch",
+    "crop_to_original",
+    "detect",
+    "detect_one",
+    "five_points",
+    "get_detector",
+    "load_image",
+    "template_from_model",
+    "to_rgb_uint8",
+]
