@@ -1,1 +1,52 @@
-"""facerecon.io."""
+"""facerecon.io: mesh exports, result files, overlays and the HTML report.
+
+Meshes are millimetres in OBJ/PLY and metres in GLB (glTF's unit); see :mod:`.mesh`.
+"""
+
+from facerecon.io.mesh import (
+    MeshData,
+    bake_vertex_colors_to_texture,
+    cylindrical_uv,
+    glb_bytes,
+    read_glb,
+    read_obj,
+    read_ply,
+    vertex_normals,
+    write_glb,
+    write_obj,
+    write_ply,
+)
+from facerecon.io.overlay import draw_landmarks, overlay_image, save_png, warp_to_original
+from facerecon.io.paths import ensure_writable
+from facerecon.io.report import ReportEntry, write_report
+from facerecon.io.results import (
+    load_coefficients,
+    read_landmarks_json,
+    save_coefficients,
+    write_landmarks_json,
+)
+
+__all__ = [
+    "MeshData",
+    "ReportEntry",
+    "bake_vertex_colors_to_texture",
+    "cylindrical_uv",
+    "draw_landmarks",
+    "ensure_writable",
+    "glb_bytes",
+    "load_coefficients",
+    "overlay_image",
+    "read_glb",
+    "read_landmarks_json",
+    "read_obj",
+    "read_ply",
+    "save_coefficients",
+    "save_png",
+    "vertex_normals",
+    "warp_to_original",
+    "write_glb",
+    "write_landmarks_json",
+    "write_obj",
+    "write_ply",
+    "write_report",
+]

@@ -1,0 +1,570 @@
+"""Mesh exports (OBJ + MTL + PNG texture, binary PLY, GLB) and minimal readers.
+
+Units: ``vertices`` are millimetres. OBJ and PLY keep millimetres; GLB is converted to
+metres because glTF 2.0 defines its unit as the metre (``write_glb`` divides by 1000 and
+``read_glb`` multiplies back by default). Axes follow the face model: +x subject's left,
++y up, +z towards the camera, which is also glTF's +y-up / +z-front convention.
+
+UV convention (``uv (N, 2)``): OBJ style, u to the right and v up, both in 0..1; texture
+pixel row ``r`` holds ``v = 1 - (r + 0.5) / H``.
+
+Colours are floats in 0..1 (sRGB, as the albedo). In GLB they are stored linear (glTF's
+definition of ``COLOR_0``) so that viewers show the same colours as the OBJ/PLY.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from facerecon.io._convert import as_numpy, check_shape
+from facerecon.io.paths import ensure_writable
+
+GLB_MAGIC = 0x46546C67  # b"glTF"
+GLB_CHUNK_JSON = 0x4E4F534A  # b"JSON"
+GLB_CHUNK_BIN = 0x004E4942  # b"BIN\0"
+_ARRAY_BUFFER = 34962
+_ELEMENT_ARRAY_BUFFER = 34963
+_FLOAT = 5126
+_UNSIGNED_SHORT = 5123
+_UNSIGNED_INT = 5125
+
+
+@dataclass
+class MeshData:
+    """A triangle mesh as read back from a file.
+
+    vertices (N, 3) float64; triangles (F, 3) int64; colors (N, 3) float64 in 0..1 or None;
+    uv (N, 2) or None; normals (N, 3) or None; texture_path: OBJ ``map_Kd`` file or None.
+    """
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    colors: np.ndarray | None = None
+    uv: np.ndarray | None = None
+    normals: np.ndarray | None = None
+    texture_path: Path | None = None
+
+
+def _mesh_arrays(
+    vertices: Any, triangles: Any, colors: Any = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validate and convert: vertices (N,3) float64, triangles (F,3) int64, colors (N,3) | None."""
+    v = as_numpy(vertices, np.float64)
+    f = as_numpy(triangles)
+    check_shape("vertices", v, 2, 3)
+    check_shape("triangles", f, 2, 3)
+    if not np.issubdtype(f.dtype, np.integer):
+        raise ValueError(f"triangles must be integers, got {f.dtype}")
+    f = f.astype(np.int64)
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise ValueError(f"triangle indices must lie in [0, {len(v)}), got {f.min()}..{f.max()}")
+    c = None
+    if colors is not None:
+        c = as_numpy(colors, np.float64)
+        check_shape("colors", c, 2, 3)
+        if len(c) != len(v):
+            raise ValueError(f"colors has {len(c)} rows, vertices has {len(v)}")
+        c = np.clip(c, 0.0, 1.0)
+    return v, f, c
+
+
+# ----------------------------------------------------------------------------- normals
+
+
+def vertex_normals(vertices: Any, triangles: Any) -> np.ndarray:
+    """Area-weighted unit vertex normals ``(N, 3)`` for counter-clockwise triangles ``(F, 3)``.
+
+    Vertices used by no triangle get ``(0, 0, 1)``.
+    """
+    v, f, _ = _mesh_arrays(vertices, triangles)
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    face_n = np.cross(b - a, c - a)  # length = 2 * area
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], face_n)
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    out = np.tile(np.array([0.0, 0.0, 1.0]), (len(v), 1))
+    ok = length[:, 0] > 0
+    out[ok] = n[ok] / length[ok]
+    return out
+
+
+# ----------------------------------------------------------------------------- UV + texture
+
+
+def cylindrical_uv(vertices: Any, margin: float = 0.02) -> np.ndarray:
+    """UV coordinates ``(N, 2)`` from a cylinder around the vertical (y) axis.
+
+    ``u`` follows the angle around the head (``atan2(x, z)``, 0 at the front, so the seam is
+    at the back of the head), ``v`` follows height. Both are stretched to fill
+    ``[margin, 1 - margin]``, so a face-only model uses the whole texture.
+    """
+    v = as_numpy(vertices, np.float64)
+    check_shape("vertices", v, 2, 3)
+    centre = v.mean(axis=0)
+    theta = np.arctan2(v[:, 0] - centre[0], v[:, 2] - centre[2])
+    height = v[:, 1]
+
+    def stretch(x: np.ndarray) -> np.ndarray:
+        span = x.max() - x.min()
+        t = (x - x.min()) / span if span > 0 else np.full_like(x, 0.5)
+        return margin + (1.0 - 2.0 * margin) * t
+
+    return np.stack([stretch(theta), stretch(height)], axis=1)
+
+
+def _uv_to_pixels(uv: np.ndarray, size: int) -> np.ndarray:
+    """UV ``(N, 2)`` (v up) to texture pixels ``(N, 2)`` (x=col, y=row, centres at integers)."""
+    return np.stack([uv[:, 0] * size - 0.5, (1.0 - uv[:, 1]) * size - 0.5], axis=1)
+
+
+def _raster_batch(
+    tri_px: np.ndarray, tri_col: np.ndarray, x0: np.ndarray, y0: np.ndarray, k: int, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rasterise triangles whose pixel bounding boxes fit in ``k x k`` windows.
+
+    tri_px (T, 3, 2) pixel coords; tri_col (T, 3, 3); x0, y0 (T,) window origins.
+    Returns flat pixel indices (P,), colours (P, 3) and |signed area| (P,) of covered pixels.
+    """
+    off = np.arange(k)
+    px = x0[:, None, None] + off[None, None, :]  # (T, 1, k)
+    py = y0[:, None, None] + off[None, :, None]  # (T, k, 1)
+    px = np.broadcast_to(px, (len(x0), k, k)).reshape(len(x0), -1).astype(np.float64)
+    py = np.broadcast_to(py, (len(x0), k, k)).reshape(len(x0), -1).astype(np.float64)
+    a, b, c = tri_px[:, 0], tri_px[:, 1], tri_px[:, 2]  # (T, 2)
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    safe = np.where(np.abs(area) > 1e-12, area, 1.0)
+
+    def edge(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return (q[:, 0:1] - p[:, 0:1]) * (py - p[:, 1:2]) - (q[:, 1:2] - p[:, 1:2]) * (
+            px - p[:, 0:1]
+        )
+
+    w0 = edge(b, c) / safe[:, None]
+    w1 = edge(c, a) / safe[:, None]
+    w2 = 1.0 - w0 - w1
+    eps = 1e-6
+    inside = (w0 >= -eps) & (w1 >= -eps) & (w2 >= -eps) & (np.abs(area) > 1e-12)[:, None]
+    inside &= (px >= 0) & (px < size) & (py >= 0) & (py < size)
+    t_idx, p_idx = np.nonzero(inside)
+    w = np.stack([w0[t_idx, p_idx], w1[t_idx, p_idx], w2[t_idx, p_idx]], axis=1)
+    col = np.einsum("pk,pkc->pc", np.clip(w, 0.0, 1.0), tri_col[t_idx])
+    flat = py[t_idx, p_idx].astype(np.int64) * size + px[t_idx, p_idx].astype(np.int64)
+    return flat, col, np.abs(area[t_idx])
+
+
+def _dilate(image: np.ndarray, covered: np.ndarray, pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grow covered regions by ``pixels`` with the mean of covered 3x3 neighbours."""
+    img = image.copy()
+    mask = covered.astype(np.float32)
+    for _ in range(pixels):
+        total = cv2.boxFilter(img * mask[..., None], -1, (3, 3), normalize=False)
+        count = cv2.boxFilter(mask, -1, (3, 3), normalize=False)
+        grow = (mask == 0) & (count > 0)
+        img[grow] = total[grow] / count[grow][:, None]
+        mask[grow] = 1.0
+    return img, mask > 0
+
+
+def bake_vertex_colors_to_texture(
+    uv: Any, triangles: Any, colors: Any, size: int = 1024, dilate: int = 4
+) -> np.ndarray:
+    """Rasterise per-vertex ``colors (N, 3)`` into a UV texture ``(size, size, 3)`` uint8.
+
+    Each triangle ``(F, 3)`` is drawn at its ``uv (N, 2)`` position (OBJ convention, v up) with
+    barycentric colour interpolation at pixel centres. Covered areas are then grown by
+    ``dilate`` pixels so that texture filtering does not pull background into the seams;
+    the remaining background is filled with the mean colour.
+    """
+    uv = as_numpy(uv, np.float64)
+    check_shape("uv", uv, 2, 2)
+    _, f, c = _mesh_arrays(np.zeros((len(uv), 3)), triangles, colors)
+    if c is None:
+        raise ValueError("colors is required")
+    tri_px = _uv_to_pixels(uv, size)[f]  # (F, 3, 2)
+    tri_col = c[f].astype(np.float32)  # (F, 3, 3)
+    lo = np.floor(tri_px.min(axis=1)).astype(np.int64)  # (F, 2)
+    hi = np.ceil(tri_px.max(axis=1)).astype(np.int64)
+    extent = np.maximum(hi - lo + 1, 1).max(axis=1)  # (F,)
+
+    colour_sum = np.zeros((size * size, 3), np.float64)
+    weight_sum = np.zeros(size * size, np.float64)
+    budget = 4_000_000  # candidate pixels per batch (memory bound)
+    k = 2
+    todo = np.ones(len(f), bool)
+    while todo.any():
+        sel = np.nonzero(todo & (extent <= k))[0]
+        step = max(1, budget // (k * k))
+        for s in range(0, len(sel), step):
+            ids = sel[s : s + step]
+            flat, col, w = _raster_batch(tri_px[ids], tri_col[ids], lo[ids, 0], lo[ids, 1], k, size)
+            # Pixels on shared edges: area-weighted average of the triangles touching them.
+            np.add.at(colour_sum, flat, col * w[:, None])
+            np.add.at(weight_sum, flat, w)
+        todo[sel] = False
+        k *= 2
+
+    covered = (weight_sum > 0).reshape(size, size)
+    image = np.zeros((size * size, 3), np.float32)
+    image[weight_sum > 0] = colour_sum[weight_sum > 0] / weight_sum[weight_sum > 0, None]
+    image = image.reshape(size, size, 3)
+    image, covered = _dilate(image, covered, dilate)
+    if covered.any():
+        image[~covered] = image[covered].mean(axis=0)
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- OBJ
+
+
+def write_obj(
+    path: str | os.PathLike,
+    vertices: Any,
+    triangles: Any,
+    colors: Any = None,
+    uv: Any = None,
+    texture: Any = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a Wavefront OBJ in millimetres; returns the OBJ path.
+
+    vertices (N, 3) mm; triangles (F, 3) int (0-based, counter-clockwise); colors (N, 3) in
+    0..1 are written as ``v x y z r g b``. With ``uv (N, 2)`` the OBJ gets ``vt`` lines; with
+    ``uv`` and ``texture (H, W, 3)`` uint8 it also gets ``<stem>.mtl`` and
+    ``<stem>_texture.png`` next to it (``map_Kd``), which Blender/Unity/MeshLab display.
+    """
+    v, f, c = _mesh_arrays(vertices, triangles, colors)
+    uvs = None
+    if uv is not None:
+        uvs = as_numpy(uv, np.float64)
+        check_shape("uv", uvs, 2, 2)
+        if len(uvs) != len(v):
+            raise ValueError(f"uv has {len(uvs)} rows, vertices has {len(v)}")
+    if texture is not None and uvs is None:
+        raise ValueError("a texture needs uv coordinates")
+
+    path = ensure_writable(path, overwrite)
+    mtl_path = path.with_suffix(".mtl")
+    png_path = path.with_name(path.stem + "_texture.png")
+    if texture is not None:
+        ensure_writable(mtl_path, overwrite)
+        ensure_writable(png_path, overwrite)
+        tex = as_numpy(texture)
+        if tex.dtype != np.uint8:
+            tex = np.round(np.clip(tex, 0.0, 1.0) * 255.0).astype(np.uint8)
+        Image.fromarray(tex).save(png_path)
+        mtl_path.write_text(
+            "# facerecon material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
+            f"map_Kd {png_path.name}\n"
+        )
+
+    lines = ["# facerecon mesh, units: millimetres"]
+    if texture is not None:
+        lines.append(f"mtllib {mtl_path.name}")
+    body = [v] if c is None else [v, c]
+    lines.extend("v " + " ".join(f"{x:.5f}" for x in row) for row in np.hstack(body).tolist())
+    if uvs is not None:
+        lines.extend(f"vt {a:.6f} {b:.6f}" for a, b in uvs)
+    if texture is not None:
+        lines.append("usemtl face")
+    idx = f + 1
+    if uvs is None:
+        lines.extend(f"f {a} {b} {c_}" for a, b, c_ in idx.tolist())
+    else:
+        lines.extend(f"f {a}/{a} {b}/{b} {c_}/{c_}" for a, b, c_ in idx.tolist())
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_obj(path: str | os.PathLike) -> MeshData:
+    """Read the subset of OBJ that :func:`write_obj` writes (``v``, ``vt``, ``f``, ``mtllib``).
+
+    Polygons are fan-triangulated; ``vt`` is returned per vertex when faces use ``v/vt`` with
+    equal indices (as written here).
+    """
+    path = Path(path)
+    verts: list[list[float]] = []
+    uvs: list[list[float]] = []
+    faces: list[list[int]] = []
+    mtllib = None
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "v":
+            verts.append([float(x) for x in parts[1:7]])
+        elif parts[0] == "vt":
+            uvs.append([float(x) for x in parts[1:3]])
+        elif parts[0] == "f":
+            ids = [int(p.split("/")[0]) for p in parts[1:]]
+            ids = [i - 1 if i > 0 else len(verts) + i for i in ids]
+            faces.extend([ids[0], ids[j], ids[j + 1]] for j in range(1, len(ids) - 1))
+        elif parts[0] == "mtllib":
+            mtllib = path.parent / " ".join(parts[1:])
+    arr = np.array(verts, np.float64).reshape(-1, len(verts[0]) if verts else 3)
+    texture_path = None
+    if mtllib is not None and mtllib.exists():
+        for line in mtllib.read_text().splitlines():
+            if line.startswith("map_Kd"):
+                texture_path = mtllib.parent / line.split(maxsplit=1)[1].strip()
+    return MeshData(
+        vertices=arr[:, :3],
+        triangles=np.array(faces, np.int64).reshape(-1, 3),
+        colors=arr[:, 3:6] if arr.shape[1] >= 6 else None,
+        uv=np.array(uvs, np.float64) if len(uvs) == len(verts) and uvs else None,
+        texture_path=texture_path,
+    )
+
+
+# ----------------------------------------------------------------------------- PLY
+
+
+def _to_uchar(colors: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(colors, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def write_ply(
+    path: str | os.PathLike,
+    vertices: Any,
+    triangles: Any,
+    colors: Any = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a binary little-endian PLY in millimetres (float xyz, uchar rgb, int32 faces)."""
+    v, f, c = _mesh_arrays(vertices, triangles, colors)
+    path = ensure_writable(path, overwrite)
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if c is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vert = np.empty(len(v), dtype=fields)
+    vert["x"], vert["y"], vert["z"] = v[:, 0], v[:, 1], v[:, 2]
+    if c is not None:
+        rgb = _to_uchar(c)
+        vert["red"], vert["green"], vert["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    face = np.empty(len(f), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
+    face["n"] = 3
+    face["idx"] = f
+    header = ["ply", "format binary_little_endian 1.0", "comment facerecon mesh, units: mm"]
+    header.append(f"element vertex {len(v)}")
+    header += ["property float x", "property float y", "property float z"]
+    if c is not None:
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+    header += [f"element face {len(f)}", "property list uchar int vertex_indices", "end_header"]
+    with open(path, "wb") as fh:
+        fh.write(("\n".join(header) + "\n").encode("ascii"))
+        fh.write(vert.tobytes())
+        fh.write(face.tobytes())
+    return path
+
+
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "<i2", "int16": "<i2", "ushort": "<u2", "uint16": "<u2",
+    "int": "<i4", "int32": "<i4", "uint": "<u4", "uint32": "<u4",
+    "float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8",
+}  # fmt: skip
+
+
+def read_ply(path: str | os.PathLike) -> MeshData:
+    """Read a binary little-endian PLY with triangle faces (as written by :func:`write_ply`)."""
+    data = Path(path).read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii").splitlines()
+    if "format binary_little_endian 1.0" not in header:
+        raise ValueError(f"{path}: only binary_little_endian PLY is supported")
+    elements: list[tuple[str, int, list[tuple[str, ...]]]] = []
+    for line in header:
+        parts = line.split()
+        if parts[0] == "element":
+            elements.append((parts[1], int(parts[2]), []))
+        elif parts[0] == "property":
+            elements[-1][2].append(tuple(parts[1:]))
+    offset = end
+    out: dict[str, np.ndarray] = {}
+    for name, count, props in elements:
+        if props and props[0][0] == "list":
+            _, ctype, itype, pname = props[0]
+            dtype = np.dtype([("n", _PLY_TYPES[ctype]), (pname, _PLY_TYPES[itype], (3,))])
+        else:
+            dtype = np.dtype([(p[1], _PLY_TYPES[p[0]]) for p in props])
+        out[name] = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+        offset += dtype.itemsize * count
+    vert = out["vertex"]
+    xyz = np.stack([vert["x"], vert["y"], vert["z"]], axis=1).astype(np.float64)
+    colors = None
+    if "red" in vert.dtype.names:
+        colors = np.stack([vert["red"], vert["green"], vert["blue"]], axis=1) / 255.0
+    face = out.get("face")
+    tris = np.zeros((0, 3), np.int64)
+    if face is not None:
+        if np.any(face["n"] != 3):
+            raise ValueError(f"{path}: only triangle faces are supported")
+        tris = face[face.dtype.names[1]].astype(np.int64)
+    return MeshData(vertices=xyz, triangles=tris, colors=colors)
+
+
+# ----------------------------------------------------------------------------- GLB
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in 0..1 to linear light (IEC 61966-2-1)."""
+    c = np.clip(c, 0.0, 1.0)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    """Linear light in 0..1 to sRGB encoding (inverse of :func:`srgb_to_linear`)."""
+    c = np.clip(c, 0.0, 1.0)
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1.0 / 2.4) - 0.055)
+
+
+def _pad4(data: bytes, fill: bytes) -> bytes:
+    return data + fill * ((-len(data)) % 4)
+
+
+def glb_bytes(vertices: Any, triangles: Any, colors: Any = None, normals: Any = None) -> bytes:
+    """Encode a mesh as glTF 2.0 binary (GLB) bytes; vertices in mm are stored in metres.
+
+    Attributes: POSITION (float32, min/max), NORMAL (float32; computed when None), COLOR_0
+    (uint16 normalised RGBA, linear) when colors is given, and uint32 indices. One mesh, node
+    and double-sided material (base colour white, so vertex colours show unchanged).
+    """
+    v, f, c = _mesh_arrays(vertices, triangles, colors)
+    n = vertex_normals(v, f) if normals is None else as_numpy(normals, np.float64)
+    check_shape("normals", n, 2, 3)
+    pos = (v / 1000.0).astype("<f4")
+    blobs: list[tuple[bytes, int | None]] = [
+        (pos.tobytes(), _ARRAY_BUFFER),
+        (n.astype("<f4").tobytes(), _ARRAY_BUFFER),
+    ]
+    accessors: list[dict[str, Any]] = [
+        {"componentType": _FLOAT, "count": len(v), "type": "VEC3",
+         "min": pos.min(axis=0).tolist() if len(v) else [0, 0, 0],
+         "max": pos.max(axis=0).tolist() if len(v) else [0, 0, 0]},
+        {"componentType": _FLOAT, "count": len(v), "type": "VEC3"},
+    ]  # fmt: skip
+    attributes = {"POSITION": 0, "NORMAL": 1}
+    if c is not None:
+        rgba = np.concatenate([srgb_to_linear(c), np.ones((len(c), 1))], axis=1)
+        blobs.append((np.round(rgba * 65535.0).astype("<u2").tobytes(), _ARRAY_BUFFER))
+        accessors.append(
+            {"componentType": _UNSIGNED_SHORT, "normalized": True, "count": len(v), "type": "VEC4"}
+        )
+        attributes["COLOR_0"] = len(accessors) - 1
+    blobs.append((f.astype("<u4").tobytes(), _ELEMENT_ARRAY_BUFFER))
+    accessors.append({"componentType": _UNSIGNED_INT, "count": int(f.size), "type": "SCALAR"})
+
+    buffer_views = []
+    binary = b""
+    for i, (blob, target) in enumerate(blobs):
+        view = {"buffer": 0, "byteOffset": len(binary), "byteLength": len(blob)}
+        if target is not None:
+            view["target"] = target
+        buffer_views.append(view)
+        accessors[i]["bufferView"] = i
+        binary = _pad4(binary + blob, b"\x00")
+    gltf = {
+        "asset": {"version": "2.0", "generator": "facerecon"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0, "name": "face"}],
+        "meshes": [{"name": "face", "primitives": [
+            {"attributes": attributes, "indices": len(accessors) - 1, "material": 0, "mode": 4}
+        ]}],
+        "materials": [{"name": "face", "doubleSided": True, "pbrMetallicRoughness": {
+            "baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0,
+            "roughnessFactor": 0.7}}],
+        "buffers": [{"byteLength": len(binary)}],
+        "bufferViews": buffer_views,
+        "accessors": accessors,
+    }  # fmt: skip
+    json_chunk = _pad4(json.dumps(gltf, separators=(",", ":")).encode("utf-8"), b" ")
+    total = 12 + 8 + len(json_chunk) + 8 + len(binary)
+    return b"".join([
+        struct.pack("<III", GLB_MAGIC, 2, total),
+        struct.pack("<II", len(json_chunk), GLB_CHUNK_JSON), json_chunk,
+        struct.pack("<II", len(binary), GLB_CHUNK_BIN), binary,
+    ])  # fmt: skip
+
+
+def write_glb(
+    path: str | os.PathLike,
+    vertices: Any,
+    triangles: Any,
+    colors: Any = None,
+    normals: Any = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a GLB (glTF 2.0 binary); ``vertices (N, 3)`` mm are stored in metres.
+
+    See :func:`glb_bytes` for the content. Returns the path.
+    """
+    data = glb_bytes(vertices, triangles, colors, normals)
+    path = ensure_writable(path, overwrite)
+    path.write_bytes(data)
+    return path
+
+
+def parse_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Split GLB bytes into its JSON document and BIN chunk, checking the header and lengths."""
+    magic, version, total = struct.unpack_from("<III", data, 0)
+    if magic != GLB_MAGIC or version != 2:
+        raise ValueError("not a glTF 2.0 binary")
+    if total != len(data):
+        raise ValueError(f"GLB header length {total} != file length {len(data)}")
+    json_len, json_type = struct.unpack_from("<II", data, 12)
+    if json_type != GLB_CHUNK_JSON:
+        raise ValueError("first GLB chunk is not JSON")
+    doc = json.loads(data[20 : 20 + json_len])
+    binary = b""
+    pos = 20 + json_len
+    if pos < total:
+        bin_len, bin_type = struct.unpack_from("<II", data, pos)
+        if bin_type != GLB_CHUNK_BIN:
+            raise ValueError("second GLB chunk is not BIN")
+        binary = data[pos + 8 : pos + 8 + bin_len]
+    return doc, binary
+
+
+_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
+_DTYPES = {5120: "i1", 5121: "u1", 5122: "<i2", 5123: "<u2", 5125: "<u4", 5126: "<f4"}
+
+
+def _accessor(doc: dict[str, Any], binary: bytes, index: int) -> np.ndarray:
+    acc = doc["accessors"][index]
+    view = doc["bufferViews"][acc["bufferView"]]
+    dtype = np.dtype(_DTYPES[acc["componentType"]])
+    width = _COMPONENTS[acc["type"]]
+    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+    arr = np.frombuffer(binary, dtype=dtype, count=acc["count"] * width, offset=start)
+    arr = arr.reshape(acc["count"], width).astype(np.float64)
+    if acc.get("normalized"):
+        arr = arr / float(np.iinfo(dtype).max)
+    return arr
+
+
+def read_glb(path: str | os.PathLike, to_mm: bool = True) -> MeshData:
+    """Read the first primitive of a GLB (non-interleaved, as :func:`write_glb` writes).
+
+    Vertices are converted back to millimetres unless ``to_mm`` is False; linear COLOR_0 is
+    converted back to sRGB 0..1.
+    """
+    doc, binary = parse_glb(Path(path).read_bytes())
+    prim = doc["meshes"][0]["primitives"][0]
+    attrs = prim["attributes"]
+    pos = _accessor(doc, binary, attrs["POSITION"]) * (1000.0 if to_mm else 1.0)
+    normals = _accessor(doc, binary, attrs["NORMAL"]) if "NORMAL" in attrs else None
+    colors = None
+    if "COLOR_0" in attrs:
+        colors = linear_to_srgb(_accessor(doc, binary, attrs["COLOR_0"])[:, :3])
+    tris = _accessor(doc, binary, prim["indices"]).astype(np.int64).reshape(-1, 3)
+    return MeshData(vertices=pos, triangles=tris, colors=colors, normals=normals)
