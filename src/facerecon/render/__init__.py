@@ -1,1 +1,48 @@
-"""facerecon.render."""
+"""facerecon.render: camera, SH shading and a differentiable rasterizer (plain PyTorch).
+
+Public API::
+
+    CameraConfig, euler_to_matrix, transform, project            # camera.py
+    vertex_normals, face_normals, sh_basis, sh_shading, shade    # shading.py
+    rasterize, interpolate, Fragments, nvdiffrast_available      # rasterizer.py
+    render, render_attributes, RenderOutput                      # renderer.py
+"""
+
+from facerecon.render.camera import CameraConfig, euler_to_matrix, project, transform
+from facerecon.render.rasterizer import (
+    Fragments,
+    RenderBackendError,
+    interpolate,
+    nvdiffrast_available,
+    rasterize,
+)
+from facerecon.render.renderer import RenderOutput, render, render_attributes
+from facerecon.render.shading import (
+    AMBIENT_OFFSET,
+    face_normals,
+    sh_basis,
+    sh_shading,
+    shade,
+    vertex_normals,
+)
+
+__all__ = [
+    "AMBIENT_OFFSET",
+    "CameraConfig",
+    "Fragments",
+    "RenderBackendError",
+    "RenderOutput",
+    "euler_to_matrix",
+    "face_normals",
+    "interpolate",
+    "nvdiffrast_available",
+    "project",
+    "rasterize",
+    "render",
+    "render_attributes",
+    "sh_basis",
+    "sh_shading",
+    "shade",
+    "transform",
+    "vertex_normals",
+]

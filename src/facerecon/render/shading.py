@@ -1,0 +1,137 @@
+"""Vertex normals and spherical-harmonics (SH) Lambertian shading of the paper.
+
+Colour of a vertex = albedo (0..1) x sum_b gamma_b Y_b(n), per RGB channel, with 9 real SH basis
+functions of the unit normal ``n`` pre-multiplied by the Lambertian convolution constants
+``a = [pi, 2 pi / sqrt 3, 2 pi / sqrt 8]`` and normalisation constants
+``c = [1 / sqrt(4 pi), sqrt 3 / sqrt(4 pi), 3 sqrt 5 / sqrt(12 pi)]``, exactly as the released
+code uses them (its band-1 and two band-2 terms carry a minus sign). ``gamma (B, 27)`` is read
+as ``(B, 3, 9)`` (RGB x SH); 0.8 is added to each channel's ambient term so that zero
+coefficients give a grey ambient light.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["AMBIENT_OFFSET", "face_normals", "sh_basis", "sh_shading", "shade", "vertex_normals"]
+
+AMBIENT_OFFSET = 0.8
+"""Added to the first (ambient) SH coefficient of every channel (released code's ``init_lit``)."""
+
+_A = (math.pi, 2.0 * math.pi / math.sqrt(3.0), 2.0 * math.pi / math.sqrt(8.0))
+_C = (
+    1.0 / math.sqrt(4.0 * math.pi),
+    math.sqrt(3.0) / math.sqrt(4.0 * math.pi),
+    3.0 * math.sqrt(5.0) / math.sqrt(12.0 * math.pi),
+)
+
+
+def face_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+    """Unnormalised triangle normals ``(v1 - v0) x (v2 - v0)`` (length = 2 x area).
+
+    Args:
+        vertices: ``(B, N, 3)``.
+        triangles: ``(F, 3)`` int64 vertex indices.
+
+    Returns:
+        ``(B, F, 3)``; triangles listed counter-clockwise seen from outside point outwards.
+    """
+    v0 = vertices[:, triangles[:, 0]]
+    v1 = vertices[:, triangles[:, 1]]
+    v2 = vertices[:, triangles[:, 2]]
+    return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+
+
+def vertex_normals(
+    vertices: torch.Tensor, triangles: torch.Tensor, eps: float = 1e-12
+) -> torch.Tensor:
+    """Area-weighted, unit-length vertex normals.
+
+    Orientation: triangles listed counter-clockwise when seen from outside give outward normals
+    (the right-hand rule on ``(v1 - v0) x (v2 - v0)``). Each vertex sums the unnormalised normals
+    of its triangles (weight = triangle area), then normalises; isolated vertices get ``0``.
+
+    Args:
+        vertices: ``(B, N, 3)`` positions (any unit).
+        triangles: ``(F, 3)`` int64 vertex indices.
+        eps: length below which a normal is left unnormalised (near zero).
+
+    Returns:
+        ``(B, N, 3)`` unit normals.
+    """
+    B, N, _ = vertices.shape
+    fn = face_normals(vertices, triangles)  # (B, F, 3)
+    F = triangles.shape[0]
+    offsets = (torch.arange(B, device=vertices.device) * N).view(B, 1)
+    idx = (triangles.view(1, F * 3) + offsets).reshape(-1)  # (B*F*3,)
+    src = fn.unsqueeze(2).expand(B, F, 3, 3).reshape(-1, 3)
+    acc = vertices.new_zeros(B * N, 3).index_add(0, idx, src).view(B, N, 3)
+    norm = acc.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return acc / norm
+
+
+def sh_basis(normals: torch.Tensor) -> torch.Tensor:
+    """The 9 scaled SH basis values of the released code.
+
+    Terms, with ``k1 = a1 c1`` and ``k2 = a2 c2``: ``a0 c0``; ``-k1 y``; ``k1 z``; ``-k1 x``;
+    ``k2 x y``; ``-k2 y z``; ``0.5 k2 / sqrt 3 (3 z^2 - 1)``; ``-k2 x z``; ``0.5 k2 (x^2 - y^2)``.
+
+    Args:
+        normals: ``(..., 3)`` unit normals.
+
+    Returns:
+        ``(..., 9)`` basis values.
+    """
+    x, y, z = normals.unbind(-1)
+    k0 = _A[0] * _C[0]
+    k1 = _A[1] * _C[1]
+    k2 = _A[2] * _C[2]
+    terms = [
+        torch.full_like(x, k0),
+        -k1 * y,
+        k1 * z,
+        -k1 * x,
+        k2 * x * y,
+        -k2 * y * z,
+        0.5 * k2 / math.sqrt(3.0) * (3.0 * z * z - 1.0),
+        -k2 * x * z,
+        0.5 * k2 * (x * x - y * y),
+    ]
+    return torch.stack(terms, dim=-1)
+
+
+def sh_shading(normals: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """Irradiance per vertex and channel.
+
+    Args:
+        normals: ``(B, N, 3)`` unit normals (in camera-aligned scene orientation: rotate them with
+            the shape before lighting).
+        gamma: ``(B, 27)`` SH coefficients, read as ``(B, 3, 9)``; ``AMBIENT_OFFSET`` (0.8) is
+            added to each channel's first coefficient here.
+
+    Returns:
+        ``(B, N, 3)`` RGB irradiance ``sum_b (gamma_cb + 0.8 [b = 0]) Y_b(n)``.
+    """
+    B = gamma.shape[0]
+    g = gamma.reshape(B, 3, 9)
+    offset = torch.zeros(9, dtype=g.dtype, device=g.device)
+    offset[0] = AMBIENT_OFFSET
+    g = g + offset
+    Y = sh_basis(normals)  # (B, N, 9)
+    return torch.matmul(Y, g.transpose(1, 2))
+
+
+def shade(albedo: torch.Tensor, normals: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """Lambertian SH colours ``albedo * sh_shading(normals, gamma)``.
+
+    Args:
+        albedo: ``(B, N, 3)`` in 0..1.
+        normals: ``(B, N, 3)`` unit normals.
+        gamma: ``(B, 27)``.
+
+    Returns:
+        ``(B, N, 3)`` colours (not clamped; can exceed 1 under strong light).
+    """
+    return albedo * sh_shading(normals, gamma)
