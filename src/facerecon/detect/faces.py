@@ -166,8 +166,19 @@ def _nms(boxes: list[np.ndarray], scores: list[float], thresh: float = 0.3) -> l
     return keep
 
 
+def _rank(box: np.ndarray, score: float) -> float:
+    """Ordering key: box area weighted by ``exp(score)`` (score clipped to [-2, 3]).
+
+    Plain "largest first" lets a weak HOG false positive (score ~0.1) outrank a real face of
+    about the same size (score ~1.6) in astronaut.jpg; the weight breaks such near-ties by
+    confidence while a face clearly larger than another still comes first.
+    """
+    area = max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+    return float(area * np.exp(np.clip(score, -2.0, 3.0)))
+
+
 def _sort_largest_first(faces: list[Face]) -> list[Face]:
-    return sorted(faces, key=lambda f: -f.area)
+    return sorted(faces, key=lambda f: -_rank(f.box, f.score))
 
 
 @dataclass
@@ -247,7 +258,7 @@ class Detector:
 
     def _detect_dlib(self, image: np.ndarray, all_faces: bool) -> list[Face]:
         boxes, scores = self.dlib_boxes(image)
-        order = sorted(range(len(boxes)), key=lambda i: -_box_area(boxes[i]))
+        order = sorted(range(len(boxes)), key=lambda i: -_rank(boxes[i], scores[i]))
         if not all_faces:
             order = order[:1]
         faces = [
@@ -267,7 +278,8 @@ class Detector:
         """Detect faces in ``(H, W, 3)`` uint8 RGB (other layouts are coerced).
 
         Returns:
-            Faces sorted largest first; only the largest unless ``all_faces``. Empty if none.
+            Faces sorted largest first (area weighted by ``exp(score)``, see ``_rank``); only
+            the first unless ``all_faces``. Empty if none.
         """
         image = to_rgb_uint8(image)
         if self.config.backend == "dlib":
@@ -285,10 +297,6 @@ class Detector:
 def _rect_box(r: Any) -> np.ndarray:
     """dlib rectangle (inclusive corners) -> ``(4,)`` x0, y0, x1, y1 with x1, y1 exclusive."""
     return np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], dtype=np.float64)
-
-
-def _box_area(box: np.ndarray) -> float:
-    return float(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
 
 
 @functools.lru_cache(maxsize=8)
