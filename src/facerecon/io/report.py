@@ -176,6 +176,10 @@ _MOUNT_SCRIPT = """
     }
   }
   var els = document.querySelectorAll('.viewer[data-glb]');
+  for (var k = 0; k < els.length; k++) {  // views already on screen mount at once
+    var r = els[k].getBoundingClientRect();
+    if (r.bottom > -200 && r.top < window.innerHeight + 200 && live.length < MAX) mount(els[k]);
+  }
   if (!('IntersectionObserver' in window)) {
     for (var i = 0; i < Math.min(els.length, MAX); i++) mount(els[i]);
     return;
