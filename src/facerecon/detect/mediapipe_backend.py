@@ -1,0 +1,126 @@
+"""MediaPipe backend: full-range face detection, then Face Mesh (478 points) on each face crop.
+
+Face Mesh alone only finds faces that fill a good part of the frame (it misses einstein.jpg's
+~85 px face in a 817 x 1024 photo), so each face found by MediaPipe's full-range face detector is
+cut out as a square of ``crop_factor`` times the box size, resampled to ``crop_px`` and meshed
+there; points are mapped back to the photo. When the detector finds nothing the mesh is run on
+the whole (downscaled) image as a fallback.
+
+Coordinates: MediaPipe's normalised ``x, y`` span the image edges, so a pixel-centre coordinate
+is ``x * W - 0.5``; ``z`` is scaled like ``x`` (``z * W``), more negative = closer to the camera.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from .faces import Face, _nms, _rank, _resize_for_detection, _sort_largest_first, _unscale_box
+from .mp68 import mesh_to_68
+
+if TYPE_CHECKING:
+    from .faces import Detector
+
+CROP_FACTOR = 2.0
+CROP_PX = 384
+
+__all__ = ["detect_mediapipe", "mesh_in_crop"]
+
+
+def _models(det: Detector) -> tuple[object, object]:
+    import mediapipe as mp
+
+    m = det._models
+    if "mp_detect" not in m:
+        m["mp_detect"] = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=0.5
+        )
+    if "mp_mesh1" not in m:
+        m["mp_mesh1"] = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, refine_landmarks=True, max_num_faces=1
+        )
+    return m["mp_detect"], m["mp_mesh1"]
+
+
+def _mesh_many(det: Detector) -> object:
+    import mediapipe as mp
+
+    if "mp_meshN" not in det._models:
+        det._models["mp_meshN"] = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, refine_landmarks=True, max_num_faces=det.config.max_faces
+        )
+    return det._models["mp_meshN"]
+
+
+def _landmarks_px(lms: object, w: int, h: int) -> np.ndarray:
+    """MediaPipe NormalizedLandmarkList -> ``(478, 3)`` pixel-centre coordinates."""
+    a = np.array([[p.x, p.y, p.z] for p in lms.landmark], dtype=np.float64)
+    return np.stack([a[:, 0] * w - 0.5, a[:, 1] * h - 0.5, a[:, 2] * w], axis=-1)
+
+
+def mesh_in_crop(
+    mesh: object,
+    image: np.ndarray,
+    box: np.ndarray,
+    crop_factor: float = CROP_FACTOR,
+    crop_px: int = CROP_PX,
+) -> np.ndarray | None:
+    """Run Face Mesh on a square crop around ``box``; ``(478, 3)`` in image pixels or None."""
+    cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    side = crop_factor * max(box[2] - box[0], box[3] - box[1])
+    f = crop_px / side
+    # crop pixel q = f * (p - origin); origin is the photo point at crop pixel (0, 0) centre.
+    ox = cx - (crop_px / 2.0 - 0.5) / f
+    oy = cy - (crop_px / 2.0 - 0.5) / f
+    M = np.array([[f, 0.0, -f * ox], [0.0, f, -f * oy]])
+    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    crop = cv2.warpAffine(image, M, (crop_px, crop_px), flags=interp, borderValue=(0, 0, 0))
+    res = mesh.process(crop)
+    if not res.multi_face_landmarks:
+        return None
+    pts = _landmarks_px(res.multi_face_landmarks[0], crop_px, crop_px)
+    return np.stack([pts[:, 0] / f + ox, pts[:, 1] / f + oy, pts[:, 2] / f], axis=-1)
+
+
+def detect_mediapipe(det: Detector, image: np.ndarray, all_faces: bool) -> list[Face]:
+    """MediaPipe detection for :meth:`Detector.detect` (see module docstring)."""
+    fd, mesh1 = _models(det)
+    small, fx, fy = _resize_for_detection(image, det.config.max_side or 1920)
+    sh, sw = small.shape[:2]
+    res = fd.process(small)
+    boxes, scores = [], []
+    for d in res.detections or []:
+        rb = d.location_data.relative_bounding_box
+        b = np.array(
+            [rb.xmin * sw, rb.ymin * sh, (rb.xmin + rb.width) * sw, (rb.ymin + rb.height) * sh]
+        )
+        boxes.append(_unscale_box(b, fx, fy))
+        scores.append(float(d.score[0]))
+    faces: list[Face] = []
+    keep = _nms(boxes, scores)
+    keep = sorted(keep, key=lambda i: -_rank(boxes[i], scores[i]))
+    for i in keep:
+        if not all_faces and faces:
+            break
+        pts = mesh_in_crop(mesh1, image, boxes[i])
+        if pts is None or float(scores[i]) < det.config.min_score:
+            continue
+        faces.append(
+            Face(box=boxes[i], landmarks68=mesh_to_68(pts[:, :2]), score=scores[i], landmarks3d=pts)
+        )
+    if not faces and not boxes:
+        meshN = _mesh_many(det)
+        r = meshN.process(small)
+        for lms in r.multi_face_landmarks or []:
+            pts = _landmarks_px(lms, sw, sh)
+            pts[:, 0] = (pts[:, 0] + 0.5) / fx - 0.5
+            pts[:, 1] = (pts[:, 1] + 0.5) / fy - 0.5
+            pts[:, 2] = pts[:, 2] / fx
+            box = np.concatenate([pts[:, :2].min(0), pts[:, :2].max(0) + 1.0])
+            faces.append(
+                Face(box=box, landmarks68=mesh_to_68(pts[:, :2]), score=1.0, landmarks3d=pts)
+            )
+    faces = _sort_largest_first(faces)
+    return faces if all_faces else faces[:1]
