@@ -114,7 +114,7 @@ class DlibReader:
         return dims  # type: ignore[return-value]
 
     def read_tensor(self) -> np.ndarray:
-        """A resizable tensor (version 2): dims then float32 LE data. Returns shape (n, k, nr, nc)."""
+        """A resizable tensor (version 2): dims, then float32 LE data. Returns (n, k, nr, nc)."""
         version = self.read_int()
         if version != 2:
             raise self.fail(f"unsupported tensor version {version}")

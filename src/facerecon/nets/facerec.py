@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from facerecon.errors import ModelFileError
@@ -361,7 +361,9 @@ def convert_dlib_net(spec: DlibNetSpec) -> tuple[dict[str, Any], dict[str, Tenso
     def take(*kinds: type) -> list[Any]:
         nonlocal pos
         got = L[pos : pos + len(kinds)]
-        if len(got) != len(kinds) or not all(isinstance(g, k) for g, k in zip(got, kinds)):
+        if len(got) != len(kinds) or not all(
+            isinstance(g, k) for g, k in zip(got, kinds, strict=True)
+        ):
             names = [type(g).__name__ for g in got]
             raise ModelFileError(f"unexpected dlib layer sequence at layer {pos}: {names}")
         pos += len(kinds)
@@ -488,6 +490,6 @@ def load_facerec(
 
 
 def embed(net: DlibFaceNet, image: Tensor, lm68: Tensor) -> Tensor:
-    """Descriptor of the face in ``image`` (B, 3, H, W) 0..1 given ``lm68`` (B, 68, 2) -> (B, 128)."""
+    """Descriptor (B, 128) of the face in ``image`` (B, 3, H, W) 0..1 with ``lm68`` (B, 68, 2)."""
     size = net.input_size[0]
     return net(facerec_crop(image, lm68, size=size))
