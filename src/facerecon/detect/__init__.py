@@ -12,6 +12,7 @@ from .align import (
 )
 from .faces import Detector, DetectorConfig, Face, detect, detect_one, get_detector
 from .image_io import load_image, to_rgb_uint8
+from .parsing import dfmvr_weight_map, one_hot, parse_from_landmarks, parse_from_render
 
 __all__ = [
     "DEFAULT_TEMPLATE_224",
@@ -25,9 +26,13 @@ __all__ = [
     "crop_to_original",
     "detect",
     "detect_one",
+    "dfmvr_weight_map",
     "five_points",
     "get_detector",
     "load_image",
+    "one_hot",
+    "parse_from_landmarks",
+    "parse_from_render",
     "template_from_model",
     "to_rgb_uint8",
 ]
