@@ -188,6 +188,23 @@ def test_cylindrical_uv_range_and_orientation():
     assert np.all(np.diff(uv.reshape(6, 6, 2)[:, 0, 1]) > 0)
 
 
+def test_bake_of_cylindrical_uv_reproduces_vertex_colours():
+    n = 60  # a face-sized dome that curves back at the top and bottom (like a forehead)
+    ys, xs = np.mgrid[0:n, 0:n] / (n - 1) * 2 - 1
+    v = np.stack([80 * xs, 100 * ys, 60 * np.sqrt(2.1 - xs**2 - ys**2)], -1).reshape(-1, 3)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, 1:], idx[1:, :-1]
+    f = np.concatenate([np.stack([a, b, c], -1), np.stack([a, c, d], -1)]).reshape(-1, 3)
+    cols = np.stack([(xs.ravel() + 1) / 2, (ys.ravel() + 1) / 2, np.full(n * n, 0.3)], 1)
+    uv = cylindrical_uv(v)
+    size = 512
+    tex = bake_vertex_colors_to_texture(uv, f, cols, size=size)
+    col_px = np.clip((uv[:, 0] * size).astype(int), 0, size - 1)
+    row_px = np.clip(((1 - uv[:, 1]) * size).astype(int), 0, size - 1)
+    err = np.abs(tex[row_px, col_px] / 255.0 - cols).max(axis=1)
+    assert err.max() < 0.03, err.max()  # UV map is one-to-one; colours interpolate smoothly
+
+
 def test_bake_colours_at_triangle_centres_and_dilation():
     size = 64
     # Two separate triangles with flat colours and one with three different vertex colours.

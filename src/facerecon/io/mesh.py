@@ -101,25 +101,30 @@ def vertex_normals(vertices: Any, triangles: Any) -> np.ndarray:
 # ----------------------------------------------------------------------------- UV + texture
 
 
-def cylindrical_uv(vertices: Any, margin: float = 0.02) -> np.ndarray:
-    """UV coordinates ``(N, 2)`` from a cylinder around the vertical (y) axis.
+def cylindrical_uv(
+    vertices: Any, margin: float = 0.02, axis: tuple[float, float] | None = None
+) -> np.ndarray:
+    """UV coordinates ``(N, 2)`` from a cylinder around a vertical (y) axis.
 
-    ``u`` follows the angle around the head (``atan2(x, z)``, 0 at the front, so the seam is
-    at the back of the head), ``v`` follows height. Both are stretched to fill
-    ``[margin, 1 - margin]``, so a face-only model uses the whole texture.
+    ``u`` follows the angle around the axis (``atan2(x - ax, z - az)``: 0 in front, the seam
+    at the back), ``v`` follows height. Both are stretched to fill ``[margin, 1 - margin]``.
+    ``axis = (ax, az)`` defaults to the horizontal centre of the bounding box and half the
+    mesh width behind its front-most point, i.e. roughly the centre of a head, so that face
+    masks (which curve back above the forehead and below the chin) do not fold over.
     """
     v = as_numpy(vertices, np.float64)
     check_shape("vertices", v, 2, 3)
-    centre = v.mean(axis=0)
-    theta = np.arctan2(v[:, 0] - centre[0], v[:, 2] - centre[2])
-    height = v[:, 1]
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    if axis is None:
+        axis = ((lo[0] + hi[0]) / 2, hi[2] - (hi[0] - lo[0]) / 2)
+    theta = np.arctan2(v[:, 0] - axis[0], v[:, 2] - axis[1])
 
     def stretch(x: np.ndarray) -> np.ndarray:
         span = x.max() - x.min()
         t = (x - x.min()) / span if span > 0 else np.full_like(x, 0.5)
         return margin + (1.0 - 2.0 * margin) * t
 
-    return np.stack([stretch(theta), stretch(height)], axis=1)
+    return np.stack([stretch(theta), stretch(v[:, 1])], axis=1)
 
 
 def _uv_to_pixels(uv: np.ndarray, size: int) -> np.ndarray:
@@ -127,39 +132,38 @@ def _uv_to_pixels(uv: np.ndarray, size: int) -> np.ndarray:
     return np.stack([uv[:, 0] * size - 0.5, (1.0 - uv[:, 1]) * size - 0.5], axis=1)
 
 
-def _raster_batch(
-    tri_px: np.ndarray, tri_col: np.ndarray, x0: np.ndarray, y0: np.ndarray, k: int, size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rasterise triangles whose pixel bounding boxes fit in ``k x k`` windows.
+def _triangle_id_map(tri_px: np.ndarray, size: int) -> np.ndarray:
+    """Rasterise triangles ``(F, 3, 2)`` (pixel coords) into an id map ``(size, size)`` int32.
 
-    tri_px (T, 3, 2) pixel coords; tri_col (T, 3, 3); x0, y0 (T,) window origins.
-    Returns flat pixel indices (P,), colours (P, 3) and |signed area| (P,) of covered pixels.
+    Pixels whose centres fall in triangle ``i`` hold ``i`` (later triangles win on shared
+    edges); uncovered pixels hold -1. Uses cv2 with 4 bits of sub-pixel precision.
     """
-    off = np.arange(k)
-    px = x0[:, None, None] + off[None, None, :]  # (T, 1, k)
-    py = y0[:, None, None] + off[None, :, None]  # (T, k, 1)
-    px = np.broadcast_to(px, (len(x0), k, k)).reshape(len(x0), -1).astype(np.float64)
-    py = np.broadcast_to(py, (len(x0), k, k)).reshape(len(x0), -1).astype(np.float64)
-    a, b, c = tri_px[:, 0], tri_px[:, 1], tri_px[:, 2]  # (T, 2)
-    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    safe = np.where(np.abs(area) > 1e-12, area, 1.0)
+    shift = 4
+    pts = np.round(tri_px * (1 << shift)).astype(np.int32)
+    ids = np.full((size, size), -1, np.int32)
+    for i, tri in enumerate(pts):
+        cv2.fillConvexPoly(ids, tri, i, cv2.LINE_8, shift)
+    return ids
 
-    def edge(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        return (q[:, 0:1] - p[:, 0:1]) * (py - p[:, 1:2]) - (q[:, 1:2] - p[:, 1:2]) * (
-            px - p[:, 0:1]
-        )
 
-    w0 = edge(b, c) / safe[:, None]
-    w1 = edge(c, a) / safe[:, None]
-    w2 = 1.0 - w0 - w1
-    eps = 1e-6
-    inside = (w0 >= -eps) & (w1 >= -eps) & (w2 >= -eps) & (np.abs(area) > 1e-12)[:, None]
-    inside &= (px >= 0) & (px < size) & (py >= 0) & (py < size)
-    t_idx, p_idx = np.nonzero(inside)
-    w = np.stack([w0[t_idx, p_idx], w1[t_idx, p_idx], w2[t_idx, p_idx]], axis=1)
-    col = np.einsum("pk,pkc->pc", np.clip(w, 0.0, 1.0), tri_col[t_idx])
-    flat = py[t_idx, p_idx].astype(np.int64) * size + px[t_idx, p_idx].astype(np.int64)
-    return flat, col, np.abs(area[t_idx])
+def _barycentric(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """Barycentric weights ``(P, 3)`` of points ``p (P, 2)`` in triangles ``tri (P, 3, 2)``.
+
+    Weights are clipped to >= 0 and renormalised (rasterised edge pixels may lie just
+    outside); degenerate triangles get equal weights.
+    """
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    v0, v1, v2 = b - a, c - a, p - a
+    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
+    ok = np.abs(den) > 1e-12
+    safe = np.where(ok, den, 1.0)
+    w1 = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / safe
+    w2 = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / safe
+    w = np.clip(np.stack([1.0 - w1 - w2, w1, w2], axis=1), 0.0, None)
+    total = w.sum(axis=1, keepdims=True)
+    w = np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / 3.0)
+    w[~ok] = 1.0 / 3.0
+    return w
 
 
 def _dilate(image: np.ndarray, covered: np.ndarray, pixels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,32 +195,13 @@ def bake_vertex_colors_to_texture(
     if c is None:
         raise ValueError("colors is required")
     tri_px = _uv_to_pixels(uv, size)[f]  # (F, 3, 2)
-    tri_col = c[f].astype(np.float32)  # (F, 3, 3)
-    lo = np.floor(tri_px.min(axis=1)).astype(np.int64)  # (F, 2)
-    hi = np.ceil(tri_px.max(axis=1)).astype(np.int64)
-    extent = np.maximum(hi - lo + 1, 1).max(axis=1)  # (F,)
-
-    colour_sum = np.zeros((size * size, 3), np.float64)
-    weight_sum = np.zeros(size * size, np.float64)
-    budget = 4_000_000  # candidate pixels per batch (memory bound)
-    k = 2
-    todo = np.ones(len(f), bool)
-    while todo.any():
-        sel = np.nonzero(todo & (extent <= k))[0]
-        step = max(1, budget // (k * k))
-        for s in range(0, len(sel), step):
-            ids = sel[s : s + step]
-            flat, col, w = _raster_batch(tri_px[ids], tri_col[ids], lo[ids, 0], lo[ids, 1], k, size)
-            # Pixels on shared edges: area-weighted average of the triangles touching them.
-            np.add.at(colour_sum, flat, col * w[:, None])
-            np.add.at(weight_sum, flat, w)
-        todo[sel] = False
-        k *= 2
-
-    covered = (weight_sum > 0).reshape(size, size)
-    image = np.zeros((size * size, 3), np.float32)
-    image[weight_sum > 0] = colour_sum[weight_sum > 0] / weight_sum[weight_sum > 0, None]
-    image = image.reshape(size, size, 3)
+    ids = _triangle_id_map(tri_px, size)
+    rows, cols = np.nonzero(ids >= 0)
+    tri_of_pixel = ids[rows, cols]
+    w = _barycentric(np.stack([cols, rows], axis=1).astype(np.float64), tri_px[tri_of_pixel])
+    image = np.zeros((size, size, 3), np.float32)
+    image[rows, cols] = np.einsum("pk,pkc->pc", w, c[f[tri_of_pixel]])
+    covered = ids >= 0
     image, covered = _dilate(image, covered, dilate)
     if covered.any():
         image[~covered] = image[covered].mean(axis=0)
