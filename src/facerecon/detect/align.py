@@ -40,15 +40,15 @@ __all__ = [
 
 # 5-point template in the 224 crop (x, y): right-eye centre (image left), left-eye centre,
 # nose tip, right mouth corner (image left), left mouth corner.
-# PROVISIONAL: set by hand (the default face model was not available when this was written);
-# tests/test_detect_align.py checks it against template_from_model(load_face_model()).
+# template_from_model(load_face_model("bfm-lite")) rounded to 1e-3 px;
+# tests/test_detect_align.py checks these constants against the model.
 DEFAULT_TEMPLATE_224 = np.array(
     [
-        [80.0, 95.0],
-        [144.0, 95.0],
-        [112.0, 128.0],
-        [88.0, 158.0],
-        [136.0, 158.0],
+        [80.071, 88.620],
+        [143.591, 88.682],
+        [112.261, 123.676],
+        [85.744, 157.615],
+        [137.772, 157.643],
     ]
 )
 

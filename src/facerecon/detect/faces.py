@@ -87,7 +87,8 @@ class DetectorConfig:
             default: 2048 for HOG, 1024 for MMOD (CPU cost), 1920 for mediapipe.
         upsample: HOG/MMOD pyramid upsampling. None = automatic: HOG runs at 0 and, when the
             detection copy's longer side is <= ``upsample_below``, also at 1 (so faces down to
-            ~40 px are found; einstein.jpg's ~85 px face needs both scales), merging by NMS.
+            ~40 px are found; einstein.jpg's ~85 px face and the 3/4-view face in
+            breakingbad.jpg need both scales), merging by NMS.
         upsample_below: see ``upsample``.
         min_score: faces scoring below this are dropped (dlib HOG uses 0.0 as its threshold).
         max_faces: mediapipe's ``max_num_faces``.
@@ -98,7 +99,7 @@ class DetectorConfig:
     model_dir: str | None = None
     max_side: int | None = None
     upsample: int | None = None
-    upsample_below: int = 1280
+    upsample_below: int = 2048
     min_score: float = 0.0
     max_faces: int = 8
 

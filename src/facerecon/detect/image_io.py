@@ -181,8 +181,10 @@ def load_image(
                         f"image too large: {p} is {w}x{h} ({w * h / 1e6:.0f} MP > "
                         f"{max_pixels / 1e6:.0f} MP limit)"
                     )
+                # Check the raw sample format before getexif(): reading EXIF may decode a PNG.
+                sixteen = _is_16bit_color(im)
                 orientation = im.getexif().get(0x0112)
-                if _is_16bit_color(im):
+                if sixteen:
                     rgb = _read_16bit_color(p, orientation)
                     if rgb is not None:
                         return _check_size(rgb, p, min_side)

@@ -1,0 +1,244 @@
+"""Detection, landmarks and robust image input (facerecon.detect.faces / image_io)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from facerecon.detect import Detector, DetectorConfig, detect, detect_one, load_image
+from facerecon.errors import ImageError, ModelFileError, NoFaceError
+
+ASTRONAUT = Path(__file__).resolve().parents[1] / "src/facerecon/assets/astronaut.jpg"
+PHOTOS = (("einstein", "jpg"), ("breakingbad", "jpg"), ("takeo", "ppm"))
+GROUPS = {
+    "jaw": range(17),
+    "brows": range(17, 27),
+    "nose": range(27, 36),
+    "eyes": range(36, 48),
+    "mouth": range(48, 68),
+}
+
+
+def read_pts(path: Path) -> np.ndarray:
+    """300-W .pts -> 0-based (68, 2).
+
+    The 300-W / iBUG .pts convention is 1-based (Matlab). Checked on these files: dlib's
+    points minus the annotation average (-1.65, -0.34) px (einstein) and (-1.70, -0.65) px
+    (takeo), and subtracting 1 lowers dlib's NME on both (7.38% -> 6.66%, 4.67% -> 3.78%).
+    """
+    vals = path.read_text().split("{", 1)[1].split("}", 1)[0].split()
+    return np.asarray(vals, dtype=np.float64).reshape(68, 2) - 1.0
+
+
+def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Per-point error / outer-eye-corner distance (36, 45)."""
+    return np.linalg.norm(pred - gt, axis=1) / np.linalg.norm(gt[36] - gt[45])
+
+
+def _annotated_face(faces, gt):
+    assert faces, "no face detected"
+    return min(faces, key=lambda f: np.linalg.norm(f.landmarks68.mean(0) - gt.mean(0)))
+
+
+@pytest.fixture(scope="module")
+def photos(faces_68pt):
+    return {
+        n: (load_image(faces_68pt / f"{n}.{e}"), read_pts(faces_68pt / f"{n}.pts"))
+        for n, e in PHOTOS
+    }
+
+
+@pytest.fixture(scope="module")
+def hog():
+    return Detector(DetectorConfig(backend="dlib", detector="hog"))
+
+
+@pytest.fixture(scope="module")
+def mediapipe_det():
+    det = Detector(DetectorConfig(backend="mediapipe"))
+    yield det
+    det.close()
+
+
+def _report(name, errs):
+    per = {
+        g: round(float(np.mean([e[list(r)].mean() for e in errs.values()])), 4)
+        for g, r in GROUPS.items()
+    }
+    print(f"\n{name} NME per photo:", {k: round(float(v.mean()), 4) for k, v in errs.items()})
+    print(f"{name} NME per group:", per)
+
+
+def test_dlib_hog_landmarks_vs_annotation(photos, hog):
+    errs = {}
+    for n, (im, gt) in photos.items():
+        face = _annotated_face(hog.detect(im, all_faces=True), gt)
+        assert face.landmarks68.shape == (68, 2) and face.box.shape == (4,)
+        errs[n] = nme(face.landmarks68, gt)
+    _report("dlib-hog", errs)
+    # Measured: einstein 6.7%, breakingbad 4.3%, takeo 3.8%.
+    assert np.mean([e.mean() for e in errs.values()]) < 0.08
+    assert max(e.mean() for e in errs.values()) < 0.10
+
+
+def test_mediapipe_mapped_68_vs_annotation(photos, mediapipe_det):
+    errs = {}
+    for n, (im, gt) in photos.items():
+        face = _annotated_face(mediapipe_det.detect(im, all_faces=True), gt)
+        assert face.landmarks3d is not None and face.landmarks3d.shape == (478, 3)
+        errs[n] = nme(face.landmarks68, gt)
+    _report("mediapipe->68", errs)
+    # Measured: einstein 9.8%, breakingbad 7.6%, takeo 4.0% (mean 7.1%). The bound is looser
+    # than dlib's because the iBUG jaw is a silhouette contour that fixed mesh vertices only
+    # approximate (jaw ~15% vs ~2% for the eyes) and the 300-W brow line is the brow's upper
+    # edge; the eyes, which drive alignment, must still be accurate.
+    assert np.mean([e.mean() for e in errs.values()]) < 0.10
+    assert np.mean([e[36:48].mean() for e in errs.values()]) < 0.04
+
+
+def test_mediapipe_depth_is_pixel_scaled(photos, mediapipe_det):
+    im, _ = photos["takeo"]
+    face = mediapipe_det.detect(im)[0]
+    pts = face.landmarks3d
+    # Face depth range (nose tip to cheek) is a sizeable fraction of the face width in pixels.
+    width = np.ptp(pts[:, 0])
+    assert 0.3 * width < np.ptp(pts[:, 2]) < 1.5 * width
+    # 478 points lie inside the detected face region (with a margin).
+    b = face.box
+    m = 0.5 * (b[2] - b[0])
+    assert (pts[:, 0] > b[0] - m).all() and (pts[:, 0] < b[2] + m).all()
+
+
+def test_faces_sorted_and_largest_only(photos, hog):
+    im, _ = photos["breakingbad"]
+    faces = hog.detect(im, all_faces=True)
+    assert len(faces) >= 2
+    areas = [f.area for f in faces]
+    assert areas[0] == max(areas)
+    one = hog.detect(im)
+    assert len(one) == 1 and np.allclose(one[0].box, faces[0].box)
+
+
+def test_downscaled_detection_maps_back(photos):
+    im, _ = photos["takeo"]
+    big = cv2.resize(im, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC)  # 900 x 1350
+    ref = Detector(DetectorConfig(max_side=2048, upsample=0)).detect(big)[0]
+    small = Detector(DetectorConfig(max_side=300)).detect(big)[0]
+    # Same face, boxes of the same size in original pixels; landmarks predicted at full res.
+    assert abs(small.width - ref.width) / ref.width < 0.25
+    assert nme(small.landmarks68, ref.landmarks68).mean() < 0.05
+
+
+def test_no_face_raises(hog):
+    gray = np.full((200, 200, 3), 128, np.uint8)
+    assert detect(gray, detector_obj=hog) == []
+    with pytest.raises(NoFaceError, match=r"no face found in gray\.png"):
+        detect_one(gray, detector_obj=hog, name="gray.png")
+
+
+def test_missing_model_file(tmp_path):
+    det = Detector(DetectorConfig(model_dir=str(tmp_path)))
+    with pytest.raises(ModelFileError, match="shape_predictor_68"):
+        det.dlib_landmarks(np.zeros((64, 64, 3), np.uint8), np.array([0, 0, 32, 32]))
+
+
+# ---------------------------------------------------------------- image input
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4, b"hello, this is not an image\n"],
+    ids=["empty", "corrupt-jpeg", "text-as-jpg"],
+)
+def test_bad_files_raise_image_error(tmp_path, content):
+    p = tmp_path / "bad.jpg"
+    p.write_bytes(content)
+    with pytest.raises(ImageError) as e:
+        load_image(p)
+    assert "bad.jpg" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_truncated_tiny(tmp_path):
+    with pytest.raises(ImageError, match="not found"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(ImageError, match="not a file"):
+        load_image(tmp_path)
+    data = ASTRONAUT.read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match=r"trunc\.jpg"):
+        load_image(tmp_path / "trunc.jpg")
+    Image.new("RGB", (20, 40)).save(tmp_path / "tiny.png")
+    with pytest.raises(ImageError, match="too small"):
+        load_image(tmp_path / "tiny.png")
+    Image.new("L", (400, 300)).save(tmp_path / "big.png")
+    with pytest.raises(ImageError, match="too large"):
+        load_image(tmp_path / "big.png", max_pixels=100_000)
+
+
+def test_16bit_scaling(tmp_path):
+    ramp = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64)
+    expect = np.rint(ramp / 257.0).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "g16.png"), ramp)
+    out = load_image(tmp_path / "g16.png")
+    assert out.dtype == np.uint8 and out.shape == (64, 64, 3)
+    assert np.array_equal(out[..., 0], expect)
+    rgb16 = np.stack([ramp, ramp[::-1], 65535 - ramp], -1)
+    for ext in ("png", "tif"):
+        cv2.imwrite(str(tmp_path / f"c16.{ext}"), rgb16[..., ::-1])  # OpenCV writes BGR
+        out = load_image(tmp_path / f"c16.{ext}")
+        exp = np.rint(rgb16 / 257.0).astype(np.uint8)
+        assert np.array_equal(out, exp), ext  # rounded, not truncated to the high byte
+
+
+def test_rgba_composited_on_white(tmp_path):
+    a = np.zeros((40, 40, 4), np.uint8)
+    a[..., 0] = 200
+    a[:, :20, 3] = 255  # left half opaque red-ish, right half transparent
+    Image.fromarray(a, "RGBA").save(tmp_path / "a.png")
+    out = load_image(tmp_path / "a.png")
+    assert (out[:, :20] == [200, 0, 0]).all() and (out[:, 20:] == 255).all()
+
+
+@pytest.fixture(scope="module")
+def astro_ref(hog):
+    im = load_image(ASTRONAUT)
+    return im, detect_one(im, detector_obj=hog)
+
+
+def _variants(tmp_path: Path, im: np.ndarray) -> dict[str, Path]:
+    pil = Image.fromarray(im)
+    out = {}
+    out["gray"] = tmp_path / "gray.jpg"
+    pil.convert("L").save(out["gray"], quality=95)
+    out["gray_alpha"] = tmp_path / "la.png"
+    pil.convert("LA").save(out["gray_alpha"])
+    rgba = np.dstack([im, np.full(im.shape[:2], 255, np.uint8)])
+    rgba[:40, :40, 3] = 0
+    out["rgba"] = tmp_path / "rgba.png"
+    Image.fromarray(rgba, "RGBA").save(out["rgba"])
+    out["palette"] = tmp_path / "pal.png"
+    pil.convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(out["palette"])
+    out["rgb16"] = tmp_path / "rgb16.png"
+    cv2.imwrite(str(out["rgb16"]), (im[..., ::-1].astype(np.uint16) * 257))
+    out["cmyk"] = tmp_path / "cmyk.jpg"
+    pil.convert("CMYK").save(out["cmyk"], quality=95)
+    # Stored rotated 90 degrees counter-clockwise; EXIF orientation 6 says "rotate 90 CW".
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out["exif_rot"] = tmp_path / "rot.jpg"
+    Image.fromarray(np.rot90(im, 1).copy()).save(out["exif_rot"], quality=95, exif=exif)
+    return out
+
+
+def test_variants_still_detect(tmp_path, astro_ref, hog):
+    im, ref = astro_ref
+    for kind, path in _variants(tmp_path, im).items():
+        out = load_image(path)
+        assert out.shape == im.shape and out.dtype == np.uint8, kind
+        face = detect_one(out, detector_obj=hog, name=kind)
+        err = nme(face.landmarks68, ref.landmarks68).mean()
+        assert err < 0.05, (kind, err)
