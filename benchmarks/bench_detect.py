@@ -1,0 +1,89 @@
+"""Detection + 68-landmark timing per photo (dlib HOG, dlib MMOD, MediaPipe) and accuracy.
+
+Photos: the 300-W samples in ../shared/data/faces_68pt when present (einstein 817x1024,
+breakingbad 1920x1080, takeo 150x225), else the bundled astronaut. Median of several runs
+after one warm-up run per photo (which also loads the models).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facerecon.detect import Detector, DetectorConfig, load_image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACERECON_SHARED", REPO.parent / "shared")) / "data" / "faces_68pt"
+
+
+def _photos() -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    out = []
+    for stem, ext in (("einstein", "jpg"), ("breakingbad", "jpg"), ("takeo", "ppm")):
+        p = SHARED / f"{stem}.{ext}"
+        if p.is_file():
+            vals = (SHARED / f"{stem}.pts").read_text().split("{")[1].split("}")[0].split()
+            gt = np.asarray(vals, dtype=np.float64).reshape(68, 2) - 1.0  # 1-based file
+            out.append((stem, load_image(p), gt))
+    if not out:
+        out.append(("astronaut", load_image(REPO / "src/facerecon/assets/astronaut.jpg"), None))
+    return out
+
+
+def run(quick: bool = False) -> list[dict]:
+    rows: list[dict] = []
+    photos = _photos()
+    backends = [("dlib-hog", DetectorConfig(backend="dlib", detector="hog"))]
+    if not quick:
+        backends.append(("dlib-mmod", DetectorConfig(backend="dlib", detector="mmod")))
+    backends.append(("mediapipe", DetectorConfig(backend="mediapipe")))
+    repeats = 3 if quick else 5
+    for name, cfg in backends:
+        det = Detector(cfg)
+        times, errs = [], []
+        for stem, im, gt in photos:
+            det.detect(im, all_faces=True)  # warm-up (loads models)
+            ts = []
+            for _ in range(1 if name == "dlib-mmod" else repeats):
+                t0 = time.perf_counter()
+                faces = det.detect(im, all_faces=True)
+                ts.append(time.perf_counter() - t0)
+            ms = 1e3 * float(np.median(ts))
+            times.append(ms)
+            h, w = im.shape[:2]
+            note = f"{w}x{h}, {len(faces)} face(s), all_faces=True, median of {len(ts)}"
+            rows.append(
+                dict(section="detect", name=f"{name} {stem}", value=ms, unit="ms", notes=note)
+            )
+            if gt is not None and faces:
+                f = min(faces, key=lambda f: np.linalg.norm(f.landmarks68.mean(0) - gt.mean(0)))
+                e = np.linalg.norm(f.landmarks68 - gt, axis=1) / np.linalg.norm(gt[36] - gt[45])
+                errs.append(float(e.mean()))
+        det.close()
+        rows.append(
+            dict(
+                section="detect",
+                name=f"{name} mean per photo",
+                value=float(np.mean(times)),
+                unit="ms",
+                notes=f"{len(photos)} photos, 2-core CPU",
+            )
+        )
+        if errs:
+            rows.append(
+                dict(
+                    section="detect",
+                    name=f"{name} landmark NME",
+                    value=100 * float(np.mean(errs)),
+                    unit="%",
+                    notes="mean error / outer-eye-corner distance vs 300-W .pts",
+                )
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run(quick=False):
+        print(f"{r['name']:<32} {r['value']:9.2f} {r['unit']:<3} {r['notes']}")
