@@ -19,6 +19,7 @@ Typical use (perceptual loss)::
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,35 @@ def _sample(image: Tensor, affine: Tensor, size: int) -> Tensor:
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
+def _pyramid_crop(image: Tensor, affine: Tensor, n: int, size: int) -> Tensor:
+    """dlib's pyramid path for one face: (1, C, H, W) image, (1, 2, 3) chip->image affine.
+
+    dlib builds the pyramid on an integer sub-image: the bounding box of the rotated chip
+    rectangle grown by ``g_n`` pixels (``g_0 = 2, g_{k+1} = 2 g_k + 2``), rounded and clipped to
+    the image; its corner fixes the decimation phase. Coordinates go down the pyramid with
+    ``point_down``: ``x' = (x - 2.5) / 2``, ``y' = (y - 1.5) / 2`` per level.
+    """
+    grow = 2.0
+    for _ in range(n):
+        grow = 2 * grow + 2
+    corners = torch.tensor(
+        [[0.0, 0.0, 1.0], [size - 1, 0.0, 1.0], [0.0, size - 1, 1.0], [size - 1, size - 1, 1.0]],
+        dtype=affine.dtype,
+        device=affine.device,
+    )
+    lo = (corners @ affine[0].detach().T).amin(0) - grow
+    bx, by = (max(0, math.floor(float(v) + 0.5)) for v in lo)
+    sub = image[:, :, by:, bx:]
+    for _ in range(n):
+        sub = _pyramid_down(sub)
+    f = 0.5**n
+    shift = torch.tensor([bx, by], dtype=affine.dtype, device=affine.device) * f + torch.tensor(
+        [2.5, 1.5], dtype=affine.dtype, device=affine.device
+    ) * (1 - f)
+    a = torch.cat([affine[..., :2] * f, (affine[..., 2] * f - shift).unsqueeze(-1)], -1)
+    return _sample(sub, a, size)
+
+
 def facerec_crop(
     image: Tensor,
     lm68: Tensor,
@@ -215,13 +245,14 @@ def facerec_crop(
       1. similarity fit of dlib's mean face (33 inner points, padded) to the landmarks
          (:func:`face_chip_transform`);
       2. if the chip rectangle is more than twice the chip size, dlib first shrinks the image
-         with its ``pyramid_down<2>`` (5-tap binomial blur + decimation) until it is not, and maps
-         coordinates with its ``point_down`` (``x' = (x - 2.5)/2``, ``y' = (y - 1.5)/2``); we do
-         the same (``antialias=True``), anchoring the pyramid at the image origin (dlib anchors
-         it at an integer crop box, which can shift the decimation phase by a pixel);
+         with its ``pyramid_down<2>`` (5-tap binomial blur + decimation) until it is not; we do
+         the same (``antialias=True``) with dlib's sub-image anchoring and ``point_down`` mapping
+         (see ``_pyramid_crop``);
       3. bilinear sampling at pixel centres, zero outside the image.
-    dlib then rounds to uint8; we keep floats (differentiable). Gradients flow to ``image`` and
-    to ``lm68``.
+    dlib then truncates to uint8 (about -0.5 grey level per resampling step); we keep floats
+    (differentiable). Gradients flow to ``image`` and to ``lm68``. When several faces are
+    chipped in one dlib call, dlib anchors the pyramid on their joint bounding box; we always
+    use the per-face box (what a single-face ``get_face_chip`` / ``compute_face_descriptor`` does).
 
     Args:
         image: (B, 3, H, W) float RGB in 0..1.
@@ -237,22 +268,13 @@ def facerec_crop(
     levels = _pyramid_levels(rect_w, size) if antialias else [0] * image.shape[0]
     if max(levels) == 0:
         return _sample(image, affine, size)
-    out = image.new_zeros(image.shape[0], image.shape[1], size, size)
-    pyr = image
-    for n in range(max(levels) + 1):
-        idx = [i for i, lv in enumerate(levels) if lv == n]
-        if idx:
-            a = affine[idx]
-            if n:  # point_down applied n times: x -> (x - 2.5)/2, y -> (y - 1.5)/2, per level
-                f = 0.5**n
-                shift = torch.tensor([2.5, 1.5], dtype=a.dtype, device=a.device) * (1 - f)
-                a = torch.cat([a[..., :2] * f, (a[..., 2] * f - shift).unsqueeze(-1)], -1)
-            out = out.index_copy(
-                0, torch.tensor(idx, device=image.device), _sample(pyr[idx], a, size)
-            )
-        if n < max(levels):
-            pyr = _pyramid_down(pyr)
-    return out
+    chips = [
+        _sample(image[i : i + 1], affine[i : i + 1], size)
+        if n == 0
+        else _pyramid_crop(image[i : i + 1], affine[i : i + 1], n, size)
+        for i, n in enumerate(levels)
+    ]
+    return torch.cat(chips, 0)
 
 
 # ============================================================================ network
