@@ -48,13 +48,21 @@ def test_float_string_bool_encoding() -> None:
     assert np.isinf(r.read_float())  # exponent 32000 = +inf
 
 
-@pytest.mark.parametrize("data", [b"\x02\x01", b"\x40\x01", b"\x05ab", b"x"])
-def test_bad_primitives_raise(data: bytes) -> None:
-    r = DlibReader(data)
+@pytest.mark.parametrize("data", [b"\x02\x01", b"\x40\x01", b"\x09" + bytes(9), b""])
+def test_bad_integers_raise(data: bytes) -> None:
     with pytest.raises(ModelFileError):
-        r.read_int() if data != b"\x05ab" else r.read_string()
-    with pytest.raises(ModelFileError):
+        DlibReader(data).read_int()
+
+
+def test_bad_string_bool_tensor_raise() -> None:
+    with pytest.raises(ModelFileError, match="truncated"):
+        DlibReader(b"\x01\x05ab").read_string()
+    with pytest.raises(ModelFileError, match="bool"):
         DlibReader(b"x").read_bool()
+    with pytest.raises(ModelFileError, match="tensor version"):
+        DlibReader(b"\x01\x03").read_tensor()
+    with pytest.raises(ModelFileError, match="truncated"):  # 2 floats announced, 1 present
+        DlibReader(b"\x01\x02\x01\x02\x01\x01\x01\x01\x01\x01" + bytes(4)).read_tensor()
 
 
 def test_real_file_layers(spec) -> None:
