@@ -1,1 +1,25 @@
-"""facerecon.evaluate."""
+"""facerecon.evaluate: the paper's 3D accuracy protocol (crop, ICP with scale, RMSE in mm)."""
+
+from facerecon.evaluate.errors import EvaluationError
+from facerecon.evaluate.folders import evaluate_dirs, main_evaluate
+from facerecon.evaluate.geometry import SurfaceQuery, closest_points_on_triangles, vertex_normals
+from facerecon.evaluate.icp import ICPConfig, ICPResult, Similarity, icp, umeyama
+from facerecon.evaluate.metrics import EvalResult, error_colors, evaluate_mesh, region_labels
+
+__all__ = [
+    "EvalResult",
+    "EvaluationError",
+    "ICPConfig",
+    "ICPResult",
+    "Similarity",
+    "SurfaceQuery",
+    "closest_points_on_triangles",
+    "error_colors",
+    "evaluate_dirs",
+    "evaluate_mesh",
+    "icp",
+    "main_evaluate",
+    "region_labels",
+    "umeyama",
+    "vertex_normals",
+]

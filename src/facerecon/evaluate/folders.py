@@ -1,0 +1,338 @@
+"""Evaluate a folder of predicted meshes against a folder of ground-truth meshes.
+
+Files pair by stem (``NAME``). A mesh is ``NAME.npz`` with ``vertices (N, 3)`` mm and
+``triangles (F, 3)`` (optional ``landmarks3d (68|5, 3)`` positions, ``landmarks68 (68,)`` int
+vertex indices, ``nose_index``), else ``NAME.obj``, else ``NAME.ply`` (ASCII or binary).
+A ``NAME.npz`` without ``vertices`` (facerecon's coefficient file) is skipped as a mesh, but
+its ``landmarks3d`` still applies to ``NAME.obj``/``NAME.ply``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facerecon.evaluate.errors import EvaluationError
+from facerecon.evaluate.metrics import REGIONS, evaluate_mesh
+
+MESH_SUFFIXES = (".npz", ".obj", ".ply")
+TABLE_METRICS = ("rmse_plane", "mean_plane", "rmse_surface", "rmse_point", "mean_point")
+
+
+@dataclass
+class MeshFile:
+    """A mesh read for evaluation: vertices (N, 3) mm, triangles (F, 3) int64, landmarks
+    (K, 3) positions or (K,) int indices or None, nose_index or None, path read."""
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    landmarks: np.ndarray | None
+    nose_index: int | None
+    path: Path
+
+
+def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    verts: list[list[float]] = []
+    faces: list[list[int]] = []
+    for line in path.read_text(errors="replace").splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "v":
+            verts.append([float(x) for x in parts[1:4]])
+        elif parts[0] == "f":
+            ids = [int(p.split("/")[0]) for p in parts[1:]]
+            ids = [i - 1 if i > 0 else len(verts) + i for i in ids]
+            faces.extend([ids[0], ids[j], ids[j + 1]] for j in range(1, len(ids) - 1))
+    return np.array(verts, np.float64).reshape(-1, 3), np.array(faces, np.int64).reshape(-1, 3)
+
+
+_PLY_TYPES = {
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
+}
+
+
+def _read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """PLY reader: ASCII or binary (either endianness); vertex x, y, z; triangle faces."""
+    data = path.read_bytes()
+    end = data.find(b"end_header")
+    if not data.startswith(b"ply") or end < 0:
+        raise EvaluationError(f"{path.name}: not a PLY file")
+    body_start = data.index(b"\n", end) + 1
+    header = data[:end].decode("ascii", "replace").splitlines()
+    fmt = next((ln.split()[1] for ln in header if ln.startswith("format")), "")
+    elements: list[tuple[str, int, list[list[str]]]] = []
+    for line in header:
+        parts = line.split()
+        if parts and parts[0] == "element":
+            elements.append((parts[1], int(parts[2]), []))
+        elif parts and parts[0] == "property" and elements:
+            elements[-1][2].append(parts[1:])
+    verts, faces = np.zeros((0, 3)), np.zeros((0, 3), np.int64)
+    if fmt == "ascii":
+        tokens = data[body_start:].split()
+        pos = 0
+        for name, count, props in elements:
+            if props and props[0][0] == "list":
+                rows = []
+                for _ in range(count):
+                    n = int(tokens[pos])
+                    ids = [int(x) for x in tokens[pos + 1 : pos + 1 + n]]
+                    pos += 1 + n
+                    rows.extend([ids[0], ids[j], ids[j + 1]] for j in range(1, n - 1))
+                if name == "face":
+                    faces = np.array(rows, np.int64).reshape(-1, 3)
+            else:
+                k = len(props)
+                arr = np.array(tokens[pos : pos + k * count], np.float64).reshape(count, k)
+                pos += k * count
+                if name == "vertex":
+                    cols = [p[-1] for p in props]
+                    verts = arr[:, [cols.index(c) for c in ("x", "y", "z")]]
+        return verts, faces
+    order = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(fmt)
+    if order is None:
+        raise EvaluationError(f"{path.name}: unsupported PLY format {fmt!r}")
+    offset = body_start
+    for name, count, props in elements:
+        if props and props[0][0] == "list":
+            _, ctype, itype, _ = props[0]
+            dtype = np.dtype(
+                [("n", order + _PLY_TYPES[ctype]), ("i", order + _PLY_TYPES[itype], 3)]
+            )
+            arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+            if np.any(arr["n"] != 3):
+                raise EvaluationError(f"{path.name}: binary PLY faces must be triangles")
+            if name == "face":
+                faces = arr["i"].astype(np.int64)
+        else:
+            dtype = np.dtype([(p[1], order + _PLY_TYPES[p[0]]) for p in props])
+            arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+            if name == "vertex":
+                verts = np.stack([arr[c] for c in ("x", "y", "z")], axis=1).astype(np.float64)
+        offset += dtype.itemsize * count
+    return verts, faces
+
+
+def _npz_landmarks(z) -> tuple[np.ndarray | None, int | None]:
+    lm = None
+    if "landmarks3d" in z.files and z["landmarks3d"].ndim == 2 and z["landmarks3d"].shape[1] == 3:
+        lm = z["landmarks3d"]
+    elif "landmarks68" in z.files and np.issubdtype(z["landmarks68"].dtype, np.integer):
+        lm = z["landmarks68"].reshape(-1)
+    nose = int(z["nose_index"]) if "nose_index" in z.files else None
+    return lm, nose
+
+
+def read_mesh_file(directory: Path, stem: str) -> MeshFile:
+    """Read ``directory/stem.{npz,obj,ply}`` (first usable in that order)."""
+    lm, nose, sidecar = None, None, directory / f"{stem}.npz"
+    if sidecar.is_file():
+        try:
+            with np.load(sidecar, allow_pickle=False) as z:
+                lm, nose = _npz_landmarks(z)
+                if "vertices" in z.files and "triangles" in z.files:
+                    return MeshFile(z["vertices"], z["triangles"], lm, nose, sidecar)
+        except (OSError, ValueError) as exc:
+            raise EvaluationError(f"{sidecar.name}: unreadable npz ({exc})") from None
+    for suffix, reader in ((".obj", _read_obj), (".ply", _read_ply)):
+        path = directory / f"{stem}{suffix}"
+        if path.is_file():
+            try:
+                v, f = reader(path)
+            except (ValueError, IndexError, UnicodeDecodeError) as exc:
+                raise EvaluationError(f"{path.name}: unreadable mesh ({exc})") from None
+            return MeshFile(v, f, lm, nose, path)
+    raise EvaluationError(f"{stem}: no mesh (.npz with vertices, .obj or .ply) in {directory}")
+
+
+def mesh_stems(directory: Path) -> list[str]:
+    """Sorted stems of the mesh-like files (``.npz``, ``.obj``, ``.ply``) in ``directory``."""
+    return sorted({p.stem for p in directory.iterdir() if p.suffix.lower() in MESH_SUFFIXES})
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def summarize(items: list[dict]) -> dict:
+    """Mean and (population) std of each metric over the items with status ``ok``."""
+    ok = [it for it in items if it["status"] == "ok"]
+    out: dict = {}
+    if not ok:
+        return out
+    for key in ok[0]["metrics"]:
+        if key in ("per_region", "region_counts", "similarity", "icp_iterations", "n_points"):
+            continue
+        vals = np.array([it["metrics"][key] for it in ok], np.float64)
+        out[key] = {"mean": float(vals.mean()), "std": float(vals.std()), "n": len(vals)}
+    for region in REGIONS:
+        vals = [
+            it["metrics"]["per_region"][region]
+            for it in ok
+            if region in it["metrics"]["per_region"]
+        ]
+        if vals:
+            out[f"region_{region}"] = {
+                "mean": float(np.mean(vals)),
+                "std": float(np.std(vals)),
+                "n": len(vals),
+            }
+    return out
+
+
+def markdown_table(result: dict) -> str:
+    """Markdown table: one row per item (mm) and a ``mean ± std`` row."""
+    head = "| item | status | " + " | ".join(TABLE_METRICS) + " |"
+    lines = [head, "|" + "---|" * (len(TABLE_METRICS) + 2)]
+    for it in result["items"]:
+        if it["status"] == "ok":
+            cells = [f"{it['metrics'][m]:.3f}" for m in TABLE_METRICS]
+        else:
+            cells = ["–"] * len(TABLE_METRICS)
+        lines.append(f"| {it['name']} | {it['status']} | " + " | ".join(cells) + " |")
+    s = result["summary"]
+    if s:
+        cells = [f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" for m in TABLE_METRICS]
+        lines.append(
+            f"| **mean ± std** (n={s[TABLE_METRICS[0]]['n']}) | | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_dirs(
+    pred_dir, gt_dir, out_json=None, crop_mm: float = 95.0, align: bool = True
+) -> dict:
+    """Evaluate every prediction in ``pred_dir`` against the same-stem GT in ``gt_dir``.
+
+    Returns (and writes to ``out_json``, with the table in ``out_json`` + ``.md`` suffix
+    replaced) ``{"protocol", "items", "summary", "n_ok", "n_failed", "markdown"}``. Items:
+    ``status`` "ok" (with ``metrics``), "failed" (with ``error``), "missing_gt" or
+    "missing_prediction". Raises :class:`EvaluationError` when a folder is missing or no
+    stem has both a prediction and a GT file.
+    """
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    for label, d in (("prediction", pred_dir), ("ground-truth", gt_dir)):
+        if not d.is_dir():
+            raise EvaluationError(f"{label} folder not found: {d}")
+    pred, gt = mesh_stems(pred_dir), mesh_stems(gt_dir)
+    common = sorted(set(pred) & set(gt))
+    if not common:
+        raise EvaluationError(
+            f"no prediction/ground-truth pairs: {len(pred)} meshes in {pred_dir}, "
+            f"{len(gt)} in {gt_dir}, no common names"
+        )
+    items: list[dict] = []
+    for name in sorted(set(pred) | set(gt)):
+        if name not in gt:
+            items.append(
+                {
+                    "name": name,
+                    "status": "missing_gt",
+                    "error": f"no ground truth {name}.* in {gt_dir}",
+                }
+            )
+            continue
+        if name not in pred:
+            items.append(
+                {
+                    "name": name,
+                    "status": "missing_prediction",
+                    "error": f"no prediction {name}.* in {pred_dir}",
+                }
+            )
+            continue
+        try:
+            p, g = read_mesh_file(pred_dir, name), read_mesh_file(gt_dir, name)
+            res = evaluate_mesh(
+                p.vertices,
+                p.triangles,
+                g.vertices,
+                g.triangles,
+                gt_landmarks68=g.landmarks,
+                pred_landmarks68=p.landmarks,
+                nose_index=g.nose_index,
+                crop_mm=crop_mm,
+                align=align,
+            )
+            items.append(
+                {
+                    "name": name,
+                    "status": "ok",
+                    "pred": str(p.path),
+                    "gt": str(g.path),
+                    "metrics": res.to_dict(),
+                }
+            )
+        except Exception as exc:  # one bad pair must not stop the batch
+            items.append({"name": name, "status": "failed", "error": _one_line(exc)})
+    result = {
+        "protocol": {
+            "crop_mm": crop_mm,
+            "align": align,
+            "units": "mm",
+            "direction": "ground truth -> prediction",
+        },
+        "items": items,
+        "summary": summarize(items),
+        "n_ok": sum(it["status"] == "ok" for it in items),
+        "n_failed": sum(it["status"] != "ok" for it in items),
+    }
+    result["markdown"] = markdown_table(result)
+    if out_json is not None:
+        out_json = Path(out_json)
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(result, indent=2))
+        out_json.with_suffix(".md").write_text(result["markdown"])
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="facerecon evaluate",
+        description="Accuracy of predicted meshes against ground-truth meshes (paper protocol: "
+        "95 mm nose crop, ICP with scale, point-to-plane RMSE in mm).",
+    )
+    p.add_argument("--pred", type=Path, required=True, help="folder of predicted meshes")
+    p.add_argument("--gt", type=Path, required=True, help="folder of ground-truth meshes")
+    p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON output")
+    p.add_argument("--crop-mm", type=float, default=95.0, help="GT crop radius around the nose")
+    p.add_argument("--no-align", dest="align", action="store_false", help="skip ICP alignment")
+    return p
+
+
+def main_evaluate(argv: list[str] | None = None) -> int:
+    """``facerecon evaluate --pred DIR --gt DIR [--out results.json]``; prints the table.
+
+    Exit codes: 0 all pairs evaluated, 1 some items failed or unpaired, 2 usage/input error.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        result = evaluate_dirs(args.pred, args.gt, args.out, args.crop_mm, args.align)
+    except EvaluationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result["markdown"], end="")
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    return 0 if result["n_failed"] == 0 else 1
