@@ -248,6 +248,8 @@ def test_hybrid_loss_weights_and_sums_given_terms():
     light = {"light": torch.tensor(1.0)}
     assert hybrid_loss(light, HybridLossConfig())[0].item() == 0.0
     assert hybrid_loss(light, HybridLossConfig.released_code())[0].item() == 10.0
+    mixed = {"photo": torch.tensor(1.0), "coef": torch.tensor(1.0, dtype=torch.float64)}
+    assert hybrid_loss(mixed)[0].dtype == torch.float64
     cfg = HybridLossConfig(extra={"mask": 2.0})
     assert hybrid_loss({"mask": torch.tensor(3.0)}, cfg)[0].item() == 6.0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -94,5 +96,5 @@ def hybrid_loss(
     if unknown:
         raise LossTermError(f"unknown loss terms {unknown}; known: {sorted(weights)}")
     weighted = {name: weights[name] * value for name, value in terms.items()}
-    total = torch.stack([v.reshape(()) for v in weighted.values()]).sum()
+    total = functools.reduce(operator.add, weighted.values())  # promotes mixed dtypes
     return total, weighted

@@ -156,7 +156,11 @@ def mixture_log_prob_torch(x: torch.Tensor, g: GaussianMixture) -> torch.Tensor:
     const = torch.as_tensor(
         np.log(g.weights) - 0.5 * (g.log_det_cov + g.means.shape[1] * np.log(2 * np.pi)), **opts
     )
-    y = torch.einsum("mkd,kde->mke", x[:, None, :] - means, prec)  # (M, K, D)
+    k, d = means.shape
+    # whiten all components with one matmul: y_k = x P_k - mu_k P_k
+    flat = prec.permute(1, 0, 2).reshape(d, k * d)  # (D, K*D)
+    shift = torch.einsum("kd,kde->ke", means, prec).reshape(k * d)
+    y = (x @ flat - shift).reshape(-1, k, d)  # (M, K, D)
     return torch.logsumexp(const - 0.5 * (y * y).sum(-1), dim=1)
 
 
