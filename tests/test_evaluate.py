@@ -283,3 +283,10 @@ def test_evaluate_dirs(face, tmp_path, capsys):
         evaluate_dirs(empty, gt, None)
     assert main_evaluate(["--pred", str(empty), "--gt", str(gt)]) == 2
     assert capsys.readouterr().err.startswith("error: no prediction/ground-truth pairs")
+
+
+def test_point_cloud_ground_truth(face):
+    v, t, lm = face
+    res = evaluate_mesh(v + 0.2, t, v, None, gt_landmarks68=lm, align=False)
+    ref = evaluate_mesh(v + 0.2, t, v, t, gt_landmarks68=lm, align=False)
+    assert res.rmse_plane == pytest.approx(ref.rmse_plane, abs=1e-12) and res.rmse_plane > 0.05

@@ -115,6 +115,8 @@ class SurfaceQuery:
     centroid-to-corner distance of any triangle), so a ball query on a KD-tree of centroids
     finds it; candidates with ``|q - centroid| - r_T > ub`` (``r_T`` that triangle's own
     radius) cannot win and are dropped before the exact point-triangle computation.
+    Triangles are bucketed by radius (median, 90th percentile, max), one centroid tree each,
+    so the ball for small triangles uses the bucket's radius instead of ``r_max``.
     """
 
     def __init__(self, vertices: np.ndarray, triangles: np.ndarray) -> None:

@@ -263,11 +263,14 @@ def evaluate_mesh(
     """Evaluate a predicted mesh against a GT mesh with the paper's protocol (module docs).
 
     pred_vertices (N, 3) mm, pred_triangles (F, 3); gt_vertices (G, 3) mm, gt_triangles
-    (H, 3) (validated; GT topology may differ from the prediction's). Landmarks: (68,) or
+    (H, 3) or None (only validated: the metric uses GT vertices, so a point-cloud scan works;
+    GT topology may differ from the prediction's). Landmarks: (68,) or
     (5,) vertex indices, or (68, 3) / (5, 3) positions. ``icp_stages`` replaces
     :func:`default_icp_stages`; ``align=False`` skips alignment (identity similarity).
     """
     pv, pf = _mesh("prediction", pred_vertices, pred_triangles)
+    if gt_triangles is None:  # a point-cloud scan: only its vertices are used
+        gt_triangles = np.zeros((1, 3), np.int64)
     gv, _ = _mesh("ground-truth", gt_vertices, gt_triangles)
     gt_lm = landmark_points("ground-truth", gt_landmarks68, gv)
     pred_lm = landmark_points("prediction", pred_landmarks68, pv)
