@@ -128,29 +128,6 @@ def rasterize(
     return _rasterize_torch(uv, depth, triangles, H, W, cull_backfaces, near, far)
 
 
-def _edge_coefficients(
-    tx: torch.Tensor, ty: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Affine barycentric functions ``l_i(u, v) = A_i u + B_i v + C_i`` of triangles.
-
-    Args:
-        tx, ty: ``(..., 3)`` vertex coordinates.
-
-    Returns:
-        A, B, C ``(..., 3)`` (already divided by the signed area) and the signed area ``(...)``
-        ``(u1-u0)(v2-v0) - (u2-u0)(v1-v0)``.
-    """
-    x0, x1, x2 = tx.unbind(-1)
-    y0, y1, y2 = ty.unbind(-1)
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    # l0 = E(v1, v2, p) / area with E(a, b, p) = (b.x-a.x)(p.y-a.y) - (b.y-a.y)(p.x-a.x)
-    A = torch.stack([y1 - y2, y2 - y0, y0 - y1], dim=-1)
-    Bc = torch.stack([x2 - x1, x0 - x2, x1 - x0], dim=-1)
-    C = torch.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], dim=-1)
-    safe = torch.where(area.abs() > _AREA_EPS, area, torch.ones_like(area)).unsqueeze(-1)
-    return A / safe, Bc / safe, C / safe, area
-
-
 @torch.no_grad()
 def _visibility(
     uv: torch.Tensor,
@@ -163,68 +140,44 @@ def _visibility(
     far: float,
 ) -> torch.Tensor:
     """Z-buffer pass. Returns ``(B * H * W,)`` int64 winning triangle index, ``-1`` background."""
-    B = uv.shape[0]
+    B, N, _ = uv.shape
     F = triangles.shape[0]
     dev = uv.device
     cdt = torch.float64 if uv.dtype == torch.float64 else torch.float32
-    tri_uv = uv.detach().to(cdt)[:, triangles]  # (B, F, 3, 2)
-    tri_d = depth.detach().to(cdt)[:, triangles]  # (B, F, 3)
-    tx, ty = tri_uv[..., 0], tri_uv[..., 1]
-    A, Bc, C, area = _edge_coefficients(tx, ty)
-    invd = 1.0 / tri_d
-    # 1/depth is affine in screen space: coefficients sum_i l_i(u, v) / d_i.
-    Az = (A * invd).sum(-1)
-    Bz = (Bc * invd).sum(-1)
-    Cz = (C * invd).sum(-1)
+    zbuf = torch.full((B * H * W,), _KEY_MAX, dtype=torch.int64, device=dev)
+    if F == 0:
+        return zbuf.fill_(-1)
+    # Structure of arrays G[coord, corner, b * F + f] with coord = (u, v, depth), contiguous.
+    uvd = torch.cat([uv.detach(), depth.detach().unsqueeze(-1)], dim=-1).to(cdt)
+    uvd = uvd.reshape(B * N, 3).t().contiguous()  # (3, B*N)
+    offsets = torch.arange(B, device=dev).view(1, B, 1) * N
+    rows = (triangles.t().unsqueeze(1) + offsets).reshape(-1)  # (3*B*F,) corner, batch, tri
+    G = uvd.index_select(1, rows).view(3, 3, B * F)
+    X, Y, D = G[0], G[1], G[2]  # (3, B*F) each
 
     big = float(max(H, W) + 2)
-    x0 = torch.ceil(tx.amin(-1).clamp(-big, big)).long().clamp_min(0)
-    x1 = torch.floor(tx.amax(-1).clamp(-big, big)).long().clamp_max(W - 1)
-    y0 = torch.ceil(ty.amin(-1).clamp(-big, big)).long().clamp_min(0)
-    y1 = torch.floor(ty.amax(-1).clamp(-big, big)).long().clamp_max(H - 1)
-    valid = (x1 >= x0) & (y1 >= y0) & (area.abs() > _AREA_EPS)
-    valid &= torch.isfinite(tri_uv).all(-1).all(-1) & torch.isfinite(tri_d).all(-1)
-    valid &= (tri_d.amin(-1) > near) & (tri_d.amax(-1) <= far)
+    bx0 = X.amin(0).clamp(-big, big).ceil_().clamp_min_(0)
+    bx1 = X.amax(0).clamp(-big, big).floor_().clamp_max_(W - 1)
+    by0 = Y.amin(0).clamp(-big, big).ceil_().clamp_min_(0)
+    by1 = Y.amax(0).clamp(-big, big).floor_().clamp_max_(H - 1)
+    area = (X[1] - X[0]) * (Y[2] - Y[0]) - (X[2] - X[0]) * (Y[1] - Y[0])
+    # NaN fails every comparison; +-inf coordinates give a non-finite area.
+    valid = (bx1 >= bx0) & (by1 >= by0) & (area.abs() > _AREA_EPS) & torch.isfinite(area)
+    valid &= (D.amin(0) > near) & (D.amax(0) <= far)
     if cull_backfaces:
         valid &= area < 0
-
-    ids = valid.reshape(-1).nonzero().squeeze(1)  # indices into B*F
-    zbuf = torch.full((B * H * W,), _KEY_MAX, dtype=torch.int64, device=dev)
-    if ids.numel() > 0:
-        bw = (x1 - x0 + 1).reshape(-1)[ids]
-        bh = (y1 - y0 + 1).reshape(-1)[ids]
-        cnt = bw * bh
-        # Per-triangle table: 3 A, 3 B, 3 C, Az, Bz, Cz.
-        table = torch.cat(
-            [A, Bc, C, Az.unsqueeze(-1), Bz.unsqueeze(-1), Cz.unsqueeze(-1)], dim=-1
-        ).reshape(B * F, 12)[ids]
-        ox = x0.reshape(-1)[ids]
-        oy = y0.reshape(-1)[ids]
-        batch_of = torch.div(ids, F, rounding_mode="floor")
-        tri_of = ids - batch_of * F
-        pix_base = batch_of * (H * W)
-        ends = torch.cumsum(cnt, 0)
-        # Split the triangles into chunks of at most ~_CHUNK candidates (one chunk usually).
-        start_t = 0
-        K = ids.numel()
-        while start_t < K:
-            before = int(ends[start_t - 1]) if start_t > 0 else 0
-            limit = torch.tensor([before + _CHUNK], device=dev)
-            stop_t = int(torch.searchsorted(ends, limit, right=True)[0])
-            stop_t = max(stop_t, start_t + 1)
-            stop_t = min(stop_t, K)
-            _scatter_candidates(
-                zbuf,
-                cnt[start_t:stop_t],
-                bw[start_t:stop_t],
-                ox[start_t:stop_t],
-                oy[start_t:stop_t],
-                table[start_t:stop_t],
-                tri_of[start_t:stop_t],
-                pix_base[start_t:stop_t],
-                W,
-            )
-            start_t = stop_t
+    bw = bx1 - bx0 + 1
+    cnt = torch.where(valid, bw * (by1 - by0 + 1), torch.zeros_like(bw)).long()
+    ends = torch.cumsum(cnt, 0)
+    start, BF = 0, B * F
+    G9 = G.view(9, BF)
+    while start < BF:  # runs of triangles with at most ~_CHUNK candidates (one run usually)
+        base = int(ends[start - 1]) if start > 0 else 0
+        limit = torch.tensor([base + _CHUNK], device=dev, dtype=ends.dtype)
+        stop = min(max(int(torch.searchsorted(ends, limit, right=True)[0]), start + 1), BF)
+        sl = slice(start, stop)
+        _scatter_candidates(zbuf, cnt[sl], bw[sl], bx0[sl], by0[sl], G9, start, F, H, W)
+        start = stop
     covered = zbuf != _KEY_MAX
     return torch.where(covered, zbuf & 0xFFFFFFFF, torch.full_like(zbuf, -1))
 
@@ -233,36 +186,48 @@ def _scatter_candidates(
     zbuf: torch.Tensor,
     cnt: torch.Tensor,
     bw: torch.Tensor,
-    ox: torch.Tensor,
-    oy: torch.Tensor,
-    table: torch.Tensor,
-    tri_of: torch.Tensor,
-    pix_base: torch.Tensor,
+    bx0: torch.Tensor,
+    by0: torch.Tensor,
+    G9: torch.Tensor,
+    first: int,
+    F: int,
+    H: int,
     W: int,
 ) -> None:
-    """Enumerate the bounding-box pixels of a chunk of triangles and min-reduce their keys."""
+    """Test the bounding-box pixels of a run of triangles and min-reduce their keys.
+
+    Args:
+        zbuf: ``(B*H*W,)`` int64 z-buffer of packed keys, updated in place.
+        cnt: ``(K,)`` candidate pixels per triangle (0 for dropped ones); bw: box widths;
+        bx0, by0: ``(K,)`` box origins (column, row) as floats.
+        G9: ``(9, B*F)`` (u, v, depth) x corner rows for all triangles.
+        first: flat ``b * F + f`` index of the run's first triangle.
+    """
     dev = zbuf.device
-    K = cnt.numel()
-    owner = torch.repeat_interleave(torch.arange(K, device=dev), cnt)  # (M,)
-    starts = torch.cumsum(cnt, 0) - cnt
-    local = torch.arange(owner.numel(), device=dev) - starts[owner]
-    w = bw[owner]
+    M = int(cnt.sum())
+    if M == 0:
+        return
+    owner = torch.repeat_interleave(cnt, output_size=M)  # (M,) triangle of each candidate
+    local = torch.arange(M, device=dev) - (torch.cumsum(cnt, 0) - cnt).index_select(0, owner)
+    w = bw.long().index_select(0, owner)
     dy = torch.div(local, w, rounding_mode="floor")
-    dx = local - dy * w
-    px = ox[owner] + dx
-    py = oy[owner] + dy
-    t = table[owner]  # (M, 12)
-    fx = px.to(t.dtype).unsqueeze(1)
-    fy = py.to(t.dtype).unsqueeze(1)
-    lam = t[:, 0:3] * fx + t[:, 3:6] * fy + t[:, 6:9]
-    inside = (lam >= -_INSIDE_EPS).all(1)
-    invz = t[:, 9] * fx[:, 0] + t[:, 10] * fy[:, 0] + t[:, 11]
-    inside &= invz > 0
-    z = (1.0 / invz.clamp_min(1e-30)).to(torch.float32)
-    key = (z.view(torch.int32).to(torch.int64) << 32) | tri_of[owner]
+    px = bx0.long().index_select(0, owner) + (local - dy * w)
+    py = by0.long().index_select(0, owner) + dy
+    tri = owner + first  # flat b * F + f
+    g = G9.index_select(1, tri).view(3, 3, M)
+    X, Y, D = g[0], g[1], g[2]
+    fx, fy = px.to(X.dtype), py.to(X.dtype)
+    X1, X2 = X[[1, 2, 0]], X[[2, 0, 1]]
+    Y1, Y2 = Y[[1, 2, 0]], Y[[2, 0, 1]]
+    E = (X2 - X1) * (fy - Y1) - (Y2 - Y1) * (fx - X1)  # edge functions, (3, M)
+    lam = E / E.sum(0)  # screen-space barycentrics (the three edge functions sum to the area)
+    invz = (lam / D).sum(0)
+    inside = (lam.amin(0) >= -_INSIDE_EPS) & (invz > 0)
+    z = invz.clamp_min(1e-30).reciprocal().to(torch.float32)
+    b = torch.div(tri, F, rounding_mode="floor")
+    key = (z.view(torch.int32).to(torch.int64) << 32) | (tri - b * F)
     key = torch.where(inside, key, torch.full_like(key, _KEY_MAX))
-    flat = pix_base[owner] + py * W + px
-    zbuf.scatter_reduce_(0, flat, key, reduce="amin", include_self=True)
+    zbuf.scatter_reduce_(0, b * (H * W) + py * W + px, key, reduce="amin", include_self=True)
 
 
 def _rasterize_torch(
@@ -279,15 +244,16 @@ def _rasterize_torch(
     triangles = triangles.to(device=uv.device, dtype=torch.int64)
     face_flat = _visibility(uv, depth, triangles, H, W, cull_backfaces, near, far)
     pix = (face_flat >= 0).nonzero().squeeze(1)  # (P,)
-    f = face_flat[pix]
+    f = face_flat.index_select(0, pix)
     b = torch.div(pix, H * W, rounding_mode="floor")
     rem = pix - b * (H * W)
     py = torch.div(rem, W, rounding_mode="floor")
     px = rem - py * W
-    gidx = (triangles[f] + (b * N).unsqueeze(1)).reshape(-1)  # (P*3,)
-    vuv = uv.reshape(B * N, 2).index_select(0, gidx).view(-1, 3, 2)
-    vd = depth.reshape(B * N).index_select(0, gidx).view(-1, 3)
-    bary_p, depth_p = _perspective_bary(vuv, vd, px.to(uv.dtype), py.to(uv.dtype))
+    vid = (triangles.t().index_select(1, f) + b * N).reshape(-1)  # (3*P,) corner-major
+    P = pix.numel()
+    uvd = torch.cat([uv, depth.unsqueeze(-1)], dim=-1).reshape(B * N, 3)
+    g = uvd.index_select(0, vid).view(3, P, 3)
+    bary_p, depth_p = _perspective_bary(g, px.to(uv.dtype), py.to(uv.dtype))
     bary = uv.new_zeros(B * H * W, 3).index_copy(0, pix, bary_p).view(B, H, W, 3)
     zimg = depth.new_zeros(B * H * W).index_copy(0, pix, depth_p).view(B, H, W)
     return Fragments(
@@ -301,29 +267,28 @@ def _rasterize_torch(
 
 
 def _perspective_bary(
-    vuv: torch.Tensor, vd: torch.Tensor, px: torch.Tensor, py: torch.Tensor
+    g: torch.Tensor, px: torch.Tensor, py: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable perspective-correct barycentrics and depth at pixel centres.
 
     Args:
-        vuv: ``(P, 3, 2)`` triangle vertex pixels; vd: ``(P, 3)`` their depths;
+        g: ``(3, P, 3)`` per corner and pixel the vertex ``(u, v, depth)``.
         px, py: ``(P,)`` pixel centres.
 
     Returns:
         bary ``(P, 3)`` with ``b_i = (l_i / d_i) / sum_j (l_j / d_j)``, depth ``(P,)``
         ``1 / sum_j (l_j / d_j)`` where ``l`` are the screen-space barycentrics.
     """
-    tx, ty = vuv[..., 0], vuv[..., 1]
-    x0, x1, x2 = tx.unbind(-1)
-    y0, y1, y2 = ty.unbind(-1)
+    x0, x1, x2 = g[0, :, 0], g[1, :, 0], g[2, :, 0]
+    y0, y1, y2 = g[0, :, 1], g[1, :, 1], g[2, :, 1]
+    # l_i / d_i = e_i / (area d_i); the area cancels in the normalisation.
+    w0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) / g[0, :, 2]
+    w1 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) / g[1, :, 2]
+    w2 = ((x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)) / g[2, :, 2]
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    e0 = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
-    e1 = (x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)
-    e2 = (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)
-    lam = torch.stack([e0, e1, e2], dim=-1) / area.unsqueeze(-1)
-    w = lam / vd
-    s = w.sum(-1, keepdim=True)
-    return w / s, 1.0 / s.squeeze(-1)
+    s = w0 + w1 + w2
+    bary = torch.stack([w0, w1, w2], dim=-1) / s.unsqueeze(-1)
+    return bary, area / s
 
 
 def interpolate(attrs: torch.Tensor, fragments: Fragments, triangles: torch.Tensor) -> torch.Tensor:
@@ -347,9 +312,10 @@ def interpolate(attrs: torch.Tensor, fragments: Fragments, triangles: torch.Tens
         pix = (face_flat >= 0).nonzero().squeeze(1)
         bary_p = fragments.bary.reshape(-1, 3).index_select(0, pix)
     b = torch.div(pix, H * W, rounding_mode="floor")
-    gidx = (triangles[face_flat[pix]] + (b * N).unsqueeze(1)).reshape(-1)
-    vals = attrs.reshape(B * N, C).index_select(0, gidx).view(-1, 3, C)
-    out_p = (vals * bary_p.to(attrs.dtype).unsqueeze(-1)).sum(1)
+    f = face_flat.index_select(0, pix)
+    vid = (triangles.t().index_select(1, f) + b * N).reshape(-1)  # (3*P,) corner-major
+    vals = attrs.reshape(B * N, C).index_select(0, vid).view(3, -1, C)
+    out_p = (vals * bary_p.to(attrs.dtype).t().unsqueeze(-1)).sum(0)
     return attrs.new_zeros(B * H * W, C).index_copy(0, pix, out_p).view(B, H, W, C)
 
 
