@@ -5,6 +5,7 @@ Needs ../shared/data/faces_68pt (the development data); rows say so when it is a
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -27,7 +28,7 @@ def run(quick: bool = False) -> list[dict]:
     from facerecon.detect import align, detect_one, load_image
     from facerecon.fit import FitConfig, FitTarget, fit, project_points
     from facerecon.morphable import load_face_model
-    from facerecon.nets.facerec import FaceEmbedder
+    from facerecon.nets.facerec import embed, load_facerec
     from facerecon.render import CameraConfig
 
     folder = SHARED / "data" / "faces_68pt"
@@ -35,7 +36,7 @@ def run(quick: bool = False) -> list[dict]:
         return [{"section": "Fitting (reconstruct)", "name": "skipped", "value": float("nan"),
                  "unit": "", "notes": f"{folder} not found"}]
     model = load_face_model("bfm-lite")
-    facerec = FaceEmbedder.load()
+    facerec = functools.partial(embed, load_facerec())
     rows = []
     configs = {"fast (no perceptual)": (FitConfig.fast(), None)}
     if not quick:

@@ -52,7 +52,7 @@ def test_outputs_are_consistent(cli_run):
     assert meta["model"] == "bfm-lite"
     assert arrays["coeffs"].shape[-1] == sum(meta["layout"])
     mesh = read_obj(out / "takeo.obj")
-    vertices = mesh[0] if isinstance(mesh, tuple) else mesh["vertices"]
+    vertices = mesh.vertices
     assert vertices.shape[1] == 3 and np.isfinite(vertices).all()
     lms = json.loads((out / "takeo_landmarks.json").read_text())
     # The fitted model's landmarks land near the detected ones in the original photo.

@@ -25,7 +25,9 @@ def _rendered_target(model, seed: int):
         "exp_coeff": 0.5 * torch.randn(1, layout.n_exp, generator=g),
         "tex_coeff": 0.7 * torch.randn(1, layout.n_tex, generator=g),
         "angles": torch.tensor([[0.08, 0.25, -0.05]]),
-        "gamma": 0.15 * torch.randn(1, 27, generator=g),
+        # Near-white light: one SH vector for all channels plus a slight colour cast.
+        "gamma": (0.2 * torch.randn(1, 1, 9, generator=g) + 0.02 * torch.randn(1, 3, 9, generator=g))
+        .reshape(1, 27),
         "trans": torch.tensor([[0.03, -0.02, 0.1]]),
     }
     camera = CameraConfig()

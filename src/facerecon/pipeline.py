@@ -7,6 +7,7 @@ The CLI parses arguments and calls :func:`run`; nothing here prints except throu
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import sys
@@ -174,9 +175,9 @@ class Reconstructor:
         self.model = load_face_model(options.model, device=self.device)
         self.facerec = None
         if options.perceptual and not options.fast:
-            from facerecon.nets.facerec import FaceEmbedder
+            from facerecon.nets.facerec import embed, load_facerec
 
-            self.facerec = FaceEmbedder.load(device=self.device)
+            self.facerec = functools.partial(embed, load_facerec(device=self.device))
 
     def fit(self, faces: list[PreparedFace], shared_identity: bool):
         from facerecon.fit import FitConfig, FitTarget, fit
@@ -225,7 +226,7 @@ class Reconstructor:
         transform = face.aligned.transform
         lm_crop = out.uv[0, model.landmarks68].cpu().numpy()
         lm_orig = transform.to_original(lm_crop)
-        crop_to_orig = transform.crop_to_original
+        crop_to_orig = transform.matrix_to_original
         h, w = face.photo.shape[:2]
         render_img = out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
         mask = out.mask[0, 0].float().cpu().numpy()
@@ -292,9 +293,9 @@ def run(
     for name in names:
         check_outputs_free(output_paths(options.out_dir, name).values(), options.overwrite)
 
-    from facerecon.detect import Detector
+    from facerecon.detect import Detector, DetectorConfig
 
-    detector = Detector(backend=options.detector)
+    detector = Detector(DetectorConfig(backend=options.detector))
     recon = Reconstructor(options)
     prepared: list[PreparedFace] = []
     bar = tqdm(total=len(paths), disable=not show_progress, unit="photo", file=sys.stderr)

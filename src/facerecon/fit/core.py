@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,8 @@ from facerecon.losses import (
 )
 from facerecon.morphable import MorphableModel
 from facerecon.render import CameraConfig, project, render, transform
+
+Embedder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -171,11 +174,11 @@ def fit_landmarks(
             total, parts = hybrid_loss(terms, weights)
             total.backward()
             opt.step()
-        history.append({"stage": "landmarks", "total": float(total), **_floats(parts)})
+        history.append({"stage": "landmarks", "total": float(total.detach()), **_floats(parts)})
 
 
 def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {k: float(v) for k, v in parts.items()}
+    return {k: float(v.detach()) for k, v in parts.items()}
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -191,7 +194,7 @@ def hybrid_terms(
     camera: CameraConfig,
     stage: StageConfig,
     cfg: FitConfig,
-    facerec=None,
+    facerec: Embedder | None = None,
     target_embedding: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every loss term of the current parameters, rendering at ``stage.size``."""
@@ -221,7 +224,7 @@ def hybrid_terms(
         if stage.perceptual and facerec is not None and target_embedding is not None:
             composite = out.image * face_mask + image * (1 - face_mask)
             composite = _resize(composite, camera.size) if stage.size != camera.size else composite
-            emb = facerec.embed(composite, lm)
+            emb = facerec(composite, lm)
             terms["perceptual"] = perceptual_loss(target_embedding, emb)
     return terms
 
@@ -242,7 +245,7 @@ def fit_hybrid(
     cfg: FitConfig,
     history: list[dict[str, float]],
     name: str,
-    facerec=None,
+    facerec: Embedder | None = None,
     target_embedding: torch.Tensor | None = None,
 ) -> None:
     """One coarse-to-fine stage of the full hybrid loss over every parameter."""
@@ -260,7 +263,7 @@ def fit_hybrid(
         total.backward()
         opt.step()
     if total is not None:
-        history.append({"stage": name, "total": float(total), **_floats(parts)})
+        history.append({"stage": name, "total": float(total.detach()), **_floats(parts)})
 
 
 def fit(
@@ -268,7 +271,7 @@ def fit(
     target: FitTarget,
     cfg: FitConfig | None = None,
     camera: CameraConfig | None = None,
-    facerec=None,
+    facerec: Embedder | None = None,
 ) -> FitResult:
     """Fit coefficients to a batch of aligned photos (or one image set when
     ``cfg.shared_identity``).
@@ -278,8 +281,9 @@ def fit(
         target: aligned crops, landmarks and optional attention; see :class:`FitTarget`.
         cfg: stages, learning rates and loss weights (paper weights by default).
         camera: the crop camera (paper's 224 / 1015 by default).
-        facerec: object with ``embed(image (B,3,S,S), lm68 (B,68,2)) -> (B,D)``; None disables
-            the perceptual term.
+        facerec: callable ``(image (B,3,S,S), lm68 (B,68,2)) -> (B,D)`` face-recognition
+            embedding, e.g. ``functools.partial(facerecon.nets.facerec.embed, load_facerec())``;
+            None disables the perceptual term.
 
     Returns:
         :class:`FitResult` with ``coeffs (B, model.layout.size)``.
@@ -304,7 +308,7 @@ def fit(
     target_embedding = None
     if facerec is not None and (cfg.coarse.perceptual or cfg.fine.perceptual):
         with torch.no_grad():
-            target_embedding = facerec.embed(target.image, target.lm68)
+            target_embedding = facerec(target.image, target.lm68)
     for name, stage in (("coarse", cfg.coarse), ("fine", cfg.fine)):
         if stage.iters:
             fit_hybrid(
