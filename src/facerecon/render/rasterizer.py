@@ -250,10 +250,8 @@ def _rasterize_torch(
     py = torch.div(rem, W, rounding_mode="floor")
     px = rem - py * W
     vid = (triangles.t().index_select(1, f) + b * N).reshape(-1)  # (3*P,) corner-major
-    P = pix.numel()
     uvd = torch.cat([uv, depth.unsqueeze(-1)], dim=-1).reshape(B * N, 3)
-    g = uvd.index_select(0, vid).view(3, P, 3)
-    bary_p, depth_p = _perspective_bary(g, px.to(uv.dtype), py.to(uv.dtype))
+    bary_p, depth_p = _PerspectiveBary.apply(uvd, vid, px.to(uv.dtype), py.to(uv.dtype))
     bary = uv.new_zeros(B * H * W, 3).index_copy(0, pix, bary_p).view(B, H, W, 3)
     zimg = depth.new_zeros(B * H * W).index_copy(0, pix, depth_p).view(B, H, W)
     return Fragments(
@@ -266,29 +264,52 @@ def _rasterize_torch(
     )
 
 
-def _perspective_bary(
-    g: torch.Tensor, px: torch.Tensor, py: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable perspective-correct barycentrics and depth at pixel centres.
+_NEXT = (1, 2, 0)  # corner a(i) = i + 1
+_PREV = (2, 0, 1)  # corner b(i) = i + 2 = i - 1
 
-    Args:
-        g: ``(3, P, 3)`` per corner and pixel the vertex ``(u, v, depth)``.
-        px, py: ``(P,)`` pixel centres.
 
-    Returns:
-        bary ``(P, 3)`` with ``b_i = (l_i / d_i) / sum_j (l_j / d_j)``, depth ``(P,)``
-        ``1 / sum_j (l_j / d_j)`` where ``l`` are the screen-space barycentrics.
+class _PerspectiveBary(torch.autograd.Function):
+    """Perspective-correct barycentrics and depth of covered pixels, with a fused backward.
+
+    With corners ``i``, ``a = i + 1``, ``b = i + 2`` (mod 3) and the pixel centre ``p``, the edge
+    functions are ``e_i = (x_b - x_a)(p_y - y_a) - (y_b - y_a)(p_x - x_a)`` (they sum to the
+    signed area ``A``); screen barycentrics ``l_i = e_i / A``; ``w_i = e_i / d_i``;
+    ``bary_i = w_i / sum(w)`` and ``depth = A / sum(w) = 1 / sum_i(l_i / d_i)``.
     """
-    x0, x1, x2 = g[0, :, 0], g[1, :, 0], g[2, :, 0]
-    y0, y1, y2 = g[0, :, 1], g[1, :, 1], g[2, :, 1]
-    # l_i / d_i = e_i / (area d_i); the area cancels in the normalisation.
-    w0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) / g[0, :, 2]
-    w1 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) / g[1, :, 2]
-    w2 = ((x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)) / g[2, :, 2]
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    s = w0 + w1 + w2
-    bary = torch.stack([w0, w1, w2], dim=-1) / s.unsqueeze(-1)
-    return bary, area / s
+
+    @staticmethod
+    def forward(ctx, uvd: torch.Tensor, vid: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
+        """uvd ``(B*N, 3)`` (u, v, depth) rows; vid ``(3*P,)`` corner-major rows; px, py ``(P,)``.
+
+        Returns bary ``(P, 3)`` and depth ``(P,)``.
+        """
+        g = uvd.index_select(0, vid).view(3, -1, 3)
+        X, Y, D = g[..., 0], g[..., 1], g[..., 2]  # (3, P)
+        Xa, Xb, Ya, Yb = X[_NEXT,], X[_PREV,], Y[_NEXT,], Y[_PREV,]
+        E = (Xb - Xa) * (py - Ya) - (Yb - Ya) * (px - Xa)
+        w = E / D
+        s = w.sum(0)
+        bary = w / s
+        z = E.sum(0) / s
+        ctx.save_for_backward(vid, X, Y, D, E, bary, z, s, px, py)
+        ctx.n_rows = uvd.shape[0]
+        return bary.t(), z
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_bary: torch.Tensor, grad_z: torch.Tensor):
+        vid, X, Y, D, E, bary, z, s, px, py = ctx.saved_tensors
+        gb = grad_bary.t()  # (3, P)
+        gw = (gb - (gb * bary).sum(0)) / s - grad_z * z / s  # dL/dw_i
+        ge = gw / D + grad_z / s  # dL/de_i (the area A = sum e_i also enters the depth)
+        gd = -gw * E / (D * D)
+        Xa, Xb, Ya, Yb = X[_NEXT,], X[_PREV,], Y[_NEXT,], Y[_PREV,]
+        # e_i depends on corners a and b; route each partial to its corner.
+        gx = (ge * (Yb - py))[_PREV,] + (ge * (py - Ya))[_NEXT,]
+        gy = (ge * (px - Xb))[_PREV,] + (ge * (Xa - px))[_NEXT,]
+        src = torch.stack([gx, gy, gd], dim=-1).reshape(-1, 3)
+        grad_uvd = src.new_zeros(ctx.n_rows, 3).index_add_(0, vid, src)
+        return grad_uvd, None, None, None
 
 
 def interpolate(attrs: torch.Tensor, fragments: Fragments, triangles: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,7 @@ def vertex_normals(
     Orientation: triangles listed counter-clockwise when seen from outside give outward normals
     (the right-hand rule on ``(v1 - v0) x (v2 - v0)``). Each vertex sums the unnormalised normals
     of its triangles (weight = triangle area), then normalises; isolated vertices get ``0``.
+    Differentiable w.r.t. ``vertices`` (hand-written backward, once differentiable).
 
     Args:
         vertices: ``(B, N, 3)`` positions (any unit).
@@ -73,11 +74,41 @@ def vertex_normals(
         ``(B, N, 3)`` unit normals.
     """
     B, N, _ = vertices.shape
-    fn = face_normals(vertices, triangles)  # (B, F, 3)
-    src = fn.repeat(1, 3, 1).reshape(-1, 3)  # (B*3*F, 3), same order as _corner_index
-    acc = vertices.new_zeros(B * N, 3).index_add(0, _corner_index(triangles, B, N), src)
-    acc = acc.view(B, N, 3)
-    return acc / acc.norm(dim=-1, keepdim=True).clamp_min(eps)
+    rows = _corner_index(triangles.to(device=vertices.device, dtype=torch.int64), B, N)
+    return _VertexNormals.apply(vertices, rows, eps)
+
+
+class _VertexNormals(torch.autograd.Function):
+    """Vertex normals with a fused backward (about half the autograd graph's cost on CPU)."""
+
+    @staticmethod
+    def forward(ctx, vertices: torch.Tensor, rows: torch.Tensor, eps: float) -> torch.Tensor:
+        B, N, _ = vertices.shape
+        F = rows.numel() // (3 * B)
+        g = vertices.reshape(B * N, 3).index_select(0, rows).view(B, 3, F, 3)
+        e1 = g[:, 1] - g[:, 0]
+        e2 = g[:, 2] - g[:, 0]
+        fn = torch.linalg.cross(e1, e2, dim=-1)  # (B, F, 3)
+        src = fn.unsqueeze(1).expand(B, 3, F, 3).reshape(-1, 3)
+        acc = vertices.new_zeros(B * N, 3).index_add_(0, rows, src).view(B, N, 3)
+        norm = acc.norm(dim=-1, keepdim=True).clamp_min(eps)
+        n = acc / norm
+        ctx.save_for_backward(e1, e2, n, norm, rows)
+        return n
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_n: torch.Tensor):
+        e1, e2, n, norm, rows = ctx.saved_tensors
+        B, N, _ = n.shape
+        F = e1.shape[1]
+        grad_acc = (grad_n - n * (n * grad_n).sum(-1, keepdim=True)) / norm
+        grad_fn = grad_acc.reshape(B * N, 3).index_select(0, rows).view(B, 3, F, 3).sum(1)
+        g1 = torch.linalg.cross(e2, grad_fn, dim=-1)  # d<gfn, e1 x e2>/d e1
+        g2 = torch.linalg.cross(grad_fn, e1, dim=-1)
+        src = torch.stack([-(g1 + g2), g1, g2], dim=1).reshape(-1, 3)
+        grad_v = n.new_zeros(B * N, 3).index_add_(0, rows, src).view(B, N, 3)
+        return grad_v, None, None
 
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
