@@ -450,3 +450,22 @@ def test_render_attributes_and_fragment_fallback():
     soft, fr2 = render_attributes(verts, labels, t, zero, zero)
     plain = Fragments(fr2.face_idx, fr2.bary, fr2.depth, fr2.mask)
     assert torch.allclose(interpolate(labels[None], plain, t).permute(0, 3, 1, 2), soft)
+
+
+def test_vertex_normals_gradcheck():
+    v, t = uv_sphere(6, 8)
+    g = torch.Generator().manual_seed(5)
+    v = (v * (1 + 0.2 * torch.rand(len(v), 1, generator=g, dtype=torch.float64)))[None]
+    v = torch.cat([v, v.flip(-1)]).requires_grad_()  # batch of 2
+    assert torch.autograd.gradcheck(lambda x: vertex_normals(x, t), (v,), eps=1e-6, atol=1e-6)
+
+
+def test_chunked_visibility_matches_single_pass(monkeypatch):
+    import facerecon.render.rasterizer as rast
+
+    uv, depth, tris = random_mesh(7, B=3, N=40, F=60, H=32, W=32)
+    ref = rasterize(uv, depth, tris, size=32)
+    monkeypatch.setattr(rast, "_CHUNK", 37)  # force many small runs, big boxes alone
+    small = rasterize(uv, depth, tris, size=32)
+    assert torch.equal(ref.face_idx, small.face_idx)
+    assert torch.equal(ref.depth, small.depth)

@@ -4,11 +4,12 @@ Algorithm of the ``"torch"`` backend (no Python loop over triangles or pixels):
 
 1. *Visibility* (no gradient). Every triangle's pixel bounding box is clipped to the image; its
    candidate pixel centres are enumerated exactly (``repeat_interleave`` of the box sizes, in
-   chunks that bound memory). Each candidate gets its screen-space barycentrics from the
-   triangle's precomputed affine edge functions; inside candidates (all three >= -1e-6) get the
-   perspective-correct depth ``1 / sum_i(l_i / d_i)``. A z-buffer keeps, per pixel, the minimum
-   of the int64 key ``float32_bits(depth) << 32 | triangle`` via ``scatter_reduce("amin")``
-   (positive float32 bit patterns sort like the floats; ties go to the lower triangle index).
+   runs of at most ``_CHUNK`` candidates to bound memory; dense face meshes at 224 have ~1
+   candidate per triangle). Each candidate gets its screen-space barycentrics from the three
+   edge functions; inside candidates (all three >= -1e-6) get the perspective-correct depth
+   ``1 / sum_i(l_i / d_i)``. A z-buffer keeps, per pixel, the minimum of the int64 key
+   ``float32_bits(depth) << 32 | triangle`` via ``scatter_reduce("amin")`` (positive float32 bit
+   patterns sort like the floats; ties go to the lower triangle index).
 2. *Differentiable barycentrics* for covered pixels only: the winning triangle's vertices are
    gathered with autograd and the barycentrics recomputed, so gradients flow to ``uv`` and
    ``depth`` of the chosen triangle and to interpolated attributes. The choice of triangle is
