@@ -33,8 +33,15 @@ def run(quick: bool = False) -> list[dict]:
 
     folder = SHARED / "data" / "faces_68pt"
     if not folder.is_dir():
-        return [{"section": "Fitting (reconstruct)", "name": "skipped", "value": float("nan"),
-                 "unit": "", "notes": f"{folder} not found"}]
+        return [
+            {
+                "section": "Fitting (reconstruct)",
+                "name": "skipped",
+                "value": float("nan"),
+                "unit": "",
+                "notes": f"{folder} not found",
+            }
+        ]
     model = load_face_model("bfm-lite")
     facerec = functools.partial(embed, load_facerec())
     rows = []
@@ -61,19 +68,25 @@ def run(quick: bool = False) -> list[dict]:
             pred = aligned.transform.to_original(uv[0].detach().numpy())
             iod = np.linalg.norm(truth[36] - truth[45])
             nmes.append(float(np.linalg.norm(pred - truth, axis=1).mean() / iod))
-        rows.append({
-            "section": "Fitting (reconstruct)",
-            "name": f"seconds per photo, {label}",
-            "value": statistics.median(secs),
-            "unit": "s",
-            "notes": f"bfm-lite, CPU, {len(PHOTOS)} faces_68pt photos; target < 5 s",
-        })
-        rows.append({
-            "section": "Fitting (reconstruct)",
-            "name": f"landmark reprojection NME, {label}",
-            "value": 100 * float(np.mean(nmes)),
-            "unit": "% of inter-ocular",
-            "notes": "fitted mesh's 68 landmarks vs hand-placed points; per photo "
-            + ", ".join(f"{n.split('.')[0]} {100 * e:.1f}" for n, e in zip(PHOTOS, nmes)),
-        })
+        rows.append(
+            {
+                "section": "Fitting (reconstruct)",
+                "name": f"seconds per photo, {label}",
+                "value": statistics.median(secs),
+                "unit": "s",
+                "notes": f"bfm-lite, CPU, {len(PHOTOS)} faces_68pt photos; target < 5 s",
+            }
+        )
+        per_photo = ", ".join(
+            f"{n.split('.')[0]} {100 * e:.1f}" for n, e in zip(PHOTOS, nmes, strict=True)
+        )
+        rows.append(
+            {
+                "section": "Fitting (reconstruct)",
+                "name": f"landmark reprojection NME, {label}",
+                "value": 100 * float(np.mean(nmes)),
+                "unit": "% of inter-ocular",
+                "notes": "fitted mesh's 68 landmarks vs hand-placed points; per photo " + per_photo,
+            }
+        )
     return rows

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         for section, srows in sections.items():
             lines += [f"## {section}", "", "| what | value | unit | notes |", "|---|---|---|---|"]
             for r in srows:
-                lines.append(f"| {r['name']} | {fmt(float(r['value']))} | {r['unit']} | {r.get('notes', '')} |")
+                value, notes = fmt(float(r["value"])), r.get("notes", "")
+                lines.append(f"| {r['name']} | {value} | {r['unit']} | {notes} |")
             lines.append("")
         print(f"   {len(rows)} rows in {time.perf_counter() - t0:.0f} s", flush=True)
     args.out.write_text("\n".join(lines) + "\n")

@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(
-    __import__("os").environ.get("FACERECON_SHARED", REPO.parent / "shared")
-).resolve()
+SHARED = Path(__import__("os").environ.get("FACERECON_SHARED", REPO.parent / "shared")).resolve()
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,9 @@ def _rendered_target(model, seed: int):
         "tex_coeff": 0.7 * torch.randn(1, layout.n_tex, generator=g),
         "angles": torch.tensor([[0.08, 0.25, -0.05]]),
         # Near-white light: one SH vector for all channels plus a slight colour cast.
-        "gamma": (0.2 * torch.randn(1, 1, 9, generator=g) + 0.02 * torch.randn(1, 3, 9, generator=g))
-        .reshape(1, 27),
+        "gamma": (
+            0.2 * torch.randn(1, 1, 9, generator=g) + 0.02 * torch.randn(1, 3, 9, generator=g)
+        ).reshape(1, 27),
         "trans": torch.tensor([[0.03, -0.02, 0.1]]),
     }
     camera = CameraConfig()
@@ -72,9 +73,7 @@ def test_fit_recovers_rendered_face(model):
     fitted = model.layout.split(result.coeffs)
     vertices, _ = model(fitted["id_coeff"], fitted["exp_coeff"], fitted["tex_coeff"])
     camera = CameraConfig()
-    lm = project_points(
-        vertices[:, model.landmarks68], fitted["angles"], fitted["trans"], camera
-    )
+    lm = project_points(vertices[:, model.landmarks68], fitted["angles"], fitted["trans"], camera)
     lm_err = float((lm - target.lm68).norm(dim=-1).mean())
     assert lm_err < 1.5, f"landmark error {lm_err:.2f} px"
 

@@ -7,13 +7,13 @@ past a bad file and exits 1 when any input failed.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 from importlib import resources
 from pathlib import Path
 
 from facerecon import __version__
+from facerecon.cache import cache_dir
 from facerecon.errors import FaceReconError
 
 EXIT_OK, EXIT_ERROR, EXIT_SOME_FAILED, EXIT_USAGE = 0, 2, 1, 2
@@ -27,16 +27,28 @@ def _reconstruct_parser(sub) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--out", type=Path, default=Path("facerecon_out"), help="output folder")
-    p.add_argument("--set", dest="as_set", action="store_true",
-                   help="treat all inputs as one person: one shared identity")
-    p.add_argument("--model", default="bfm-lite", help="face model name (bfm-lite, bfm09, ict) or .npz path")
+    p.add_argument(
+        "--set",
+        dest="as_set",
+        action="store_true",
+        help="treat all inputs as one person: one shared identity",
+    )
+    p.add_argument(
+        "--model", default="bfm-lite", help="face model name (bfm-lite, bfm09, ict) or .npz path"
+    )
     p.add_argument("--method", default="fit", choices=["fit"], help="reconstruction method")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--all-faces", action="store_true", help="every face in a photo, not only the largest")
+    p.add_argument(
+        "--all-faces", action="store_true", help="every face in a photo, not only the largest"
+    )
     p.add_argument("--detector", default="dlib", choices=["dlib", "mediapipe"])
     p.add_argument("--fast", action="store_true", help="fewer fitting steps, no perceptual term")
-    p.add_argument("--no-perceptual", dest="perceptual", action="store_false",
-                   help="drop the perceptual (face-recognition) loss term")
+    p.add_argument(
+        "--no-perceptual",
+        dest="perceptual",
+        action="store_false",
+        help="drop the perceptual (face-recognition) loss term",
+    )
     p.add_argument("--no-report", dest="report", action="store_false")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true")
@@ -55,8 +67,12 @@ def _model_parser(sub) -> None:
     )
     b.add_argument("--mat", type=Path, required=True, help="01_MorphableModel.mat")
     b.add_argument("--exp", type=Path, required=True, help="Exp_Pca.bin")
-    b.add_argument("--index-dir", type=Path, required=True,
-                   help="folder with BFM_front_idx.mat, BFM_exp_idx.mat, facemodel_info.mat, std_exp.txt")
+    b.add_argument(
+        "--index-dir",
+        type=Path,
+        required=True,
+        help="folder with BFM_front_idx.mat, BFM_exp_idx.mat, facemodel_info.mat, std_exp.txt",
+    )
     b.add_argument("--out", type=Path, default=None, help="output .npz (default: the model cache)")
 
 
@@ -98,10 +114,6 @@ def cmd_reconstruct(args) -> int:
     return EXIT_OK if summary.ok else EXIT_SOME_FAILED
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("FACERECON_CACHE", Path.home() / ".cache" / "facerecon"))
-
-
 def cmd_info(args) -> int:
     import numpy
     import torch
@@ -110,15 +122,22 @@ def cmd_info(args) -> int:
     print(f"python {platform.python_version()} on {platform.platform()}")
     print(f"torch {torch.__version__}; numpy {numpy.__version__}")
     cuda = torch.cuda.is_available()
-    devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())] if cuda else ["cpu"]
+    devices = (
+        ["cpu"]
+        + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+        if cuda
+        else ["cpu"]
+    )
     print(f"devices: {', '.join(devices)}; torch threads {torch.get_num_threads()}")
     print(f"cache: {cache_dir()}")
     try:
         from facerecon.morphable import load_face_model
 
         m = load_face_model("bfm-lite")
-        print(f"default face model: {m.name}: {m.mean_shape.shape[0]} vertices, "
-              f"{m.triangles.shape[0]} triangles, layout {m.layout.sizes} = {m.layout.size}")
+        print(
+            f"default face model: {m.name}: {m.mean_shape.shape[0]} vertices, "
+            f"{m.triangles.shape[0]} triangles, layout {m.layout.sizes} = {m.layout.size}"
+        )
     except FaceReconError as exc:
         print(f"default face model: unavailable ({exc})")
     for mod in ("dlib", "mediapipe", "kornia", "cv2"):
@@ -143,7 +162,9 @@ def demo_photo() -> Path:
 
 
 def cmd_demo(args) -> int:
-    ns = build_parser().parse_args(["reconstruct", str(demo_photo()), "--out", str(args.out), "--overwrite"])
+    ns = build_parser().parse_args(
+        ["reconstruct", str(demo_photo()), "--out", str(args.out), "--overwrite"]
+    )
     code = cmd_reconstruct(ns)
     if code == EXIT_OK:
         print(f"open {Path(args.out).resolve() / 'report.html'} in a browser")
@@ -152,7 +173,12 @@ def cmd_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"reconstruct": cmd_reconstruct, "info": cmd_info, "model": cmd_model, "demo": cmd_demo}
+    handlers = {
+        "reconstruct": cmd_reconstruct,
+        "info": cmd_info,
+        "model": cmd_model,
+        "demo": cmd_demo,
+    }
     try:
         return handlers[args.command](args)
     except FaceReconError as exc:

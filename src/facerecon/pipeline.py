@@ -134,9 +134,7 @@ def check_outputs_free(paths: Iterable[Path], overwrite: bool) -> None:
             raise OutputExistsError(f"{p} exists; pass --overwrite to replace it")
 
 
-def prepare_image(
-    path: Path, name: str, detector, all_faces: bool
-) -> list[PreparedFace]:
+def prepare_image(path: Path, name: str, detector, all_faces: bool) -> list[PreparedFace]:
     """Load, detect and align the faces of one photo (largest only unless ``all_faces``)."""
     from facerecon.detect import align, load_image
 
@@ -154,7 +152,9 @@ def prepare_image(
     return prepared
 
 
-def to_tensor_batch(faces: list[PreparedFace], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def to_tensor_batch(
+    faces: list[PreparedFace], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Aligned crops ``(B, 3, 224, 224)`` in 0..1 and their landmarks ``(B, 68, 2)``."""
     images = np.stack([f.aligned.image for f in faces]).astype(np.float32) / 255.0
     lm = np.stack([f.aligned.landmarks68 for f in faces]).astype(np.float32)

@@ -67,12 +67,16 @@ class FitResult:
 class Params(torch.nn.Module):
     """The optimised coefficients of a batch; identity optionally shared across the batch."""
 
-    def __init__(self, model: MorphableModel, batch: int, shared_identity: bool, like: torch.Tensor):
+    def __init__(
+        self, model: MorphableModel, batch: int, shared_identity: bool, like: torch.Tensor
+    ):
         super().__init__()
         kw = {"device": like.device, "dtype": like.dtype}
         layout = model.layout
         self.batch = batch
-        self.id_coeff = torch.nn.Parameter(torch.zeros(1 if shared_identity else batch, layout.n_id, **kw))
+        self.id_coeff = torch.nn.Parameter(
+            torch.zeros(1 if shared_identity else batch, layout.n_id, **kw)
+        )
         self.exp_coeff = torch.nn.Parameter(torch.zeros(batch, layout.n_exp, **kw))
         self.tex_coeff = torch.nn.Parameter(torch.zeros(batch, layout.n_tex, **kw))
         self.angles = torch.nn.Parameter(torch.zeros(batch, 3, **kw))
@@ -256,9 +260,7 @@ def fit_hybrid(
     for step in range(stage.iters):
         _cosine_lr(opt, base, step, stage.iters, cfg.lr_decay)
         opt.zero_grad(set_to_none=True)
-        terms = hybrid_terms(
-            model, params, target, camera, stage, cfg, facerec, target_embedding
-        )
+        terms = hybrid_terms(model, params, target, camera, stage, cfg, facerec, target_embedding)
         total, parts = hybrid_loss(terms, cfg.loss)
         total.backward()
         opt.step()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from facerecon.cache import cache_dir
 from facerecon.errors import ModelFileError
 from facerecon.morphable.layout import BFM09_LAYOUT, CoeffLayout
 from facerecon.morphable.model import MorphableModel, load_npz, save_npz
@@ -35,11 +36,6 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "bfm-lite"
-
-
-def cache_dir() -> Path:
-    """``$FACERECON_CACHE`` or ``~/.cache/facerecon``."""
-    return Path(os.environ.get("FACERECON_CACHE") or Path.home() / ".cache" / "facerecon")
 
 
 def _bfm_lite_path() -> Path:

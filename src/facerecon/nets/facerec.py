@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facerecon.cache import cache_dir
 from facerecon.errors import ModelFileError
 from facerecon.nets.dlib_format import (
     AddPrevSpec,
@@ -457,10 +458,6 @@ def default_facerec_path() -> Path:
     return Path(face_recognition_models.__file__).parent / "models" / MODEL_FILE
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FACERECON_CACHE", Path.home() / ".cache" / "facerecon"))
-
-
 def _file_key(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -485,7 +482,7 @@ def load_facerec(
     if not p.is_file():
         raise ModelFileError(f"dlib face recognition model not found: {p}")
     key = _file_key(p)
-    cached = _cache_dir() / f"dlib_facerec_{key}.pt"
+    cached = cache_dir() / f"dlib_facerec_{key}.pt"
     payload = None
     if cache and cached.is_file():
         try:
