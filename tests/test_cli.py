@@ -78,3 +78,48 @@ def test_info_runs(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "torch" in text and "cache" in text
+
+
+def test_textured_obj_written(cli_run):
+    from PIL import Image
+
+    _, out, _ = cli_run
+    obj = (out / "takeo.obj").read_text()
+    assert "mtllib takeo.mtl" in obj and "\nvt " in obj
+    texture = np.asarray(Image.open(out / "takeo_texture.png"))
+    assert texture.shape[:2] == (1024, 1024) and texture.std() > 5
+
+
+def test_cli_report_opens_in_chromium(cli_run, tmp_path):
+    """The report of a real run loads from file:// with its 3D viewer and no JS errors."""
+    import re
+
+    from test_report_browser import CHROME, browser
+
+    if CHROME is None:
+        pytest.skip("no chromium binary on PATH (install it with `make browser`)")
+    _, out, _ = cli_run
+    dom = browser(tmp_path, (out / "report.html").as_uri(), "--dump-dom").stdout
+    assert 'data-js-errors="0"' in dom, dom[:2000]
+    tags = re.findall(r'<div class="viewer"[^>]*>', dom)
+    assert len(tags) == 1 and 'data-viewer-ready="1"' in tags[0], tags
+    assert "broken.jpg" in dom  # the failed input is listed with its message
+
+
+def test_evaluate_cli_on_reconstruction(cli_run, tmp_path):
+    """`facerecon evaluate` pairs meshes by name: a mesh against itself scores 0 mm."""
+    _, out, _ = cli_run
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    shutil.copy(out / "takeo.obj", pred / "takeo.obj")
+    shutil.copy(out / "takeo.obj", gt / "takeo.obj")
+    proc = _run(
+        ["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "r.json")]
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    (item,) = result["items"]
+    assert item["name"] == "takeo" and item["status"] == "ok"
+    assert item["metrics"]["rmse_plane"] < 1e-3
+    assert item["metrics"]["n_points"] > 1000

@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _reconstruct_parser(sub)
     sub.add_parser("info", help="versions, face model, devices, caches")
+    ev = sub.add_parser(
+        "evaluate",
+        help="accuracy of predicted meshes against ground truth (ICP + point-to-plane RMSE)",
+        add_help=False,
+    )
+    ev.add_argument("evaluate_args", nargs=argparse.REMAINDER)
     _model_parser(sub)
     d = sub.add_parser("demo", help="reconstruct the bundled photo and print where the report is")
     d.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -148,6 +154,12 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate(args) -> int:
+    from facerecon.evaluate import main_evaluate
+
+    return main_evaluate(args.evaluate_args)
+
+
 def cmd_model(args) -> int:
     from facerecon.morphable import import_bfm09
 
@@ -172,11 +184,17 @@ def cmd_demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "evaluate":  # its own parser reads everything after the word
+        args.evaluate_args = extra + args.evaluate_args
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {
         "reconstruct": cmd_reconstruct,
         "info": cmd_info,
         "model": cmd_model,
+        "evaluate": cmd_evaluate,
         "demo": cmd_demo,
     }
     try:

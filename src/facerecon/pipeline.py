@@ -122,6 +122,8 @@ def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
         "npz": out_dir / f"{name}.npz",
         "overlay": out_dir / f"{name}_overlay.png",
         "landmarks": out_dir / f"{name}_landmarks.json",
+        "mtl": out_dir / f"{name}.mtl",
+        "texture": out_dir / f"{name}_texture.png",
     }
 
 
@@ -173,6 +175,7 @@ class Reconstructor:
             raise FaceReconError("--device cuda asked for, but torch sees no CUDA device")
         self.device = torch.device(options.device)
         self.model = load_face_model(options.model, device=self.device)
+        self._uv = None
         self.facerec = None
         if options.perceptual and not options.fast:
             from facerecon.nets.facerec import embed, load_facerec
@@ -187,9 +190,18 @@ class Reconstructor:
         image, lm = to_tensor_batch(faces, self.device)
         return fit(self.model, FitTarget(image, lm), cfg, facerec=self.facerec)
 
+    def uv(self) -> np.ndarray:
+        """``(N, 2)`` texture coordinates of the model, the same for every face it makes."""
+        if self._uv is None:
+            from facerecon.io import cylindrical_uv
+
+            self._uv = cylindrical_uv(self.model.mean_shape.cpu().numpy())
+        return self._uv
+
     def write(self, face: PreparedFace, coeffs: torch.Tensor, seconds: float) -> dict:
         """Write every per-face output; returns a summary dict for the report."""
         from facerecon.io import (
+            bake_vertex_colors_to_texture,
             draw_landmarks,
             overlay_image,
             save_coefficients,
@@ -220,7 +232,17 @@ class Reconstructor:
         tri = model.triangles.cpu().numpy()
         verts = vertices[0].cpu().numpy()
         colors = albedo[0].clamp(0, 1).cpu().numpy()
-        write_obj(paths["obj"], verts, tri, colors=colors, overwrite=opts.overwrite)
+        # OBJ: vertex colours (MeshLab) plus a UV texture map (Blender, Unity ignore vertex colours)
+        texture = bake_vertex_colors_to_texture(self.uv(), tri, colors, size=1024)
+        write_obj(
+            paths["obj"],
+            verts,
+            tri,
+            colors=colors,
+            uv=self.uv(),
+            texture=texture,
+            overwrite=opts.overwrite,
+        )
         write_glb(paths["glb"], verts, tri, colors=colors, overwrite=opts.overwrite)
 
         transform = face.aligned.transform
