@@ -26,7 +26,7 @@ def _read_pts(path: Path) -> np.ndarray:
 
 def run(quick: bool = False) -> list[dict]:
     from facerecon.detect import align, detect_one, load_image
-    from facerecon.fit import FitConfig, FitTarget, fit, project_points
+    from facerecon.fit import FitConfig, FitTarget, fit, fitted_landmarks
     from facerecon.morphable import load_face_model
     from facerecon.nets.facerec import embed, load_facerec
     from facerecon.render import CameraConfig
@@ -62,9 +62,7 @@ def run(quick: bool = False) -> list[dict]:
             secs.append(time.perf_counter() - t0)
             p = model.layout.split(result.coeffs)
             vertices, _ = model(p["id_coeff"], p["exp_coeff"], p["tex_coeff"])
-            uv = project_points(
-                vertices[:, model.landmarks68], p["angles"], p["trans"], CameraConfig()
-            )
+            uv = fitted_landmarks(model, vertices, p["angles"], p["trans"], CameraConfig())
             pred = aligned.transform.to_original(uv[0].detach().numpy())
             iod = np.linalg.norm(truth[36] - truth[45])
             nmes.append(float(np.linalg.norm(pred - truth, axis=1).mean() / iod))

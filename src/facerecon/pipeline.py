@@ -200,6 +200,7 @@ class Reconstructor:
 
     def write(self, face: PreparedFace, coeffs: torch.Tensor, seconds: float) -> dict:
         """Write every per-face output; returns a summary dict for the report."""
+        from facerecon.fit import fitted_landmarks
         from facerecon.io import (
             bake_vertex_colors_to_texture,
             draw_landmarks,
@@ -246,7 +247,8 @@ class Reconstructor:
         write_glb(paths["glb"], verts, tri, colors=colors, overwrite=opts.overwrite)
 
         transform = face.aligned.transform
-        lm_crop = out.uv[0, model.landmarks68].cpu().numpy()
+        lm_crop = fitted_landmarks(model, vertices, parts["angles"], parts["trans"], camera)
+        lm_crop = lm_crop[0].cpu().numpy()
         lm_orig = transform.to_original(lm_crop)
         crop_to_orig = transform.matrix_to_original
         h, w = face.photo.shape[:2]

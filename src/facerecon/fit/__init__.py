@@ -1,7 +1,16 @@
 """Analysis-by-synthesis fitting (the method that needs no trained network)."""
 
 from facerecon.fit.config import FitConfig, StageConfig
-from facerecon.fit.core import FitResult, FitTarget, fit, landmark_vertices, project_points
+from facerecon.fit.core import (
+    FitResult,
+    FitTarget,
+    fit,
+    fitted_landmarks,
+    landmark_table,
+    landmark_vertices,
+    project_landmarks,
+    project_points,
+)
 
 __all__ = [
     "FitConfig",
@@ -9,6 +18,9 @@ __all__ = [
     "FitTarget",
     "StageConfig",
     "fit",
+    "fitted_landmarks",
+    "landmark_table",
     "landmark_vertices",
+    "project_landmarks",
     "project_points",
 ]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from facerecon.fit.config import FitConfig, StageConfig
+from facerecon.fit.contour import JAW, contour_candidates, select_contour
 from facerecon.losses import (
     albedo_flatness_loss,
     coefficient_regularization,
@@ -100,13 +101,58 @@ class Params(torch.nn.Module):
 
 
 def landmark_vertices(
-    model: MorphableModel, id_coeff: torch.Tensor, exp_coeff: torch.Tensor
+    model: MorphableModel,
+    id_coeff: torch.Tensor,
+    exp_coeff: torch.Tensor,
+    indices: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Model landmark vertices only: ``(B, 68, 3)`` mm (cheap: 68 rows of the bases)."""
-    idx = model.landmarks68
-    mean = model.mean_shape[idx]
-    shape = mean + torch.einsum("nck,bk->bnc", model.id_basis[idx], id_coeff)
-    return shape + torch.einsum("nck,bk->bnc", model.exp_basis[idx], exp_coeff)
+    """Shape at a few vertices only: ``(B, *indices.shape, 3)`` mm (cheap: rows of the bases).
+
+    ``indices`` defaults to the 68 landmark vertices.
+    """
+    idx = model.landmarks68 if indices is None else indices
+    shape = model.mean_shape[idx] + torch.einsum("...ck,bk->b...c", model.id_basis[idx], id_coeff)
+    return shape + torch.einsum("...ck,bk->b...c", model.exp_basis[idx], exp_coeff)
+
+
+def landmark_table(model: MorphableModel, contour: bool = True) -> torch.Tensor:
+    """``(68, K)`` candidate vertices per landmark; K = 1 (fixed landmarks) without contour."""
+    if not contour:
+        return model.landmarks68[:, None]
+    return contour_candidates(model.mean_shape, model.landmarks68)
+
+
+def project_landmarks(
+    candidates_mm: torch.Tensor,
+    angles: torch.Tensor,
+    trans: torch.Tensor,
+    camera: CameraConfig,
+) -> torch.Tensor:
+    """Project landmark candidates ``(B, 68, K, 3)`` mm and keep, for each jaw landmark, the one
+    on the silhouette (see :mod:`facerecon.fit.contour`): ``(B, 68, 2)`` pixels."""
+    B, L, K, _ = candidates_mm.shape
+    uv = project_points(candidates_mm.reshape(B, L * K, 3), angles, trans, camera)
+    uv = uv.reshape(B, L, K, 2)
+    if K == 1:
+        return uv[:, :, 0]
+    is_jaw = torch.zeros(L, dtype=torch.bool, device=uv.device)
+    is_jaw[list(JAW)] = True
+    choice = select_contour(uv, is_jaw)
+    return torch.gather(uv, 2, choice[:, :, None, None].expand(B, L, 1, 2))[:, :, 0]
+
+
+def fitted_landmarks(
+    model: MorphableModel,
+    vertices: torch.Tensor,
+    angles: torch.Tensor,
+    trans: torch.Tensor,
+    camera: CameraConfig,
+    contour: bool = True,
+) -> torch.Tensor:
+    """The 68 landmarks of a reconstruction in image pixels ``(B, 68, 2)``; jaw points follow
+    the silhouette when ``contour``. ``vertices (B, N, 3)`` mm model space."""
+    table = landmark_table(model, contour)
+    return project_landmarks(vertices[:, table], angles, trans, camera)
 
 
 def project_points(
@@ -144,6 +190,7 @@ def fit_landmarks(
     camera: CameraConfig,
     cfg: FitConfig,
     history: list[dict[str, float]],
+    table: torch.Tensor,
 ) -> None:
     """Stage 0: pose first, then pose + identity + expression, on the 68 landmarks."""
     weights = cfg.loss
@@ -158,8 +205,8 @@ def fit_landmarks(
         for step in range(iters):
             _cosine_lr(opt, base, step, iters, cfg.lr_decay)
             opt.zero_grad(set_to_none=True)
-            lm = project_points(
-                landmark_vertices(model, params.ids(), params.exp_coeff),
+            lm = project_landmarks(
+                landmark_vertices(model, params.ids(), params.exp_coeff, table),
                 params.angles,
                 params.trans,
                 camera,
@@ -200,13 +247,19 @@ def hybrid_terms(
     cfg: FitConfig,
     facerec: Embedder | None = None,
     target_embedding: torch.Tensor | None = None,
+    table: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every loss term of the current parameters, rendering at ``stage.size``."""
+    """Every loss term of the current parameters, rendering at ``stage.size``.
+
+    ``table`` is the ``(68, K)`` landmark candidate table (:func:`landmark_table`).
+    """
     w = cfg.loss
     ids = params.ids()
     vertices, albedo = model(ids, params.exp_coeff, params.tex_coeff)
     terms: dict[str, torch.Tensor] = {}
-    lm = project_points(vertices[:, model.landmarks68], params.angles, params.trans, camera)
+    if table is None:
+        table = model.landmarks68[:, None]
+    lm = project_landmarks(vertices[:, table], params.angles, params.trans, camera)
     terms["landmark"] = landmark_loss(lm, target.lm68, valid=target.lm_valid)
     terms["coef"] = coefficient_regularization(
         ids, params.exp_coeff, params.tex_coeff, alpha=w.alpha, beta=w.beta, delta=w.delta
@@ -251,6 +304,7 @@ def fit_hybrid(
     name: str,
     facerec: Embedder | None = None,
     target_embedding: torch.Tensor | None = None,
+    table: torch.Tensor | None = None,
 ) -> None:
     """One coarse-to-fine stage of the full hybrid loss over every parameter."""
     names = ("angles", "trans", "id_coeff", "exp_coeff", "tex_coeff", "gamma")
@@ -306,7 +360,8 @@ def fit(
     batch = target.image.shape[0]
     params = Params(model, batch, cfg.shared_identity, target.image)
     history: list[dict[str, float]] = []
-    fit_landmarks(model, params, target, camera, cfg, history)
+    table = landmark_table(model, cfg.contour_landmarks)
+    fit_landmarks(model, params, target, camera, cfg, history, table)
     target_embedding = None
     if facerec is not None and (cfg.coarse.perceptual or cfg.fine.perceptual):
         with torch.no_grad():
@@ -314,6 +369,16 @@ def fit(
     for name, stage in (("coarse", cfg.coarse), ("fine", cfg.fine)):
         if stage.iters:
             fit_hybrid(
-                model, params, target, camera, stage, cfg, history, name, facerec, target_embedding
+                model,
+                params,
+                target,
+                camera,
+                stage,
+                cfg,
+                history,
+                name,
+                facerec,
+                target_embedding,
+                table,
             )
     return FitResult(params.as_vector(model), history, time.perf_counter() - start)
