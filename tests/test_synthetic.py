@@ -177,3 +177,35 @@ def test_ict_model(ict_npz):
     p = s.vertices_camera[s.landmark_indices].astype(np.float64)
     u = s.camera["center"] + s.camera["focal"] * p[:, 0] / -p[:, 2]
     assert np.abs(s.landmarks2d[:, 0] - u).max() < 1e-3
+
+
+def test_occluders_keep_face_labels(bfm):
+    clean = SyntheticFaces(bfm, _cfg(pose="frontal"), seed=11)
+    cfg = _cfg(
+        pose="frontal", clean=False, occluder_prob=1.0, blur_prob=0, noise_prob=0, jpeg_prob=0
+    )
+    occl = SyntheticFaces(bfm, cfg, seed=11)
+    covered = 0
+    for c in range(3):
+        a, b = clean.sample(0, c), occl.sample(0, c)
+        assert np.array_equal(a.parse, b.parse)  # occluded pixels keep their face label
+        assert np.array_equal(a.landmarks2d, b.landmarks2d)
+        assert not a.occluder_mask.any()
+        on_face = b.occluder_mask & (b.parse > 0)
+        covered += on_face.sum()
+        diff = np.abs(a.image.astype(int) - b.image.astype(int)).sum(-1)
+        assert (diff[b.occluder_mask] > 0).mean() > 0.5
+    assert covered > 0.02 * SIZE * SIZE
+
+
+@pytest.mark.parametrize("kind", ["sunglasses", "hand", "hair", "microphone", "object"])
+def test_occluder_kinds(frontal: FaceSample, kind):
+    from facerecon.data.occluders import add_occluders
+
+    photo = frontal.image.astype(np.float32) / 255
+    rng = np.random.default_rng(0)
+    out, occ = add_occluders(rng, photo, frontal.landmarks2d, np.array([0.8, 0.6, 0.5]), (kind,))
+    assert out.shape == photo.shape and out.dtype == np.float32
+    assert occ.sum() > 20 and (occ & (frontal.parse > 0)).sum() > 10
+    assert np.abs(out - photo)[~occ].max() < 0.6  # only anti-aliased edges change outside
+    assert np.abs(out - photo).sum(-1)[occ].mean() > 0.02

@@ -717,11 +717,14 @@ class SyntheticFaces:
         face: np.ndarray,
         ident: _Identity,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Blur, noise, JPEG (occluders: next version); returns the photo and occluder mask."""
-        from facerecon.data import degrade
+        """Occluders, blur, noise, JPEG; returns the photo and the occluder mask ``(S, S)``."""
+        from facerecon.data import degrade, occluders
 
         cfg = self.config
         occ = np.zeros(face.shape, bool)
+        if rng.random() < cfg.occluder_prob:
+            skin = np.clip(ident.tone * self._info.ref_skin, 0, 1)
+            photo, occ = occluders.add_occluders(rng, photo, lm2d, skin_rgb=skin)
         photo = degrade.degrade(
             rng, photo, blur_prob=cfg.blur_prob, noise_prob=cfg.noise_prob, jpeg_prob=cfg.jpeg_prob
         )
