@@ -1,1 +1,32 @@
-"""facerecon.train."""
+"""facerecon.train: R-Net training with the hybrid loss (Deng et al. 2019).
+
+Public API::
+
+    TrainConfig, AugmentConfig, load_config, save_config     # config.py
+    train_rnet(config) -> dict                               # loop.py
+    rnet_terms, rnet_loss                                    # objective.py
+    FLIP_68, augment_sample                                  # augment.py
+    main_train(argv) -> int                                  # cli.py (``facerecon train``)
+"""
+
+from facerecon.train.augment import FLIP_68, augment_sample
+from facerecon.train.cli import main_train
+from facerecon.train.config import AugmentConfig, ConfigError, TrainConfig, load_config, save_config
+from facerecon.train.loop import load_checkpoint, save_checkpoint, train_rnet
+from facerecon.train.objective import rnet_loss, rnet_terms
+
+__all__ = [
+    "FLIP_68",
+    "AugmentConfig",
+    "ConfigError",
+    "TrainConfig",
+    "augment_sample",
+    "load_checkpoint",
+    "load_config",
+    "main_train",
+    "rnet_loss",
+    "rnet_terms",
+    "save_checkpoint",
+    "save_config",
+    "train_rnet",
+]

@@ -1,0 +1,101 @@
+"""Training augmentation of aligned crops: random similarity warp and horizontal flip.
+
+All functions work on one sample in numpy (``(S, S, 3)`` uint8 crop, ``(68, 2)`` landmarks in
+crop pixels, optional ``(S, S)`` attention) and take an explicit ``numpy.random.Generator``, so a
+sample's augmentation is a pure function of its seed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from facerecon.train.config import AugmentConfig
+
+__all__ = ["FLIP_68", "augment_sample", "flip_sample", "random_similarity", "warp_sample"]
+
+#: 68-point (iBUG 300-W) index permutation under a horizontal flip: after mirroring the image,
+#: ``lm_flipped = mirrored_lm[FLIP_68]`` keeps point i on the same facial feature.
+FLIP_68 = np.array(
+    [
+        *range(16, -1, -1),  # jaw 0..16
+        *range(26, 21, -1),  # right brow 17..21 <- left brow 26..22
+        *range(21, 16, -1),  # left brow 22..26 <- 17..21 reversed
+        *(27, 28, 29, 30),  # nose ridge
+        *(35, 34, 33, 32, 31),  # nostrils
+        *(45, 44, 43, 42, 47, 46),  # right eye <- left eye
+        *(39, 38, 37, 36, 41, 40),  # left eye <- right eye
+        *(54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55),  # outer mouth
+        *(64, 63, 62, 61, 60, 67, 66, 65),  # inner mouth
+    ],
+    dtype=np.int64,
+)
+
+
+def random_similarity(
+    rng: np.random.Generator, cfg: AugmentConfig, size: int
+) -> tuple[np.ndarray, bool]:
+    """Draw one augmentation: ``(2, 3)`` affine (crop -> augmented crop) and a flip flag.
+
+    The warp rotates by ``U(±rotation)`` degrees and scales by ``U(1 ± scale)`` about the crop
+    centre ``((size - 1) / 2, ...)``, then shifts by ``U(±shift)`` pixels per axis.
+    """
+    angle = math.radians(rng.uniform(-cfg.rotation, cfg.rotation))
+    s = rng.uniform(1.0 - cfg.scale, 1.0 + cfg.scale)
+    tx, ty = rng.uniform(-cfg.shift, cfg.shift, size=2)
+    flip = bool(rng.random() < cfg.flip)
+    c = (size - 1) / 2.0
+    a, b = s * math.cos(angle), s * math.sin(angle)
+    # q = A (p - c) + c + t with A = s R(angle); image y points down, so a positive angle turns
+    # the face clockwise on screen.
+    m = np.array([[a, -b, 0.0], [b, a, 0.0]])
+    m[:, 2] = np.array([c, c]) - m[:, :2] @ np.array([c, c]) + np.array([tx, ty])
+    return m, flip
+
+
+def warp_sample(
+    image: np.ndarray,
+    lm68: np.ndarray,
+    matrix: np.ndarray,
+    attention: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Apply a ``(2, 3)`` affine to a crop (bilinear, black border), its landmarks and
+    attention (border 0: no photometric loss outside the photo)."""
+    size = (image.shape[1], image.shape[0])
+    out = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    lm = lm68 @ matrix[:, :2].T + matrix[:, 2]
+    att = None
+    if attention is not None:
+        att = cv2.warpAffine(attention, matrix, size, flags=cv2.INTER_LINEAR, borderValue=0)
+    return out, lm.astype(lm68.dtype), att
+
+
+def flip_sample(
+    image: np.ndarray, lm68: np.ndarray, attention: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Mirror horizontally: pixel column ``c`` -> ``W - 1 - c``, landmarks re-indexed by
+    :data:`FLIP_68`."""
+    w = image.shape[1]
+    lm = lm68.copy()
+    lm[:, 0] = (w - 1) - lm[:, 0]
+    att = None if attention is None else np.ascontiguousarray(attention[:, ::-1])
+    return np.ascontiguousarray(image[:, ::-1]), lm[FLIP_68], att
+
+
+def augment_sample(
+    image: np.ndarray,
+    lm68: np.ndarray,
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+    attention: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Random warp then (maybe) flip; returns the inputs unchanged when ``cfg.enabled`` is False."""
+    if not cfg.enabled:
+        return image, lm68, attention
+    m, flip = random_similarity(rng, cfg, image.shape[0])
+    image, lm68, attention = warp_sample(image, lm68, m, attention)
+    if flip:
+        image, lm68, attention = flip_sample(image, lm68, attention)
+    return image, lm68, attention

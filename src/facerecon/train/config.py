@@ -1,0 +1,186 @@
+"""Configuration of R-Net training (dataclasses with YAML load/save).
+
+Defaults follow the released Deep3DFaceRecon recipe where the paper is silent: Adam, lr 1e-4,
+batch 32 per process, 20 epochs with the learning rate x0.2 at epoch 10, augmentation shift
+±10 px, scale ±10 %, rotation ±10° and horizontal flip. The paper itself trains with batch 5 for
+500K iterations (set ``batch_size: 5`` and ``max_steps: 500000``). Loss weights are those of
+:class:`facerecon.losses.HybridLossConfig` (paper values; ``HybridLossConfig.released_code()``
+for the code's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from facerecon.errors import FaceReconError
+from facerecon.losses import HybridLossConfig
+
+__all__ = ["AugmentConfig", "ConfigError", "TrainConfig", "load_config", "save_config"]
+
+
+class ConfigError(FaceReconError):
+    """A training configuration file or value is invalid."""
+
+
+@dataclass
+class AugmentConfig:
+    """Random similarity warp of the aligned crop (released recipe) and horizontal flip.
+
+    Attributes:
+        shift: max translation in crop pixels (uniform in ±shift, per axis).
+        scale: max relative scale change (uniform in 1 ± scale).
+        rotation: max in-plane rotation in degrees (uniform in ±rotation).
+        flip: probability of a horizontal flip (landmarks re-ordered with the 68-point flip
+            permutation so that index i keeps naming the same facial point).
+        enabled: False turns every augmentation off.
+    """
+
+    shift: float = 10.0
+    scale: float = 0.1
+    rotation: float = 10.0
+    flip: float = 0.5
+    enabled: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``train_rnet(config)`` is a pure function of it.
+
+    Attributes:
+        data: folder written by ``facerecon prepare`` (npz per face, one folder per person), or
+            ``"synthetic"`` (the synthetic face engine, ``synthetic_*`` below).
+        val_data: like ``data`` for validation; None uses ``val_fraction`` of ``data``'s persons
+            (prepared folders) or fresh identities (synthetic).
+        val_fraction: share of persons held out when ``val_data`` is None (0 = no validation).
+        out_dir: run folder: ``metrics.csv``, ``checkpoints/``, ``rnet.pt``, ``config.yaml``.
+        face_model: name or path for ``facerecon.morphable.load_face_model``.
+        backbone, width_mult, pretrained: see :class:`facerecon.nets.rnet.RNet`.
+        input_size: side the crop is resized to before the net (224 = paper).
+        render_size: side of the photometric render (224 = paper; smaller is faster).
+        perceptual: include the face-recognition perceptual term.
+        batch_size: per process. epochs, max_steps: run length (``max_steps`` wins when set).
+        lr, weight_decay: Adam. lr_milestones: epochs (fractions allowed) at which the learning
+            rate is multiplied by ``lr_gamma``.
+        val_every, ckpt_every, log_every: in optimizer steps (0 = never; a final checkpoint is
+            always written).
+        resume: checkpoint path, ``"auto"`` (``out_dir/checkpoints/last.pt`` when present) or None.
+        seed: seeds initialisation, data order and augmentation (identical runs on one device).
+        amp: ``"none"`` or ``"bf16"`` (autocast of the network on CUDA; ignored on CPU).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        num_workers: DataLoader workers. progress: tqdm bar on rank 0.
+        synthetic_identities, synthetic_conditions, synthetic_image_size: synthetic data size.
+    """
+
+    data: str = "synthetic"
+    val_data: str | None = None
+    val_fraction: float = 0.05
+    out_dir: str = "runs/rnet"
+    face_model: str = "bfm-lite"
+    backbone: str = "resnet50"
+    width_mult: float = 1.0
+    pretrained: bool = False
+    input_size: int = 224
+    render_size: int = 224
+    perceptual: bool = True
+    batch_size: int = 32
+    epochs: int = 20
+    max_steps: int | None = None
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    lr_milestones: list[float] = field(default_factory=lambda: [10.0])
+    lr_gamma: float = 0.2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: HybridLossConfig = field(default_factory=HybridLossConfig)
+    val_every: int = 1000
+    ckpt_every: int = 1000
+    log_every: int = 1
+    resume: str | None = "auto"
+    seed: int = 0
+    amp: str = "none"
+    device: str = "auto"
+    num_workers: int = 0
+    progress: bool = True
+    synthetic_identities: int = 1000
+    synthetic_conditions: int = 10
+    synthetic_image_size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("none", "bf16"):
+            raise ConfigError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.backbone not in ("resnet50", "mobilenet_v2"):
+            raise ConfigError(f"backbone must be resnet50 or mobilenet_v2, got {self.backbone!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, d, "config")
+
+
+def _from_dict(cls: type, d: Any, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}")
+    kwargs = {}
+    for key, value in d.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            value = _from_dict(hint, value, f"{where}.{key}")
+        elif _is_float(hint) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _is_float(hint: Any) -> bool:
+    if hint is float:
+        return True
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return float in typing.get_args(hint)
+    return False
+
+
+def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+    """Read a YAML file (any subset of :class:`TrainConfig`'s keys; nested ``augment`` and
+    ``loss`` mappings) and apply keyword ``overrides`` on top."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"training config not found: {p}")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({type(exc).__name__})") from exc
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    d.update(overrides)
+    return TrainConfig.from_dict(d)
+
+
+def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> Path:
+    """Write every field as YAML (readable by :func:`load_config`)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return p
