@@ -76,6 +76,9 @@ __all__ = [
 GENERATOR_VERSION = "synthetic-faces-v1"
 
 _SKIN_TONES = Path(__file__).with_name("skin_tones.json")
+_HAIR = np.array(
+    [[0.05, 0.04, 0.03], [0.16, 0.1, 0.06], [0.32, 0.2, 0.1], [0.7, 0.56, 0.33], [0.45, 0.18, 0.07]]
+)
 _CAM_DIST = 10.0
 _MM_PER_UNIT = 100.0
 _FACE_WIDTH_FRACTION = 0.55
@@ -365,6 +368,7 @@ class _Identity:
     noise_phase: np.ndarray  # (6,)
     noise_amp: np.ndarray  # (6, 3)
     eye_colour: np.ndarray  # (3,)
+    hair_colour: np.ndarray  # (3,)
 
 
 @dataclass
@@ -420,6 +424,7 @@ class SyntheticFaces:
             noise_phase=rng.uniform(0, 2 * np.pi, 6),
             noise_amp=rng.normal(0, 0.012, (6, 3)),
             eye_colour=eye[rng.integers(0, len(eye))] * rng.uniform(0.8, 1.2),
+            hair_colour=_HAIR[rng.integers(0, len(_HAIR))] * rng.uniform(0.7, 1.2),
         )
 
     def _draw_expression(self, rng: np.random.Generator) -> np.ndarray:
@@ -645,8 +650,11 @@ class SyntheticFaces:
 
         # Photo: background, soft-edged composite, then realism.
         bg_rng = np.random.default_rng(bg_seed) if bg_seed is not None else rng
-        bg_kind = cfg.background
-        background = backgrounds.make_background(bg_rng, S, bg_kind)
+        background = backgrounds.make_background(bg_rng, S, cfg.background)
+        if cfg.background != "flat":
+            background = self._head_backdrop(
+                bg_rng, background, ident, angles, trans, camera, light
+            )
         alpha = cv2.GaussianBlur(covered.astype(np.float32), (0, 0), 0.6)
         alpha = np.maximum(alpha, covered * 0.5)[..., None]
         soft_face = np.where(covered[..., None], face_rgb, background)
@@ -683,6 +691,49 @@ class SyntheticFaces:
             model_name=info.name,
             landmark_visible=vis,
         )
+
+    def _head_backdrop(
+        self,
+        rng: np.random.Generator,
+        background: np.ndarray,
+        ident: _Identity,
+        angles: np.ndarray,
+        trans: np.ndarray,
+        camera: dict,
+        light: np.ndarray,
+    ) -> np.ndarray:
+        """Draw a head proxy behind the face mesh: a skull disc (hair or skin) and a neck.
+
+        Skull: a sphere of radius 0.55 x face width centred 70 mm behind and 30 mm above the
+        face centre; neck (drawn over it): a cylinder (radius 0.3 x width) from 60 mm below and
+        45 mm behind the centre downwards; both projected with the sample's pose and camera
+        (perspective ignored inside the shapes). They are background in ``parse`` (label 0).
+        """
+        from facerecon.data.backgrounds import value_noise
+
+        info, S = self._info, background.shape[0]
+        w = info.width_mm
+        pts = info.centre_mm + np.array([[0, 30, -70], [0, -60, -45], [0, -300, -60]], np.float64)
+        cam = camera_vertices(pts, angles, trans, camera).astype(np.float64)
+        uv = project_camera(cam, camera)
+        scale = camera["focal"] / -cam[:, 2]
+        img = background.copy()
+        one = 1 << 3
+        skin = np.clip(ident.tone * info.ref_skin * light * rng.uniform(0.6, 0.85), 0, 1)
+        skull = np.zeros((S, S), np.float32)
+        r = max(1, round(0.55 * w * float(scale[0]) * one))
+        cv2.circle(skull, tuple(round(c * one) for c in uv[0]), r, 1.0, -1, cv2.LINE_AA, 3)
+        bald = rng.random() < 0.12
+        base = skin if bald else np.clip(ident.hair_colour * light, 0, 1)
+        tex = value_noise(rng, S, 5)[..., None]
+        colour = base * (0.7 + 0.5 * tex) if not bald else base * (0.9 + 0.15 * tex)
+        img = img * (1 - skull[..., None]) + colour * skull[..., None]
+        neck = np.zeros((S, S), np.float32)
+        thick = max(1, round(2 * 0.3 * w * float(scale[1])))
+        p0, p1 = (tuple(round(c * one) for c in uv[k]) for k in (1, 2))
+        cv2.line(neck, p0, p1, 1.0, thick, cv2.LINE_AA, 3)
+        shade = 0.8 + 0.3 * value_noise(rng, S, 2)[..., None]
+        return np.clip(img * (1 - neck[..., None]) + skin * shade * neck[..., None], 0, 1)
 
     def _albedo(self, albedo: np.ndarray, v_neutral: np.ndarray, ident: _Identity) -> np.ndarray:
         """``(N, 3)`` albedo: model albedo x skin tone + smooth per-vertex noise, in 0.02..1."""
