@@ -175,12 +175,15 @@ def rendered_faces(
     size: int = 224,
     pose_scale: float = 0.25,
     background: float = 0.3,
+    align_crops: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     """Render ``n`` random faces of a morphable model in the crop camera and align them.
 
     Coefficients: id, exp, tex ~ N(0, 0.7²), angles ~ N(0, pose_scale²) rad, small random
     coloured lighting, translation 0. The render is composited over a flat gray
-    ``background`` and re-aligned with ``facerecon.detect.align`` from its projected landmarks.
+    ``background`` and (``align_crops``) re-aligned with ``facerecon.detect.align`` from its
+    projected landmarks; without alignment the crops are the renders themselves, so the
+    returned coefficients reproduce them exactly (``size`` must then be the camera's 224).
 
     Returns:
         crops ``(n, size, size, 3)`` uint8, landmarks ``(n, 68, 2)`` crop pixels, and the
@@ -207,6 +210,8 @@ def rendered_faces(
     img = out.image.clamp(0, 1) * out.mask + background * (1 - out.mask)
     img = (img.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     lm = out.uv[:, model.landmarks68].cpu().numpy()
+    if not align_crops:
+        return img, lm.astype(np.float32), coeffs
     crops, lms = [], []
     for i in range(n):
         al = align(img[i], lm[i], size=size, fill=int(background * 255))

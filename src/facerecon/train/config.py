@@ -145,8 +145,10 @@ def _from_dict(cls: type, d: Any, where: str) -> Any:
         hint = hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             value = _from_dict(hint, value, f"{where}.{key}")
-        elif _is_float(hint) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+        elif _accepts(hint, float) and not isinstance(value, bool):
+            value = _to_float(value, f"{where}.{key}")
+        elif _accepts(hint, int) and value is not None and not _is_int(value):
+            raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
         kwargs[key] = value
     try:
         return cls(**kwargs)
@@ -154,12 +156,26 @@ def _from_dict(cls: type, d: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def _is_float(hint: Any) -> bool:
-    if hint is float:
+def _accepts(hint: Any, kind: type) -> bool:
+    if hint is kind:
         return True
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return float in typing.get_args(hint)
+        return kind in typing.get_args(hint)
     return False
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _to_float(value: Any, where: str) -> Any:
+    """Numbers and numeric strings (YAML 1.1 reads ``3e-4`` as a string) to float."""
+    if value is None or isinstance(value, float):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
 
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
