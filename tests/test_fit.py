@@ -158,3 +158,17 @@ def test_fit_lands_on_hand_placed_landmarks(model, faces_68pt):
         errors[name] = float(np.linalg.norm(pred - truth, axis=1).mean() / iod)
     print("fitted landmark NME (inter-ocular):", errors)
     assert max(errors.values()) < 0.10, errors
+
+
+def test_fit_is_model_agnostic_ict(ict_npz):
+    """The same fitting code runs on ICT-FaceKit (other topology, 100/57 components)."""
+    ict = load_face_model(ict_npz)
+    assert ict.layout.n_id == 100
+    _, _, target, _ = _rendered_target(ict, seed=2)
+    cfg = FitConfig.fast()
+    cfg.coarse.iters, cfg.fine.iters = 10, 0
+    result = fit(ict, target, cfg)
+    fitted = ict.layout.split(result.coeffs)
+    vertices, _ = ict(fitted["id_coeff"], fitted["exp_coeff"], fitted["tex_coeff"])
+    lm = fitted_landmarks(ict, vertices, fitted["angles"], fitted["trans"], CameraConfig())
+    assert float((lm - target.lm68).norm(dim=-1).mean()) < 2.5
