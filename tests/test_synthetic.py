@@ -23,6 +23,16 @@ SIZE = 128
 FOCAL = 1015.0 * SIZE / 224
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: the generator renders small images; 2 threads on a busy 2-core
+    machine were ~10x slower (oversubscription)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def bfm():
     return load_face_model("bfm-lite")
@@ -209,3 +219,24 @@ def test_occluder_kinds(frontal: FaceSample, kind):
     assert occ.sum() > 20 and (occ & (frontal.parse > 0)).sum() > 10
     assert np.abs(out - photo)[~occ].max() < 0.6  # only anti-aliased edges change outside
     assert np.abs(out - photo).sum(-1)[occ].mean() > 0.02
+
+
+def test_wide_pose_ranges_and_framing(bfm):
+    gen = SyntheticFaces(bfm, _cfg(max_yaw_deg=90.0), seed=2)
+    angles, widths = [], []
+    for s in gen.stream(10):
+        angles.append(np.rad2deg(s.coeffs["angles"]))
+        assert ((s.landmarks2d >= 0) & (s.landmarks2d < SIZE)).all()  # face in frame
+        cols = np.nonzero((s.parse > 0).any(0))[0]
+        widths.append((cols.max() - cols.min() + 1) / SIZE)
+    a = np.array(angles)
+    assert (
+        np.abs(a[:, 1]).max() <= 90 and np.abs(a[:, 0]).max() <= 40 and np.abs(a[:, 2]).max() <= 30
+    )
+    assert np.abs(a[:, 1]).max() > 30  # wide mode reaches beyond the frontal range
+    assert min(widths) > 0.35 and max(widths) < 0.8
+    fr = [
+        np.rad2deg(s.coeffs["angles"][1])
+        for s in SyntheticFaces(bfm, _cfg(pose="frontal")).stream(6)
+    ]
+    assert np.abs(fr).max() <= 30
