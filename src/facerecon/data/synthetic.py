@@ -32,6 +32,8 @@ Sampling (``GENERATOR_VERSION``; any change that alters outputs bumps it):
   0.95)`` with a per-channel tint N(0, 0.03) and a frontal-ish directional light ``s ~ U(0,
   0.5)``; with ``hard_light_prob`` a hard side light (``a ~ U(0.2, 0.4)``, ``s ~ U(0.7, 1.0)``,
   ``l`` within ~45 deg of +-x).
+* head proxy: unless ``background == "flat"``, a skull disc (hair colour per identity, 12 %
+  bald) and a neck are drawn behind the face mesh with the sample's pose (background label 0).
 * realism (skipped when ``config.clean``): background (``facerecon.data.backgrounds``), occluders
   with ``occluder_prob`` (``facerecon.data.occluders``: sunglasses, hands, hair strands,
   microphones, generic objects), then blur / noise / JPEG (``facerecon.data.degrade``). With
