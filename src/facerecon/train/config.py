@@ -110,7 +110,7 @@ class TrainConfig:
     progress: bool = True
     synthetic_identities: int = 1000
     synthetic_conditions: int = 10
-    synthetic_image_size: int = 512
+    synthetic_image_size: int = 256
 
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16"):
