@@ -9,11 +9,21 @@ Public API::
     main_train(argv) -> int                                  # cli.py (``facerecon train``)
 """
 
+from collections.abc import Sequence
+
 from facerecon.train.augment import FLIP_68, augment_sample
-from facerecon.train.cli import main_train
 from facerecon.train.config import AugmentConfig, ConfigError, TrainConfig, load_config, save_config
 from facerecon.train.loop import load_checkpoint, save_checkpoint, train_rnet
 from facerecon.train.objective import rnet_loss, rnet_terms
+
+
+def main_train(argv: Sequence[str] | None = None) -> int:
+    """``facerecon train`` (see :mod:`facerecon.train.cli`; imported lazily so that
+    ``python -m facerecon.train.cli`` runs without a double import)."""
+    from facerecon.train.cli import main_train as _main_train
+
+    return _main_train(argv)
+
 
 __all__ = [
     "FLIP_68",
