@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +124,21 @@ def test_evaluate_cli_on_reconstruction(cli_run, tmp_path):
     assert item["name"] == "takeo" and item["status"] == "ok"
     assert item["metrics"]["rmse_plane"] < 1e-3
     assert item["metrics"]["n_points"] > 1000
+
+
+def test_all_faces_writes_one_set_per_face(tmp_path, faces_68pt):
+    """breakingbad.jpg shows several people: --all-faces reconstructs each, largest first."""
+    out = tmp_path / "out"
+    photo = str(faces_68pt / "breakingbad.jpg")
+    args = ["reconstruct", photo, "--out", str(out), "--fast", "--quiet", "--all-faces"]
+    proc = _run([*args, "--no-report"])
+    assert proc.returncode == 0, proc.stderr
+    meshes = sorted(out.glob("breakingbad_face*.glb"))
+    assert len(meshes) >= 2, sorted(p.name for p in out.iterdir())
+    summary = json.loads((out / "summary.json").read_text())
+    assert [w["name"] for w in summary["written"]] == [m.stem for m in meshes]
+    for w in summary["written"]:
+        detected = np.array(json.loads(Path(w["paths"]["landmarks"]).read_text())["detected"])
+        iod = np.linalg.norm(detected[36] - detected[45])
+        # fitted-model landmarks vs the detector's, relative to the face's size
+        assert w["landmark_error_px"] / iod < 0.12, (w["name"], w["landmark_error_px"], iod)
