@@ -36,7 +36,14 @@ def _reconstruct_parser(sub) -> None:
     p.add_argument(
         "--model", default="bfm-lite", help="face model name (bfm-lite, bfm09, ict) or .npz path"
     )
-    p.add_argument("--method", default="fit", choices=["fit"], help="reconstruction method")
+    p.add_argument(
+        "--method",
+        default="fit",
+        choices=["fit", "rnet", "auto"],
+        help="fit: analysis-by-synthesis (no network); rnet: R-Net regression (fast, needs "
+        "--weights); auto: R-Net estimate refined by a few fitting steps",
+    )
+    p.add_argument("--weights", type=Path, default=None, help="R-Net weights for rnet / auto")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument(
         "--all-faces", action="store_true", help="every face in a photo, not only the largest"
@@ -87,7 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="accuracy of predicted meshes against ground truth (ICP + point-to-plane RMSE)",
         add_help=False,
     )
-    ev.add_argument("evaluate_args", nargs=argparse.REMAINDER)
+    ev.add_argument("passthrough", nargs=argparse.REMAINDER)
+    tr = sub.add_parser("train", help="train networks (rnet)", add_help=False)
+    tr.add_argument("net", choices=["rnet"])
+    tr.add_argument("passthrough", nargs=argparse.REMAINDER)
+    pr = sub.add_parser(
+        "prepare", help="detect, align and cache a folder of photos for training", add_help=False
+    )
+    pr.add_argument("passthrough", nargs=argparse.REMAINDER)
     _model_parser(sub)
     d = sub.add_parser("demo", help="reconstruct the bundled photo and print where the report is")
     d.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -101,6 +115,7 @@ def cmd_reconstruct(args) -> int:
         out_dir=args.out,
         model=args.model,
         method=args.method,
+        weights=args.weights,
         device=args.device,
         as_set=args.as_set,
         all_faces=args.all_faces,
@@ -157,7 +172,19 @@ def cmd_info(args) -> int:
 def cmd_evaluate(args) -> int:
     from facerecon.evaluate import main_evaluate
 
-    return main_evaluate(args.evaluate_args)
+    return main_evaluate(args.passthrough)
+
+
+def cmd_train(args) -> int:
+    from facerecon.train import main_train
+
+    return main_train(args.passthrough)
+
+
+def cmd_prepare(args) -> int:
+    from facerecon.data.prepared import main_prepare
+
+    return main_prepare(args.passthrough)
 
 
 def cmd_model(args) -> int:
@@ -186,8 +213,8 @@ def cmd_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "evaluate":  # its own parser reads everything after the word
-        args.evaluate_args = extra + args.evaluate_args
+    if args.command in ("evaluate", "train", "prepare"):  # their own parsers read the rest
+        args.passthrough = extra + args.passthrough
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {
@@ -195,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         "info": cmd_info,
         "model": cmd_model,
         "evaluate": cmd_evaluate,
+        "train": cmd_train,
+        "prepare": cmd_prepare,
         "demo": cmd_demo,
     }
     try:

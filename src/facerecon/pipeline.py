@@ -31,7 +31,8 @@ class ReconstructOptions:
 
     out_dir: Path = Path("facerecon_out")
     model: str = "bfm-lite"
-    method: str = "fit"
+    method: str = "fit"  # fit | rnet | auto (R-Net estimate refined by a few fitting steps)
+    weights: Path | None = None  # R-Net weights for rnet / auto
     device: str = "cpu"
     as_set: bool = False
     all_faces: bool = False
@@ -176,19 +177,39 @@ class Reconstructor:
         self.device = torch.device(options.device)
         self.model = load_face_model(options.model, device=self.device)
         self._uv = None
+        self.rnet = None
+        if options.method in ("rnet", "auto"):
+            self.rnet = load_rnet_for(options, self.model, self.device)
         self.facerec = None
-        if options.perceptual and not options.fast:
+        if options.perceptual and not options.fast and options.method != "rnet":
             from facerecon.nets.facerec import embed, load_facerec
 
             self.facerec = functools.partial(embed, load_facerec(device=self.device))
 
     def fit(self, faces: list[PreparedFace], shared_identity: bool):
-        from facerecon.fit import FitConfig, FitTarget, fit
+        """Coefficients ``FitResult`` for a batch of faces with the chosen method."""
+        from facerecon.fit import FitConfig, FitResult, FitTarget, fit
 
-        cfg = FitConfig.fast() if self.options.fast else FitConfig()
-        cfg.shared_identity = shared_identity
         image, lm = to_tensor_batch(faces, self.device)
-        return fit(self.model, FitTarget(image, lm), cfg, facerec=self.facerec)
+        init = None
+        if self.rnet is not None:
+            from facerecon.nets.rnet import predict_coeffs
+
+            init = predict_coeffs(self.rnet, image).to(image.dtype)
+            if self.options.method == "rnet":
+                if shared_identity:  # one identity for the set: the mean estimate
+                    parts = self.model.layout.split(init)
+                    parts["id_coeff"] = (
+                        parts["id_coeff"].mean(0, keepdim=True).expand_as(parts["id_coeff"])
+                    )
+                    init = self.model.layout.join(parts)
+                return FitResult(init)
+        if self.options.method == "auto":
+            cfg = FitConfig.refine()
+        else:
+            cfg = FitConfig.fast() if self.options.fast else FitConfig()
+        cfg.shared_identity = shared_identity
+        return fit(self.model, FitTarget(image, lm), cfg, facerec=self.facerec, init=init)
 
     def uv(self) -> np.ndarray:
         """``(N, 2)`` texture coordinates of the model, the same for every face it makes."""
@@ -289,6 +310,26 @@ class Reconstructor:
             "seconds": seconds,
             "landmark_error_px": err,
         }
+
+
+def load_rnet_for(options: ReconstructOptions, model, device: torch.device):
+    """The R-Net of ``options.weights``, checked against the face model's coefficient layout."""
+    from facerecon.errors import ModelFileError
+    from facerecon.nets.rnet import load_rnet
+
+    if options.weights is None:
+        raise ModelFileError(
+            f"--method {options.method} needs R-Net weights: pass --weights PATH "
+            "(train them with `facerecon train rnet`)"
+        )
+    net = load_rnet(options.weights, device=device)
+    size = getattr(getattr(net, "layout", None), "size", None)
+    if size is not None and size != model.layout.size:
+        raise ModelFileError(
+            f"{options.weights} predicts {size} coefficients but face model {model.name} "
+            f"needs {model.layout.size}"
+        )
+    return net
 
 
 def run(

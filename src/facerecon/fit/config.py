@@ -54,3 +54,13 @@ class FitConfig:
             coarse=StageConfig(iters=30, size=112),
             fine=StageConfig(iters=10, perceptual=False),
         )
+
+    @classmethod
+    def refine(cls) -> FitConfig:
+        """A few hybrid-loss steps from a network's estimate (``--method auto``)."""
+        return cls(
+            landmark_iters=0,
+            coarse=StageConfig(iters=20, size=112),
+            fine=StageConfig(iters=10, perceptual=True),
+            lr_decay=0.1,
+        )

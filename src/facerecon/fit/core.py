@@ -84,6 +84,16 @@ class Params(torch.nn.Module):
         self.gamma = torch.nn.Parameter(torch.zeros(batch, 27, **kw))
         self.trans = torch.nn.Parameter(torch.zeros(batch, 3, **kw))
 
+    def load(self, model: MorphableModel, coeffs: torch.Tensor) -> None:
+        """Start from given coefficients ``(B, layout.size)`` (e.g. an R-Net estimate); a shared
+        identity starts at their mean."""
+        parts = model.layout.split(coeffs.detach().to(self.angles))
+        with torch.no_grad():
+            ids = parts["id_coeff"]
+            self.id_coeff.copy_(ids.mean(0, keepdim=True) if self.id_coeff.shape[0] == 1 else ids)
+            for name in ("exp_coeff", "tex_coeff", "angles", "gamma", "trans"):
+                getattr(self, name).copy_(parts[name])
+
     def ids(self) -> torch.Tensor:
         """``(B, n_id)`` identity, expanded when shared."""
         return self.id_coeff.expand(self.batch, -1)
@@ -328,6 +338,7 @@ def fit(
     cfg: FitConfig | None = None,
     camera: CameraConfig | None = None,
     facerec: Embedder | None = None,
+    init: torch.Tensor | None = None,
 ) -> FitResult:
     """Fit coefficients to a batch of aligned photos (or one image set when
     ``cfg.shared_identity``).
@@ -340,6 +351,7 @@ def fit(
         facerec: callable ``(image (B,3,S,S), lm68 (B,68,2)) -> (B,D)`` face-recognition
             embedding, e.g. ``functools.partial(facerecon.nets.facerec.embed, load_facerec())``;
             None disables the perceptual term.
+        init: ``(B, layout.size)`` starting coefficients (default: mean face, zero pose).
 
     Returns:
         :class:`FitResult` with ``coeffs (B, model.layout.size)``.
@@ -359,9 +371,12 @@ def fit(
         )
     batch = target.image.shape[0]
     params = Params(model, batch, cfg.shared_identity, target.image)
+    if init is not None:
+        params.load(model, init)
     history: list[dict[str, float]] = []
     table = landmark_table(model, cfg.contour_landmarks)
-    fit_landmarks(model, params, target, camera, cfg, history, table)
+    if cfg.landmark_iters:
+        fit_landmarks(model, params, target, camera, cfg, history, table)
     target_embedding = None
     if facerec is not None and (cfg.coarse.perceptual or cfg.fine.perceptual):
         with torch.no_grad():
