@@ -1,0 +1,105 @@
+"""Accuracy on ``synthetic-ict``: the paper's protocol on rendered ICT faces (see
+``facerecon.evaluate.benchmark`` for the protocol).
+
+    python benchmarks/bench_synthetic.py [--quick]
+
+Needs ../shared/data/ict_face_model/ict_face_model.npz (the generator's face model); rows say so
+when it is absent. Full: ``FULL_IDENTITIES`` x ``FULL_CONDITIONS`` images with the default fit
+(hybrid loss incl. perceptual) plus one 3-view triple per identity; quick: the config's quick
+sizes with ``FitConfig.fast()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+SHARED = Path(os.environ.get("FACERECON_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+ICT_NPZ = SHARED / "data" / "ict_face_model" / "ict_face_model.npz"
+SECTION = "Accuracy: synthetic-ict"
+FULL_IDENTITIES = 8
+FULL_CONDITIONS = 6
+LABELS = {
+    "single": "single image",
+    "sets": "image set (vs neutral GT)",
+    "multiview": "3-view triple (frontal mesh)",
+}
+
+
+def _row(name: str, value: float, unit: str, notes: str) -> dict:
+    return {"section": SECTION, "name": name, "value": value, "unit": unit, "notes": notes}
+
+
+def config(quick: bool):
+    """The benchmark configuration this script runs."""
+    from facerecon.evaluate.benchmark import SyntheticBenchmarkConfig
+
+    return SyntheticBenchmarkConfig(
+        n_identities=FULL_IDENTITIES,
+        n_conditions=FULL_CONDITIONS,
+        gt_model=str(ICT_NPZ),
+        quick=quick,
+    )
+
+
+def rows_from_result(result: dict) -> list[dict]:
+    """Benchmark rows from :func:`run_synthetic_benchmark`'s result."""
+    if "skipped" in result:
+        return [_row("skipped", math.nan, "", result["skipped"])]
+    sizes = result["sizes"]
+    cfg = result["config"]
+    fit_kind = "FitConfig.fast()" if cfg["quick"] or cfg["fast_fit"] else "FitConfig()"
+    setup = (
+        f"{sizes['identities']} ICT identities x {sizes['conditions']} conditions, "
+        f"|yaw|<={cfg['max_yaw_deg']:.0f}, |pitch|<={cfg['max_pitch_deg']:.0f}, "
+        f"|roll|<={cfg['max_roll_deg']:.0f} deg, engine-default occluders/blur/noise/JPEG; "
+        f"bfm-lite {fit_kind}, detector {'->'.join(cfg['detectors'])}; seed {cfg['seed']}"
+    )
+    rows = []
+    for section, methods in result["summary"].items():
+        for name, st in methods.items():
+            regions = ", ".join(f"{k} {v:.2f}" for k, v in st["per_region"].items())
+            notes = f"± {st['std']:.2f}, n={st['n']}, failures={st['failures']}"
+            if regions:
+                notes += f"; regions {regions}"
+            rows.append(
+                _row(
+                    f"{LABELS.get(section, section)}: {name}",
+                    st["mean"],
+                    "mm RMSE",
+                    notes,
+                )
+            )
+    rows.append(
+        _row(
+            "seconds per fitted image",
+            result["seconds_per_fit"],
+            "s",
+            f"whole run {result['seconds']:.0f} s; {setup}",
+        )
+    )
+    for note in result["notes"]:
+        rows.append(_row("warning", math.nan, "", note))
+    return rows
+
+
+def run(quick: bool = False) -> list[dict]:
+    from facerecon.evaluate.benchmark import run_synthetic_benchmark
+
+    if not ICT_NPZ.is_file():
+        return [_row("skipped", math.nan, "", f"{ICT_NPZ} not found")]
+    return rows_from_result(run_synthetic_benchmark(config(quick), progress=print))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    for r in run(args.quick):
+        print(f"{r['name']:<60} {r['value']:8.3f} {r['unit']:<8} {r['notes']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""synthetic-ict benchmark: the MediaPipe peer mesh, summaries and the quick run's numbers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from facerecon.evaluate.benchmark import (
+    SyntheticBenchmarkConfig,
+    run_synthetic_benchmark,
+    summarize,
+)
+from facerecon.evaluate.peers import (
+    N_MESH_TRIANGLES,
+    mediapipe_triangles,
+    orient_consistently,
+    outward,
+    triangles_from_edges,
+)
+
+# Joint fit of an identity's set vs the mean of its single-image errors: allowed to be worse by
+_SET_MARGIN_MM = 0.3
+
+
+def _edges(triangles) -> list[tuple[int, int]]:
+    return [e for t in triangles for e in itertools.combinations(t, 2)]
+
+
+def test_triangles_from_edges_drops_separating_triangle():
+    # a fan of 3 triangles around vertex 3 inside (0, 1, 2), and one face outside each of its
+    # edges: (0, 1, 2) is a 3-clique of the edge graph whose edges all bound two faces already,
+    # so it is a separating triangle, not a face
+    faces = [(0, 1, 3), (1, 2, 3), (0, 2, 3), (0, 1, 4), (1, 2, 5), (0, 2, 6)]
+    tri = triangles_from_edges(_edges(faces))
+    assert sorted(map(tuple, tri)) == sorted(faces)
+    # on the bare fan the outer edges are boundary edges: (0, 1, 2) closes it (a tetrahedron)
+    assert len(triangles_from_edges(_edges(faces[:3]))) == 4
+
+
+def test_mediapipe_tessellation_is_a_consistently_oriented_manifold():
+    tri = mediapipe_triangles()
+    assert tri.shape == (N_MESH_TRIANGLES, 3) == (852, 3)
+    assert tri.min() == 0 and tri.max() == 467
+    directed = Counter((int(t[i]), int(t[(i + 1) % 3])) for t in tri for i in range(3))
+    assert max(directed.values()) == 1  # shared edges run in opposite directions
+    undirected = Counter(tuple(sorted(e)) for e in directed)
+    assert max(undirected.values()) == 2
+    # Euler characteristic of a disc with three holes (two eyes, mouth): V - E + F = -2
+    assert 468 - len(undirected) + len(tri) == -2
+
+
+def test_orient_consistently_and_outward_on_a_flipped_strip():
+    tri = np.array([[0, 1, 2], [1, 3, 2], [2, 3, 4]])
+    tri[1] = tri[1][[0, 2, 1]]  # break the orientation of the middle face
+    fixed = orient_consistently(tri)
+    directed = Counter((int(t[i]), int(t[(i + 1) % 3])) for t in fixed for i in range(3))
+    assert max(directed.values()) == 1
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 2, 0]], float)
+    out = outward(v, fixed)
+    n = np.cross(v[out[:, 1]] - v[out[:, 0]], v[out[:, 2]] - v[out[:, 0]])
+    assert np.all(n[:, 2] > 0)
+
+
+def test_summarize_counts_failures_and_regions():
+    recs = [
+        {
+            "section": "single",
+            "method": "a",
+            "rmse": 1.0,
+            "failed": False,
+            "per_region": {"nose": 2.0},
+        },
+        {
+            "section": "single",
+            "method": "a",
+            "rmse": 3.0,
+            "failed": False,
+            "per_region": {"nose": 4.0},
+        },
+        {"section": "single", "method": "a", "rmse": math.nan, "failed": True, "per_region": {}},
+    ]
+    s = summarize(recs)["single"]["a"]
+    assert s["mean"] == pytest.approx(2.0) and s["std"] == pytest.approx(1.0)
+    assert (s["n"], s["failures"]) == (2, 1)
+    assert s["per_region"] == {"nose": pytest.approx(3.0)}
+
+
+@pytest.fixture(scope="module")
+def quick_result(ict_npz):
+    if not ict_npz.is_file():
+        pytest.skip(f"{ict_npz} not found")
+    cfg = SyntheticBenchmarkConfig(gt_model=str(ict_npz), quick=True)
+    out = run_synthetic_benchmark(cfg)
+    if "skipped" in out:
+        pytest.skip(out["skipped"])
+    return out
+
+
+@pytest.mark.slow
+def test_quick_benchmark_accounts_for_every_image(quick_result):
+    n_id, n_cond, n_tri = SyntheticBenchmarkConfig(quick=True).sizes()
+    single = quick_result["summary"]["single"]
+    for name in ("fit", "mean-face", "mediapipe"):
+        assert single[name]["n"] + single[name]["failures"] == n_id * n_cond, name
+    assert single["mean-face"]["failures"] == 0
+    found = single["fit"]["detected_by"]
+    assert sum(found.values()) == single["fit"]["n"]
+    assert single["fit"]["n"] >= n_id * n_cond // 2  # dlib, then MediaPipe, find most faces
+    for stats in quick_result["summary"]["multiview"].values():
+        assert stats["n"] + stats["failures"] == n_tri
+
+
+@pytest.mark.slow
+def test_quick_benchmark_numbers(quick_result):
+    single = quick_result["summary"]["single"]
+    sets = quick_result["summary"]["sets"]
+    # MediaPipe's peer mesh was measured on most images, with finite, face-sized errors
+    mp = single["mediapipe"]
+    assert mp["n"] >= 0.75 * (mp["n"] + mp["failures"])
+    assert 0.5 < mp["mean"] < 10.0
+    # the protocol separates shapes: bfm-lite fitted to the GT in 3D beats the mean face
+    oracle = sets["bfm-lite 3D oracle (fitted to the GT)"]["mean"]
+    assert oracle < sets["mean-face"]["mean"] - 0.3
+    assert 0.5 < oracle < 3.0
+    # joint fit of each set is no worse than its mean single-image error + margin
+    joint = sets["fit: joint fit"]["mean"]
+    assert joint <= sets["fit: single image (mean per identity)"]["mean"] + _SET_MARGIN_MM
+    assert math.isfinite(single["fit"]["mean"]) and 0.5 < single["fit"]["mean"] < 10.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: on synthetic ICT faces the bfm-lite fit does not yet beat the mean face",
+)
+def test_quick_benchmark_fit_beats_mean_face(quick_result):
+    recs = [r for r in quick_result["records"] if r["section"] == "single"]
+    fit = {(r["identity"], r["condition"]): r["rmse"] for r in recs if r["method"] == "fit"}
+    base = {(r["identity"], r["condition"]): r["rmse"] for r in recs if r["method"] == "mean-face"}
+    paired = [(fit[k], base[k]) for k in fit if math.isfinite(fit[k])]
+    assert np.mean([f for f, _ in paired]) < np.mean([b for _, b in paired])
