@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "- figures are medians after warm-up; where we miss a target the row says so.",
         "",
     ]
+    load_start = os.getloadavg()[0]
     failed = 0
     for area in areas:
         t0 = time.perf_counter()
@@ -95,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {r['name']} | {value} | {r['unit']} | {notes} |")
             lines.append("")
         print(f"   {len(rows)} rows in {time.perf_counter() - t0:.0f} s", flush=True)
+    load_end = os.getloadavg()[0]
+    lines.insert(
+        5,
+        f"- 1-minute load average: {load_start:.1f} at start, {load_end:.1f} at end "
+        f"(timings are only comparable from a quiet machine, load < 1)",
+    )
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return 1 if failed else 0
