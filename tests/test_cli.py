@@ -181,3 +181,34 @@ def test_rnet_without_weights_is_one_line_error(tmp_path, faces_68pt):
     proc = _run(["reconstruct", photo, "--out", str(tmp_path), "--method", "rnet"])
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "--weights" in proc.stderr
+
+
+def test_set_with_cnet_shares_identity_and_reports_confidence(tmp_path, faces_68pt):
+    """--set --cnet: one aggregated identity for the album, per-photo confidence in the summary
+    and report. A zero-initialised C-Net gives every coefficient confidence 0.5."""
+    import torch
+
+    from facerecon.io import load_coefficients
+    from facerecon.morphable import load_face_model
+    from facerecon.nets.cnet import CNet, export_cnet_weights
+    from facerecon.nets.rnet import RNet, export_weights
+
+    torch.manual_seed(0)
+    layout = load_face_model("bfm-lite").layout
+    rnet = RNet(layout, backbone="mobilenet_v2", width_mult=0.5)
+    with torch.no_grad():  # a non-zero head, so identities differ before aggregation
+        for p in rnet.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    weights = export_weights(rnet, tmp_path / "r.pt")
+    cnet = export_cnet_weights(CNet.for_rnet(rnet), tmp_path / "c.pt")
+    out = tmp_path / "out"
+    photos = [str(faces_68pt / "takeo.ppm"), str(faces_68pt / "einstein.jpg")]
+    args = ["reconstruct", *photos, "--set", "--method", "rnet", "--weights", str(weights)]
+    proc = _run([*args, "--cnet", str(cnet), "--out", str(out), "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    ids = [load_coefficients(out / f"{n}.npz")[0]["id_coeff"] for n in ("takeo", "einstein")]
+    assert np.abs(ids[0]).max() > 0 and np.allclose(ids[0], ids[1])
+    summary = json.loads((out / "summary.json").read_text())
+    for item in summary["written"]:
+        assert item["confidence"] == pytest.approx(0.5 * layout.n_id, rel=1e-3)
+    assert "confidence" in (out / "report.html").read_text()

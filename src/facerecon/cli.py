@@ -44,6 +44,18 @@ def _reconstruct_parser(sub) -> None:
         "--weights); auto: R-Net estimate refined by a few fitting steps",
     )
     p.add_argument("--weights", type=Path, default=None, help="R-Net weights for rnet / auto")
+    p.add_argument(
+        "--cnet",
+        type=Path,
+        default=None,
+        help="C-Net weights: with --set, weight each photo's identity by its confidences",
+    )
+    p.add_argument(
+        "--strategy",
+        default="s4",
+        choices=["avg", "s1", "s2", "s3", "s4"],
+        help="identity aggregation with --cnet (s4: element-wise confidence-weighted mean)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument(
         "--all-faces", action="store_true", help="every face in a photo, not only the largest"
@@ -116,6 +128,8 @@ def cmd_reconstruct(args) -> int:
         model=args.model,
         method=args.method,
         weights=args.weights,
+        cnet=args.cnet,
+        strategy=args.strategy,
         device=args.device,
         as_set=args.as_set,
         all_faces=args.all_faces,

@@ -33,6 +33,8 @@ class ReconstructOptions:
     model: str = "bfm-lite"
     method: str = "fit"  # fit | rnet | auto (R-Net estimate refined by a few fitting steps)
     weights: Path | None = None  # R-Net weights for rnet / auto
+    cnet: Path | None = None  # C-Net weights: --set aggregates identities with confidences
+    strategy: str = "s4"  # aggregation strategy for --set with a C-Net (facerecon.aggregate)
     device: str = "cpu"
     as_set: bool = False
     all_faces: bool = False
@@ -180,6 +182,14 @@ class Reconstructor:
         self.rnet = None
         if options.method in ("rnet", "auto"):
             self.rnet = load_rnet_for(options, self.model, self.device)
+        self.cnet = None
+        if options.cnet is not None:
+            if self.rnet is None:
+                raise FaceReconError("--cnet needs R-Net features: use --method rnet or auto")
+            from facerecon.nets.cnet import load_cnet
+
+            self.cnet = load_cnet(options.cnet, device=self.device)
+        self.confidences: dict[str, float] = {}
         self.facerec = None
         if options.perceptual and not options.fast and options.method != "rnet":
             from facerecon.nets.facerec import embed, load_facerec
@@ -193,16 +203,8 @@ class Reconstructor:
         image, lm = to_tensor_batch(faces, self.device)
         init = None
         if self.rnet is not None:
-            from facerecon.nets.rnet import predict_coeffs
-
-            init = predict_coeffs(self.rnet, image).to(image.dtype)
+            init = self.network_estimate(faces, image, shared_identity)
             if self.options.method == "rnet":
-                if shared_identity:  # one identity for the set: the mean estimate
-                    parts = self.model.layout.split(init)
-                    parts["id_coeff"] = (
-                        parts["id_coeff"].mean(0, keepdim=True).expand_as(parts["id_coeff"])
-                    )
-                    init = self.model.layout.join(parts)
                 return FitResult(init)
         if self.options.method == "auto":
             cfg = FitConfig.refine()
@@ -210,6 +212,28 @@ class Reconstructor:
             cfg = FitConfig.fast() if self.options.fast else FitConfig()
         cfg.shared_identity = shared_identity
         return fit(self.model, FitTarget(image, lm), cfg, facerec=self.facerec, init=init)
+
+    def network_estimate(
+        self, faces: list[PreparedFace], image: torch.Tensor, shared_identity: bool
+    ) -> torch.Tensor:
+        """R-Net coefficients ``(M, size)``; for a set, one aggregated identity: C-Net
+        confidences with ``options.strategy`` when a C-Net is loaded, else plain averaging."""
+        from facerecon.aggregate import aggregate_set, image_confidence
+        from facerecon.nets.rnet import predict_coeffs
+
+        if shared_identity and self.cnet is not None:
+            from facerecon.nets.cnet import predict_set
+
+            coeffs, conf = predict_set(self.rnet, self.cnet, image)
+            for face, c in zip(faces, image_confidence(conf), strict=True):
+                self.confidences[face.name] = float(c)
+            return aggregate_set(coeffs, conf, self.model.layout, self.options.strategy).to(
+                image.dtype
+            )
+        coeffs = predict_coeffs(self.rnet, image).to(image.dtype)
+        if shared_identity:
+            coeffs = aggregate_set(coeffs, None, self.model.layout, "avg")
+        return coeffs
 
     def uv(self) -> np.ndarray:
         """``(N, 2)`` texture coordinates of the model, the same for every face it makes."""
@@ -305,6 +329,7 @@ class Reconstructor:
         )
         return {
             "name": face.name,
+            "confidence": self.confidences.get(face.name),
             "source": str(face.source),
             "paths": {k: str(v) for k, v in paths.items()},
             "seconds": seconds,
@@ -416,6 +441,7 @@ def write_run_report(options: ReconstructOptions, summary: RunSummary, path: Pat
                 overlay_path=p["overlay"],
                 glb_path=p["glb"],
                 status="ok",
+                confidence=item.get("confidence"),
                 meta={
                     "model": options.model,
                     "method": options.method,
