@@ -62,6 +62,9 @@ def rows_from_result(result: dict) -> list[dict]:
         for name, st in methods.items():
             regions = ", ".join(f"{k} {v:.2f}" for k, v in st["per_region"].items())
             notes = f"± {st['std']:.2f}, n={st['n']}, failures={st['failures']}"
+            if st.get("detected_by"):
+                found = ", ".join(f"{k} {v}" for k, v in st["detected_by"].items())
+                notes += f" (faces found by: {found})"
             if regions:
                 notes += f"; regions {regions}"
             rows.append(

@@ -529,7 +529,9 @@ def evaluate_identity(
             "per_region": {},
             "failed": not per_image,
         }
-        records.append(_record("sets", "fit: single image (mean per identity)", s0, res))
+        records.append(
+            _record("sets", "fit: single image (mean per identity, vs posed GT)", s0, res)
+        )
         neutral = [score(p, gv, gf, glm, s0.nose_index, config, True) for p in preds["fit"]]
         ok = [r["rmse"] for r in neutral if not r["failed"]]
         res = {"rmse": float(np.mean(ok)) if ok else math.nan, "per_region": {}, "failed": not ok}
@@ -617,10 +619,14 @@ def run_synthetic_benchmark(
         s1, s2, s3, recon = fit_methods(
             model, FitConfig.fast() if fast else FitConfig(), facerec, detectors
         )
-        all_single.update(s1), all_sets.update(s2), all_multi.update(s3)
+        all_single.update(s1)
+        all_sets.update(s2)
+        all_multi.update(s3)
     if "mean-face" in config.methods:
         s1, s2, s3 = mean_face_methods(model)
-        all_single.update(s1), all_sets.update(s2), all_multi.update(s3)
+        all_single.update(s1)
+        all_sets.update(s2)
+        all_multi.update(s3)
     if "oracle" in config.methods:
         all_sets["bfm-lite 3D oracle (fitted to the GT)"] = oracle_method(model, config)
     if "mediapipe" in config.methods:
