@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["render", "detect", "skin", "facerec", "fit"]
+ORDER = ["render", "detect", "skin", "facerec", "fit", "rnet", "synthetic"]
 
 
 def machine() -> str:
