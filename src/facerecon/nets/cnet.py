@@ -17,7 +17,7 @@ Files: :func:`save_cnet` stores ``{"format", "config", "state_dict", "meta"}``;
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from facerecon.errors import ModelFileError
-from facerecon.nets.rnet import RNet, _atomic_save
+from facerecon.nets.rnet import RNet
+from facerecon.nets.weights_file import atomic_save, read_weights_file, weights_payload
 
 __all__ = [
     "CNet",
@@ -153,18 +154,7 @@ def _unwrap(net: nn.Module) -> CNet:
 
 
 def _payload(net: CNet, dtype: torch.dtype | None, meta: dict[str, Any] | None) -> dict:
-    state = {}
-    for k, v in net.state_dict().items():
-        v = v.detach().cpu()
-        if dtype is not None and v.is_floating_point():
-            v = v.to(dtype)
-        state[k] = v.clone()
-    return {
-        "format": FILE_FORMAT,
-        "config": asdict(net.config),
-        "state_dict": state,
-        "meta": dict(meta or {}),
-    }
+    return weights_payload(net, FILE_FORMAT, dtype, meta)
 
 
 def save_cnet(
@@ -172,28 +162,19 @@ def save_cnet(
 ) -> Path:
     """Save weights (as held) with the :class:`CNetConfig` and optional ``meta`` (the trainer
     stores the R-Net configuration it was trained on under ``meta["rnet_config"]``)."""
-    return _atomic_save(_payload(_unwrap(net), None, meta), path)
+    return atomic_save(_payload(_unwrap(net), None, meta), path)
 
 
 def export_cnet_weights(
     net: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | None = None
 ) -> Path:
     """Save a float16 copy for distribution; :func:`load_cnet` upcasts it."""
-    return _atomic_save(_payload(_unwrap(net), torch.float16, meta), path)
+    return atomic_save(_payload(_unwrap(net), torch.float16, meta), path)
 
 
 def read_cnet_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw payload of a C-Net file; raises :class:`ModelFileError` when unusable."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"C-Net weights not found: {p}")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelFileError(f"cannot read C-Net weights {p}: {type(exc).__name__}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
-        raise ModelFileError(f"{p} is not a facerecon C-Net file ({FILE_FORMAT})")
-    return payload
+    return read_weights_file(path, FILE_FORMAT, "C-Net")
 
 
 def load_cnet(

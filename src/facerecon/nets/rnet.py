@@ -15,7 +15,7 @@ upcasts to float32 (or a requested dtype).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from facerecon.nets.backbones import (
     mobilenet_v2,
     resnet50,
 )
+from facerecon.nets.weights_file import atomic_save, read_weights_file, weights_payload
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -173,34 +174,14 @@ def _unwrap(net: nn.Module) -> RNet:
 
 
 def _payload(net: RNet, dtype: torch.dtype | None, meta: dict[str, Any] | None) -> dict:
-    state = {}
-    for k, v in net.state_dict().items():
-        v = v.detach().cpu()
-        if dtype is not None and v.is_floating_point():
-            v = v.to(dtype)
-        state[k] = v.clone()
-    return {
-        "format": FILE_FORMAT,
-        "config": asdict(net.config),
-        "state_dict": state,
-        "meta": dict(meta or {}),
-    }
-
-
-def _atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    return weights_payload(net, FILE_FORMAT, dtype, meta)
 
 
 def save_rnet(
     net: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | None = None
 ) -> Path:
     """Save weights (float32 as held) with the :class:`RNetConfig` (and optional ``meta``)."""
-    return _atomic_save(_payload(_unwrap(net), None, meta), path)
+    return atomic_save(_payload(_unwrap(net), None, meta), path)
 
 
 def export_weights(
@@ -211,21 +192,12 @@ def export_weights(
     Floating tensors are stored as float16 (BatchNorm counters stay int64); :func:`load_rnet`
     upcasts them.
     """
-    return _atomic_save(_payload(_unwrap(net), torch.float16, meta), path)
+    return atomic_save(_payload(_unwrap(net), torch.float16, meta), path)
 
 
 def read_rnet_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw payload of an R-Net file; raises :class:`ModelFileError` when unusable."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"R-Net weights not found: {p}")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelFileError(f"cannot read R-Net weights {p}: {type(exc).__name__}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
-        raise ModelFileError(f"{p} is not a facerecon R-Net file ({FILE_FORMAT})")
-    return payload
+    return read_weights_file(path, FILE_FORMAT, "R-Net")
 
 
 def load_rnet(
