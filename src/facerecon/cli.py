@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     ev.add_argument("passthrough", nargs=argparse.REMAINDER)
-    tr = sub.add_parser("train", help="train networks (rnet)", add_help=False)
-    tr.add_argument("net", choices=["rnet"])
+    tr = sub.add_parser("train", help="train networks (rnet, cnet)", add_help=False)
+    tr.add_argument("net", choices=["rnet", "cnet"])
     tr.add_argument("passthrough", nargs=argparse.REMAINDER)
     pr = sub.add_parser(
         "prepare", help="detect, align and cache a folder of photos for training", add_help=False
@@ -190,6 +190,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.net == "cnet":
+        from facerecon.train.cnet import main_train_cnet
+
+        return main_train_cnet(args.passthrough)
     from facerecon.train import main_train
 
     return main_train(args.passthrough)

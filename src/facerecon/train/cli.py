@@ -66,14 +66,16 @@ def _apply_override(d: dict[str, Any], item: str) -> None:
     node[leaf] = value
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Defaults <- ``--config`` file <- explicit flags <- ``--set`` overrides."""
-    cfg = load_config(args.config) if args.config else TrainConfig()
+TRAIN_FLAGS = (
+    "data", "val_data", "out_dir", "face_model", "backbone", "batch_size", "epochs",
+    "max_steps", "lr", "device", "amp", "seed", "num_workers",
+)  # fmt: skip
+
+
+def config_dict_from_args(args: argparse.Namespace, cfg: Any, flags: Sequence[str]) -> dict:
+    """``cfg`` as a dict with explicit ``flags``, ``--resume``, ``--quiet`` and ``--set``
+    overrides applied (in that order); shared by every training command."""
     d = cfg.to_dict()
-    flags = (
-        "data", "val_data", "out_dir", "face_model", "backbone", "batch_size", "epochs",
-        "max_steps", "lr", "device", "amp", "seed", "num_workers",
-    )  # fmt: skip
     for name in flags:
         value = getattr(args, name)
         if value is not None:
@@ -84,7 +86,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         d["progress"] = False
     for item in args.overrides:
         _apply_override(d, item)
-    return TrainConfig.from_dict(d)
+    return d
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults <- ``--config`` file <- explicit flags <- ``--set`` overrides."""
+    cfg = load_config(args.config) if args.config else TrainConfig()
+    return TrainConfig.from_dict(config_dict_from_args(args, cfg, TRAIN_FLAGS))
 
 
 def main_train(argv: Sequence[str] | None = None) -> int:

@@ -516,25 +516,11 @@ def build_cnet_parser() -> argparse.ArgumentParser:
 
 def cnet_config_from_args(args: argparse.Namespace) -> CNetTrainConfig:
     """Defaults <- ``--config`` file <- explicit flags <- ``--set`` overrides."""
-    from facerecon.train.cli import _apply_override
+    from facerecon.train.cli import TRAIN_FLAGS, config_dict_from_args
 
     cfg = load_cnet_config(args.config) if args.config else CNetTrainConfig()
-    d = cfg.to_dict()
-    flags = (
-        "data", "val_data", "out_dir", "face_model", "batch_size", "epochs", "max_steps", "lr",
-        "device", "amp", "seed", "num_workers", "rnet", "set_size", "strategy",
-    )  # fmt: skip
-    for name in flags:
-        value = getattr(args, name)
-        if value is not None:
-            d[name] = value
-    if args.resume is not None:
-        d["resume"] = None if args.resume.lower() == "none" else args.resume
-    if args.quiet:
-        d["progress"] = False
-    for item in args.overrides:
-        _apply_override(d, item)
-    return CNetTrainConfig.from_dict(d)
+    flags = (*(f for f in TRAIN_FLAGS if f != "backbone"), "rnet", "set_size", "strategy")
+    return CNetTrainConfig.from_dict(config_dict_from_args(args, cfg, flags))
 
 
 def main_train_cnet(argv: Sequence[str] | None = None) -> int:
