@@ -118,7 +118,7 @@ def run(quick: bool = False) -> list[dict]:
     row("parity (a) same chip, min cosine", float(min(cos_a)), "cos", f"{n} faces")
     row("parity (b) photo + our crop, min cosine", float(min(cos_b)), "cos", f"{n} faces")
     if dd:
-        row("pairwise distance |ours - dlib|, max", float(max(dd)), "L2", f"{len(dd)} pairs")
+        row("pairwise distance abs(ours - dlib), max", float(max(dd)), "L2", f"{len(dd)} pairs")
     return rows
 
 

@@ -52,6 +52,8 @@ def load(area: str):
 def fmt(value: float) -> str:
     if value != value:  # NaN
         return "n/a"
+    if 0.99 <= abs(value) < 1.0:  # cosines and fractions near 1: keep the digits that matter
+        return f"{value:.5f}"
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
