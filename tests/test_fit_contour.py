@@ -47,3 +47,38 @@ def test_contour_landmarks_follow_the_silhouette():
     assert to_silhouette(moved[near]).mean() <= to_silhouette(fixed[near]).mean() + 1.0
     # Non-jaw landmarks are untouched.
     assert np.allclose(fixed[17:], moved[17:])
+
+
+def test_hybrid_stages_use_contour_landmarks():
+    """Every stage scores the silhouette landmarks when ``contour_landmarks`` is on (the hybrid
+    stages once used the fixed jaw vertices): with learning rates 0 the parameters stay at the
+    start and the logged landmark term must equal the contour landmarks' loss."""
+    import dataclasses
+
+    from facerecon.fit import FitConfig, FitTarget, StageConfig, fit
+    from facerecon.losses import landmark_loss
+
+    model = load_face_model("bfm-lite")
+    camera = CameraConfig()
+    layout = model.layout
+    init = torch.zeros(1, layout.size)
+    parts = layout.split(init)
+    parts["angles"] = torch.tensor([[0.0, 0.7, 0.0]])
+    init = layout.join(parts)
+    zeros = [torch.zeros(1, k) for k in (layout.n_id, layout.n_exp, layout.n_tex)]
+    vertices, _ = model(*zeros)
+    contour = fitted_landmarks(model, vertices, parts["angles"], parts["trans"], camera, True)
+    fixed = fitted_landmarks(model, vertices, parts["angles"], parts["trans"], camera, False)
+    target_lm = contour + 3.0
+    image = torch.full((1, 3, 224, 224), 0.5)
+    lrs = {f.name: 0.0 for f in dataclasses.fields(FitConfig) if f.name.startswith("lr_")}
+    cfg = FitConfig(
+        landmark_iters=0,
+        coarse=StageConfig(iters=1, size=56, photometric=False),
+        fine=StageConfig(iters=0),
+        **{k: v for k, v in lrs.items() if k != "lr_decay"},
+    )
+    res = fit(model, FitTarget(image, target_lm, torch.ones(1, 1, 224, 224)), cfg, init=init)
+    logged = res.history[-1]["landmark"] / cfg.loss.w_landmark
+    assert abs(logged - float(landmark_loss(contour, target_lm))) < 1e-4 * logged
+    assert abs(logged - float(landmark_loss(fixed, target_lm))) > 0.05 * logged

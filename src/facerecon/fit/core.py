@@ -324,7 +324,9 @@ def fit_hybrid(
     for step in range(stage.iters):
         _cosine_lr(opt, base, step, stage.iters, cfg.lr_decay)
         opt.zero_grad(set_to_none=True)
-        terms = hybrid_terms(model, params, target, camera, stage, cfg, facerec, target_embedding)
+        terms = hybrid_terms(
+            model, params, target, camera, stage, cfg, facerec, target_embedding, table
+        )
         total, parts = hybrid_loss(terms, cfg.loss)
         total.backward()
         opt.step()
