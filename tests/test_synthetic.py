@@ -240,3 +240,35 @@ def test_wide_pose_ranges_and_framing(bfm):
         for s in SyntheticFaces(bfm, _cfg(pose="frontal")).stream(6)
     ]
     assert np.abs(fr).max() <= 30
+
+
+def test_prepared_layout_for_training(bfm, tmp_path):
+    """Synthetic faces written as a prepare folder: aligned crops whose landmarks are the
+    sample's GT landmarks mapped through the stored crop transform; resumable; one person per
+    identity, readable by the training dataset."""
+    from facerecon.data.datasets import PreparedFaceDataset
+    from facerecon.data.prepared import read_item
+    from facerecon.data.synthetic_prepared import item_path, write_prepared, write_prepared_card
+
+    gen = SyntheticFaces(bfm, _cfg(clean=False), seed=4)
+    out = tmp_path / "prep"
+    assert write_prepared(out, gen, [3, 7], 2) == (4, 0)
+    assert write_prepared(out, gen, [3, 7, 8], 2) == (2, 4)  # resumes: only identity 8 is new
+    card = json.loads(write_prepared_card(out, gen, 9, 2, "cmd").read_text())
+    assert card["seed"] == 4 and card["model"] == "bfm-lite" and card["command"] == "cmd"
+    ds = PreparedFaceDataset(out)
+    assert len(ds) == 6 and sorted(set(ds.persons)) == ["id_00003", "id_00007", "id_00008"]
+    item = read_item(item_path(out, 7, 1))
+    assert item["image"].shape == (224, 224, 3) and item["attention"].shape == (224, 224)
+    sample = gen.sample(7, 1)
+    _, _, scale, tx, ty = item["crop"]
+    np.testing.assert_allclose(sample.landmarks2d * scale + [tx, ty], item["lm68"], atol=1e-3)
+    # the face fills the crop as the paper's alignment does: eyes ~ 60 px apart, inside
+    lm = item["lm68"]
+    assert (lm > 0).all() and (lm < 224).all()
+    assert 40 < np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)) < 110
+    # the stored attention is the shipped skin classifier's on the crop (fp16)
+    from facerecon.skin import skin_attention, skin_probability
+
+    want = skin_attention(skin_probability(item["image"]))
+    np.testing.assert_allclose(item["attention"].astype(np.float32), want, atol=1e-3)
