@@ -297,10 +297,15 @@ def hybrid_terms(
 
 
 def _front_pixels(model: MorphableModel, face_idx: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W)`` float: pixel shows a triangle of the model's front-face region."""
-    front_tri = model.front_mask[model.triangles].all(dim=1)
+    """``(B, H, W)`` float: the visible triangle at the pixel is one of ``front_triangles``.
+
+    The TensorFlow release's crop mask: its front triangles index the full vertex array after
+    gathering the front subset (the PyTorch port applies subset indices to the full array,
+    which selects the wrong triangles). Here ``model.front_face_mask`` marks those triangles
+    in the full mesh once, and a pixel counts when the z-buffer's nearest triangle is one.
+    """
     covered = face_idx >= 0
-    return (covered & front_tri[face_idx.clamp(min=0)]).to(model.mean_shape.dtype)
+    return (covered & model.front_face_mask[face_idx.clamp(min=0)]).to(model.mean_shape.dtype)
 
 
 def fit_hybrid(

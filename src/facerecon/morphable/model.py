@@ -40,6 +40,21 @@ def _as_tensor(x: Any, dtype: torch.dtype) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(x)).to(dtype)
 
 
+def triangle_membership(triangles: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:
+    """``(F,)`` bool: row f of ``triangles (F, 3)`` has the vertex set of a row of
+    ``subset (F2, 3)`` (winding ignored). Rows of ``subset`` missing from ``triangles`` are
+    ignored."""
+    if subset.numel() == 0:
+        return torch.zeros(triangles.shape[0], dtype=torch.bool, device=triangles.device)
+    n = int(max(triangles.max(), subset.max())) + 1
+
+    def key(t: torch.Tensor) -> torch.Tensor:
+        s = t.sort(dim=1).values
+        return (s[:, 0] * n + s[:, 1]) * n + s[:, 2]
+
+    return torch.isin(key(triangles), key(subset.to(triangles.device)))
+
+
 class MorphableModel(torch.nn.Module):
     """Linear 3D face model (shape, expression, albedo) with mesh topology and vertex regions.
 
@@ -52,6 +67,10 @@ class MorphableModel(torch.nn.Module):
         landmarks68 ``(68,)`` int64 vertex indices in iBUG order
         vertex_labels ``(N,)`` int64 :class:`facerecon.labels.Region` values
         skin_mask ``(N,)`` bool (albedo flatness region); front_mask ``(N,)`` bool
+        front_face_mask ``(F,)`` bool (derived, not saved): rows of ``triangles`` that are
+        ``front_triangles`` (same vertex set, any winding); the photometric loss counts the
+        pixels these triangles show (the TensorFlow release's front region, see
+        ``facerecon.fit.core``)
 
     All bases are scaled by their standard deviations, so coefficients are ~N(0, 1).
     """
@@ -96,6 +115,10 @@ class MorphableModel(torch.nn.Module):
         self.register_buffer("skin_mask", _as_tensor(skin_mask, torch.bool))
         self.register_buffer("front_mask", fmask)
         self._check()
+        # derived, not saved: which rows of ``triangles`` belong to ``front_triangles``
+        self.register_buffer(
+            "front_face_mask", triangle_membership(tri, self.front_triangles), persistent=False
+        )
 
     # ------------------------------------------------------------------ checks
     def _check(self) -> None:
