@@ -275,8 +275,12 @@ def test_evaluate_dirs(face, tmp_path, capsys):
     assert json.loads(out.read_text())["n_ok"] == 2
     assert "mean ± std" in out.with_suffix(".md").read_text()
 
-    assert main_evaluate(["--pred", str(pred), "--gt", str(gt), "--out", str(out)]) == 1
-    assert "| a | ok |" in capsys.readouterr().out
+    argv = ["--pred", str(pred), "--gt", str(gt), "--out", str(out)]
+    assert main_evaluate(argv) == 2  # results.json exists: never replaced silently
+    assert capsys.readouterr().err.startswith(f"error: {out} exists")
+    assert main_evaluate([*argv, "--overwrite"]) == 1
+    captured = capsys.readouterr()
+    assert "| a | ok |" in captured.out and "failed: e: " in captured.err
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(EvaluationError, match="no prediction/ground-truth pairs"):
@@ -290,3 +294,72 @@ def test_point_cloud_ground_truth(face):
     res = evaluate_mesh(v + 0.2, t, v, None, gt_landmarks68=lm, align=False)
     ref = evaluate_mesh(v + 0.2, t, v, t, gt_landmarks68=lm, align=False)
     assert res.rmse_plane == pytest.approx(ref.rmse_plane, abs=1e-12) and res.rmse_plane > 0.05
+
+
+def _bump_pair(tmp_path, height_mm: float = 4.0):
+    """A flat 80 x 80 mm grid (prediction) and the same grid with a Gaussian bump of
+    ``height_mm`` at (15, 0) mm (GT, so the bump top is its nose tip); both as npz meshes.
+    Returns (pred dir, gt dir, GT vertices (G, 3), GT triangles (H, 3))."""
+    xs = np.linspace(-40.0, 40.0, 41)
+    gx, gy = np.meshgrid(xs, xs)
+    flat = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1)
+    i = np.arange(40)[:, None] * 41 + np.arange(40)[None, :]
+    quads = np.stack([i, i + 1, i + 42, i + 41], axis=-1).reshape(-1, 4)
+    tri = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    bumped = flat.copy()
+    bumped[:, 2] = height_mm * np.exp(-((flat[:, 0] - 15.0) ** 2 + flat[:, 1] ** 2) / 128.0)
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir(), gt.mkdir()
+    np.savez(pred / "bump.npz", vertices=flat, triangles=tri)
+    np.savez(gt / "bump.npz", vertices=bumped, triangles=tri)
+    return pred, gt, bumped, tri
+
+
+def test_error_map_colours_the_gt_mesh_by_its_error(tmp_path, capsys):
+    """The written PLY is the GT mesh; against a flat prediction the point-to-plane error of
+    each GT vertex is its bump height, so colours follow error_colors(height) on 0..5 mm."""
+    from facerecon.io import read_ply
+
+    pred, gt, bumped, tri = _bump_pair(tmp_path)
+    out = tmp_path / "res" / "results.json"
+    assert main_evaluate(["--pred", str(pred), "--gt", str(gt), "--out", str(out),
+                          "--no-align"]) == 0  # fmt: skip
+    (item,) = json.loads(out.read_text())["items"]
+    path = tmp_path / "res" / "results_error_maps" / "bump.ply"
+    assert item["error_map"] == str(path)
+    mesh = read_ply(path)
+    assert mesh.vertices.shape == bumped.shape and len(mesh.triangles) == len(tri)
+    np.testing.assert_allclose(mesh.vertices, bumped, atol=1e-4)
+    height = bumped[:, 2]
+    np.testing.assert_allclose(mesh.colors, error_colors(height, 5.0), atol=1.01 / 255)
+    top, far = np.argmax(height), np.argmin(np.abs(height) + (bumped[:, 0] > -30))
+    assert mesh.colors[top, 0] > 0.99 and mesh.colors[top, 2] < 0.01  # 4 mm: red end
+    assert mesh.colors[far, 2] > 0.99 and mesh.colors[far, 0] < 0.01  # ~0 mm: blue
+    hotness = mesh.colors[:, 0] - mesh.colors[:, 2]  # red minus blue: rises with the error
+    assert np.all(np.diff(hotness[np.argsort(height)]) >= -1.01 / 255)
+    assert hotness[height > 2.5].min() > hotness[height < 0.5].max()
+    assert "results_error_maps" in capsys.readouterr().out
+
+
+def test_error_maps_flag_scale_and_overwrite(tmp_path, capsys):
+    pred, gt, bumped, _ = _bump_pair(tmp_path)
+    out = tmp_path / "r.json"
+    base = ["--pred", str(pred), "--gt", str(gt), "--out", str(out), "--no-align"]
+    assert main_evaluate([*base, "--no-error-maps"]) == 0
+    assert not (tmp_path / "r_error_maps").exists()
+    capsys.readouterr()
+    # a rerun into the same results refuses before any work, in one line
+    assert main_evaluate(base) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {out} exists") and "--overwrite" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "r_error_maps").exists()
+    assert main_evaluate([*base, "--overwrite", "--error-scale-mm", "2"]) == 0
+    from facerecon.io import read_ply
+
+    colors = read_ply(tmp_path / "r_error_maps" / "bump.ply").colors
+    np.testing.assert_allclose(colors, error_colors(bumped[:, 2], 2.0), atol=1.01 / 255)
+    assert json.loads(out.read_text())["protocol"]["error_map_scale_mm"] == [0.0, 2.0]
+    capsys.readouterr()
+    out.unlink(), out.with_suffix(".md").unlink()
+    assert main_evaluate(base) == 2  # the error map alone is an output too
+    assert "bump.ply exists" in capsys.readouterr().err

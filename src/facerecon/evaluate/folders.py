@@ -5,6 +5,12 @@ Files pair by stem (``NAME``). A mesh is ``NAME.npz`` with ``vertices (N, 3)`` m
 vertex indices, ``nose_index``), else ``NAME.obj``, else ``NAME.ply`` (ASCII or binary).
 A ``NAME.npz`` without ``vertices`` (facerecon's coefficient file) is skipped as a mesh, but
 its ``landmarks3d`` still applies to ``NAME.obj``/``NAME.ply``.
+
+Outputs, next to each other: ``results.json``, ``results.md`` (the table) and, per evaluated
+item, an error map ``results_error_maps/NAME.ply``: the ground-truth mesh (mm) with
+per-vertex colours of its point-to-plane error on a fixed scale, 0 mm blue, 1.25 cyan,
+2.5 green, 3.75 yellow, 5 mm and above red (``--error-scale-mm``); vertices outside the
+95 mm crop are grey. Existing outputs are never replaced without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from facerecon.errors import FaceReconError, OutputExistsError
 from facerecon.evaluate.errors import EvaluationError
-from facerecon.evaluate.metrics import REGIONS, evaluate_mesh
+from facerecon.evaluate.metrics import REGIONS, EvalResult, evaluate_mesh
 
 MESH_SUFFIXES = (".npz", ".obj", ".ply")
 TABLE_METRICS = ("rmse_plane", "mean_plane", "rmse_surface", "rmse_point", "mean_point")
@@ -221,21 +228,58 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def error_map_dir(out_json: Path) -> Path:
+    """Folder of the per-item error maps: ``results.json`` -> ``results_error_maps/``."""
+    return out_json.with_name(f"{out_json.stem}_error_maps")
+
+
+def planned_outputs(out_json: Path, names: list[str], error_maps: bool) -> list[Path]:
+    """Every file :func:`evaluate_dirs` may write for ``names``: JSON, table, error maps."""
+    paths = [out_json, out_json.with_suffix(".md")]
+    if error_maps:
+        paths += [error_map_dir(out_json) / f"{name}.ply" for name in names]
+    return paths
+
+
+def write_error_map(
+    path: Path, gt: MeshFile, result: EvalResult, scale_mm: float, overwrite: bool
+) -> Path:
+    """The GT mesh ``(G, 3)`` mm as a binary PLY coloured by ``result``'s per-vertex
+    point-to-plane error (0 blue .. ``scale_mm`` red, grey outside the crop)."""
+    from facerecon.io.mesh import write_ply
+
+    colors = result.gt_vertex_colors(len(gt.vertices), vmax_mm=scale_mm)
+    return write_ply(path, gt.vertices, gt.triangles, colors=colors, overwrite=overwrite)
+
+
 def evaluate_dirs(
-    pred_dir, gt_dir, out_json=None, crop_mm: float = 95.0, align: bool = True
+    pred_dir,
+    gt_dir,
+    out_json=None,
+    crop_mm: float = 95.0,
+    align: bool = True,
+    *,
+    error_maps: bool = True,
+    error_scale_mm: float = 5.0,
+    overwrite: bool = False,
 ) -> dict:
     """Evaluate every prediction in ``pred_dir`` against the same-stem GT in ``gt_dir``.
 
     Returns (and writes to ``out_json``, with the table in ``out_json`` + ``.md`` suffix
     replaced) ``{"protocol", "items", "summary", "n_ok", "n_failed", "markdown"}``. Items:
-    ``status`` "ok" (with ``metrics``), "failed" (with ``error``), "missing_gt" or
-    "missing_prediction". Raises :class:`EvaluationError` when a folder is missing or no
-    stem has both a prediction and a GT file.
+    ``status`` "ok" (with ``metrics`` and, when ``out_json`` and ``error_maps``, the
+    ``error_map`` PLY path, see the module docstring), "failed" (with ``error``),
+    "missing_gt" or "missing_prediction". Raises :class:`EvaluationError` when a folder is
+    missing or no stem has both a prediction and a GT file, and
+    :class:`~facerecon.errors.OutputExistsError` before any work when an output exists and
+    ``overwrite`` is off.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for label, d in (("prediction", pred_dir), ("ground-truth", gt_dir)):
         if not d.is_dir():
             raise EvaluationError(f"{label} folder not found: {d}")
+    if not error_scale_mm > 0:
+        raise EvaluationError(f"the error colour scale must be > 0 mm, got {error_scale_mm}")
     pred, gt = mesh_stems(pred_dir), mesh_stems(gt_dir)
     common = sorted(set(pred) & set(gt))
     if not common:
@@ -243,6 +287,12 @@ def evaluate_dirs(
             f"no prediction/ground-truth pairs: {len(pred)} meshes in {pred_dir}, "
             f"{len(gt)} in {gt_dir}, no common names"
         )
+    out_json = Path(out_json) if out_json is not None else None
+    maps = error_maps and out_json is not None
+    if out_json is not None and not overwrite:
+        existing = [p for p in planned_outputs(out_json, common, maps) if p.exists()]
+        if existing:
+            raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
     items: list[dict] = []
     for name in sorted(set(pred) | set(gt)):
         if name not in gt:
@@ -276,23 +326,33 @@ def evaluate_dirs(
                 crop_mm=crop_mm,
                 align=align,
             )
-            items.append(
-                {
-                    "name": name,
-                    "status": "ok",
-                    "pred": str(p.path),
-                    "gt": str(g.path),
-                    "metrics": res.to_dict(),
-                }
-            )
         except Exception as exc:  # one bad pair must not stop the batch
             items.append({"name": name, "status": "failed", "error": _one_line(exc)})
+            continue
+        item = {
+            "name": name,
+            "status": "ok",
+            "pred": str(p.path),
+            "gt": str(g.path),
+            "metrics": res.to_dict(),
+        }
+        if maps:
+            path = error_map_dir(out_json) / f"{name}.ply"
+            try:
+                item["error_map"] = str(
+                    write_error_map(path, g, res, error_scale_mm, overwrite=overwrite)
+                )
+            except Exception as exc:  # the metrics stand; the item reports the missing map
+                item["status"] = "failed"
+                item["error"] = f"error map not written: {_one_line(exc)}"
+        items.append(item)
     result = {
         "protocol": {
             "crop_mm": crop_mm,
             "align": align,
             "units": "mm",
             "direction": "ground truth -> prediction",
+            "error_map_scale_mm": [0.0, error_scale_mm] if maps else None,
         },
         "items": items,
         "summary": summarize(items),
@@ -301,7 +361,6 @@ def evaluate_dirs(
     }
     result["markdown"] = markdown_table(result)
     if out_json is not None:
-        out_json = Path(out_json)
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(result, indent=2))
         out_json.with_suffix(".md").write_text(result["markdown"])
@@ -319,6 +378,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON output")
     p.add_argument("--crop-mm", type=float, default=95.0, help="GT crop radius around the nose")
     p.add_argument("--no-align", dest="align", action="store_false", help="skip ICP alignment")
+    p.add_argument(
+        "--no-error-maps",
+        dest="error_maps",
+        action="store_false",
+        help="do not write the per-item error-coloured GT meshes (RESULTS_error_maps/NAME.ply)",
+    )
+    p.add_argument(
+        "--error-scale-mm",
+        type=float,
+        default=5.0,
+        help="error colour scale: 0 mm blue .. this many mm (and above) red (default 5)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p
 
 
@@ -329,10 +401,25 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        result = evaluate_dirs(args.pred, args.gt, args.out, args.crop_mm, args.align)
-    except EvaluationError as exc:
+        result = evaluate_dirs(
+            args.pred,
+            args.gt,
+            args.out,
+            args.crop_mm,
+            args.align,
+            error_maps=args.error_maps,
+            error_scale_mm=args.error_scale_mm,
+            overwrite=args.overwrite,
+        )
+    except FaceReconError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result["markdown"], end="")
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    for it in result["items"]:
+        if it["status"] != "ok":
+            print(f"failed: {it['name']}: {it['error']}", file=sys.stderr)
+    wrote = f"wrote {args.out} and {args.out.with_suffix('.md')}"
+    if args.error_maps:
+        wrote += f"; error maps (0..{args.error_scale_mm:g} mm) in {error_map_dir(args.out)}"
+    print(wrote)
     return 0 if result["n_failed"] == 0 else 1
