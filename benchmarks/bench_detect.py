@@ -32,17 +32,20 @@ def _photos() -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     return out
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False, only: tuple[str, ...] | None = None) -> list[dict]:
+    """Rows for each backend (``only``: a subset of dlib-hog, dlib-mmod, mediapipe)."""
     rows: list[dict] = []
     photos = _photos()
     backends = [("dlib-hog", DetectorConfig(backend="dlib", detector="hog"))]
     if not quick:
         backends.append(("dlib-mmod", DetectorConfig(backend="dlib", detector="mmod")))
     backends.append(("mediapipe", DetectorConfig(backend="mediapipe")))
+    if only is not None:
+        backends = [b for b in backends if b[0] in only]
     repeats = 3 if quick else 5
     for name, cfg in backends:
         det = Detector(cfg)
-        times, errs = [], []
+        times, errs, stems = [], [], []
         for stem, im, gt in photos:
             det.detect(im, all_faces=True)  # warm-up (loads models)
             ts = []
@@ -61,6 +64,7 @@ def run(quick: bool = False) -> list[dict]:
                 f = min(faces, key=lambda f: np.linalg.norm(f.landmarks68.mean(0) - gt.mean(0)))
                 e = np.linalg.norm(f.landmarks68 - gt, axis=1) / np.linalg.norm(gt[36] - gt[45])
                 errs.append(float(e.mean()))
+                stems.append(stem)
         det.close()
         rows.append(
             dict(
@@ -72,18 +76,22 @@ def run(quick: bool = False) -> list[dict]:
             )
         )
         if errs:
+            per = ", ".join(f"{s} {100 * e:.1f}" for s, e in zip(stems, errs, strict=True))
+            how = " (MMOD boxes re-centred on the inner landmarks)" if name == "dlib-mmod" else ""
             rows.append(
                 dict(
                     section="detect",
                     name=f"{name} landmark NME",
                     value=100 * float(np.mean(errs)),
                     unit="%",
-                    notes="mean error / outer-eye-corner distance vs 300-W .pts",
+                    notes=f"mean error / outer-eye-corner distance vs 300-W .pts; {per}{how}",
                 )
             )
     return rows
 
 
 if __name__ == "__main__":
-    for r in run(quick=False):
+    import sys
+
+    for r in run(quick=False, only=tuple(sys.argv[1:]) or None):
         print(f"{r['name']:<32} {r['value']:9.2f} {r['unit']:<3} {r['notes']}")

@@ -5,7 +5,13 @@ Backends:
 * ``"dlib"`` (default): dlib's HOG frontal detector (``detector="hog"``, default) or its MMOD CNN
   detector (``detector="mmod"``, ``mmod_human_face_detector.dat``), then
   ``shape_predictor_68_face_landmarks.dat``. Model files come from the ``face_recognition_models``
-  package unless ``model_dir`` says otherwise.
+  package unless ``model_dir`` says otherwise. The shape predictor was trained on HOG boxes, whose
+  centre is the centroid of the inner landmarks (brows, eyes, nose, mouth: measured within 0.07
+  box widths, mean offset < 0.01, on the 8 HOG faces of the 300-W samples and astronaut.jpg).
+  MMOD boxes are centred on the head instead, which for a turned face lies well off the inner
+  features (breakingbad.jpg's 3/4 face: 0.19 widths), and the predictor then fails (NME 27%).
+  So MMOD boxes are first re-centred on the predicted inner landmarks until the box stops moving
+  (:func:`mmod_landmarks`); see ``DetectorConfig.mmod_passes``.
 * ``"mediapipe"``: MediaPipe Face Mesh (478 points with depth); ``Face.landmarks3d`` holds them in
   pixels and ``Face.landmarks68`` is derived through the committed 478 -> 68 table
   (:mod:`facerecon.detect.mp68`).
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,9 @@ __all__ = [
     "detect",
     "detect_one",
     "get_detector",
+    "inner_centre",
+    "mmod_landmarks",
+    "recentre_box",
 ]
 
 
@@ -92,6 +102,9 @@ class DetectorConfig:
         upsample_below: see ``upsample``.
         min_score: faces scoring below this are dropped (dlib HOG uses 0.0 as its threshold).
         max_faces: mediapipe's ``max_num_faces``.
+        mmod_passes: at most this many shape-predictor passes on an MMOD box, each re-centring
+            the box on the previous pass's inner landmarks (1 = the raw MMOD box, as dlib's
+            examples do). See :func:`mmod_landmarks`.
     """
 
     backend: str = "dlib"
@@ -102,6 +115,7 @@ class DetectorConfig:
     upsample_below: int = 2048
     min_score: float = 0.0
     max_faces: int = 8
+    mmod_passes: int = 5
 
 
 def default_model_dir() -> Path:
@@ -165,6 +179,52 @@ def _nms(boxes: list[np.ndarray], scores: list[float], thresh: float = 0.3) -> l
         if all(_iou(boxes[i], boxes[j]) <= thresh for j in keep):
             keep.append(int(i))
     return keep
+
+
+def inner_centre(landmarks68: np.ndarray) -> np.ndarray:
+    """Centroid ``(2,)`` of the inner iBUG landmarks (17..67: brows, nose, eyes, mouth)."""
+    return np.asarray(landmarks68, dtype=np.float64)[17:].mean(axis=0)
+
+
+def recentre_box(box: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Box ``(4,)`` x0, y0, x1, y1 moved (same size) so its centre is ``centre`` ``(2,)``."""
+    box = np.asarray(box, dtype=np.float64)
+    half = 0.5 * (box[2:] - box[:2])
+    return np.concatenate([centre - half, centre + half])
+
+
+#: Re-centring stops once the box centre moves less than this fraction of the box width.
+MMOD_TOL = 0.02
+
+
+def mmod_landmarks(
+    predict: Callable[[np.ndarray], np.ndarray],
+    box: np.ndarray,
+    max_passes: int = 5,
+    tol: float = MMOD_TOL,
+) -> tuple[np.ndarray, np.ndarray]:
+    """68 landmarks for an MMOD box, with the box made HOG-like first.
+
+    Runs ``predict`` (box -> ``(68, 2)``) on ``box``, re-centres the box on the result's
+    :func:`inner_centre` and repeats until the centre moves less than ``tol`` box widths or
+    ``max_passes`` predictions were made (``max_passes=1`` is plain ``predict(box)``). The box
+    keeps the detector's size: MMOD and HOG boxes of the same face differ by 0.9-1.1x in width.
+    Measured NME (raw box -> re-centred) on the 300-W samples: einstein 9.9% -> 5.5%,
+    breakingbad 27.3% -> 5.6%, takeo 3.7% -> 3.7%.
+
+    Returns:
+        ``(landmarks68 (68, 2), box (4,))``, the box the landmarks were predicted in.
+    """
+    box = np.asarray(box, dtype=np.float64)
+    lm = predict(box)
+    for _ in range(max_passes - 1):
+        centre = inner_centre(lm)
+        moved = np.linalg.norm(centre - 0.5 * (box[:2] + box[2:])) / (box[2] - box[0])
+        if moved < tol:
+            break
+        box = recentre_box(box, centre)
+        lm = predict(box)
+    return lm, box
 
 
 def _rank(box: np.ndarray, score: float) -> float:
@@ -257,13 +317,27 @@ class Detector:
         shape = sp(image, dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
 
+    def face_landmarks(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """68 landmarks ``(68, 2)`` for a box of the configured detector.
+
+        HOG boxes go straight to the shape predictor; MMOD boxes through :func:`mmod_landmarks`
+        (``config.mmod_passes``). ``Face.box`` stays the detector's box either way.
+        """
+        if self.config.detector == "hog":
+            return self.dlib_landmarks(image, box)
+
+        def predict(b: np.ndarray) -> np.ndarray:
+            return self.dlib_landmarks(image, b)
+
+        return mmod_landmarks(predict, box, max_passes=self.config.mmod_passes)[0]
+
     def _detect_dlib(self, image: np.ndarray, all_faces: bool) -> list[Face]:
         boxes, scores = self.dlib_boxes(image)
         order = sorted(range(len(boxes)), key=lambda i: -_rank(boxes[i], scores[i]))
         if not all_faces:
             order = order[:1]
         faces = [
-            Face(box=boxes[i], landmarks68=self.dlib_landmarks(image, boxes[i]), score=scores[i])
+            Face(box=boxes[i], landmarks68=self.face_landmarks(image, boxes[i]), score=scores[i])
             for i in order
         ]
         return _sort_largest_first(faces)
