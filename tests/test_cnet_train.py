@@ -46,7 +46,7 @@ def model():
 def _frozen_rnet(layout, calib: torch.Tensor) -> RNet:
     """Tiny MobileNetV2 R-Net with random weights, BatchNorm statistics of ``calib``, frozen."""
     torch.manual_seed(0)
-    net = RNet(layout, backbone="mobilenet_v2", width_mult=0.25)
+    net = RNet(layout, backbone="mobilenet_v2", width_mult=0.25, input_size=SIZE)
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None  # cumulative average over the calibration batch
@@ -154,7 +154,7 @@ def test_set_objective_lowers_confidence_of_occluded_images(model):
 @pytest.fixture(scope="module")
 def rnet_file(tmp_path_factory, model):
     torch.manual_seed(0)
-    net = RNet(model.layout, backbone="mobilenet_v2", width_mult=0.25)
+    net = RNet(model.layout, backbone="mobilenet_v2", width_mult=0.25, input_size=64)
     with torch.no_grad():  # a zero head predicts one face for all images: no signal at all
         net.head.weight.normal_(0, 1e-3)
     return save_rnet(net, tmp_path_factory.mktemp("rnet") / "rnet.pt")

@@ -216,3 +216,25 @@ def test_normalize_is_imagenet():
     np.testing.assert_allclose(
         y[0, :, 0, 0].numpy(), (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), rtol=1e-6
     )
+
+
+def test_input_size_resizes_inside_and_travels_with_the_weights(tmp_path):
+    """A net trained at a reduced input size runs on 224 crops as it did in training (the
+    resize is part of the net), and the size is stored in its file."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    net = RNet(LITE, "mobilenet_v2", width_mult=0.25, input_size=96).eval()
+    with torch.no_grad():
+        net.head.weight.normal_(0, 1e-2)
+    crop = torch.rand(2, 3, 224, 224)
+    small = F.interpolate(crop, size=(96, 96), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        direct, resized = net(crop), net(small)
+        feats = net.features(crop)
+    torch.testing.assert_close(direct, resized)
+    assert feats["shallow"].shape[-1] == 12  # stride 8 of 96, not of 224
+    back = load_rnet(export_weights(net, tmp_path / "w.pt"))
+    assert back.config.input_size == 96
+    with torch.no_grad():
+        torch.testing.assert_close(back(crop), direct, atol=2e-3, rtol=2e-2)

@@ -59,6 +59,8 @@ class RNetConfig:
         n_id, n_exp, n_tex: basis sizes of the face model (the coefficient layout).
         backbone: ``"resnet50"`` (paper) or ``"mobilenet_v2"``.
         width_mult: backbone channel multiplier (1.0 for the real nets; smaller for tests).
+        input_size: side the net sees; crops of another size are resized (bilinear,
+            antialiased) inside :meth:`RNet.forward` / :meth:`RNet.features` (224 = paper).
     """
 
     n_id: int = 80
@@ -66,6 +68,7 @@ class RNetConfig:
     n_tex: int = 80
     backbone: str = "resnet50"
     width_mult: float = 1.0
+    input_size: int = 224
 
     @property
     def layout(self) -> CoeffLayout:
@@ -89,8 +92,9 @@ class RNet(nn.Module):
             (``mobilenet_v2`` at width 1.0 only; no ResNet-50 weights ship offline: load a
             torchvision file yourself with :func:`facerecon.nets.backbones.load_backbone_state`
             on ``net.backbone``).
+        input_size: side the backbone runs at (the aligned 224 crop is resized to it).
 
-    Shapes: ``image (B, 3, H, W)`` RGB in 0..1 (H = W = 224 normally; any size >= 32 works) ->
+    Shapes: ``image (B, 3, H, W)`` RGB in 0..1, the aligned crop (H = W = 224 normally) ->
     ``coeffs (B, layout.size)``.
     """
 
@@ -100,6 +104,7 @@ class RNet(nn.Module):
         backbone: str = "resnet50",
         width_mult: float = 1.0,
         pretrained: bool = False,
+        input_size: int = 224,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
@@ -108,7 +113,9 @@ class RNet(nn.Module):
             raise ModelFileError(
                 "offline ImageNet weights exist for mobilenet_v2 at width 1.0 only"
             )
-        self.config = RNetConfig(layout.n_id, layout.n_exp, layout.n_tex, backbone, width_mult)
+        self.config = RNetConfig(
+            layout.n_id, layout.n_exp, layout.n_tex, backbone, width_mult, int(input_size)
+        )
         self.layout = layout
         self.backbone: ResNet | MobileNetV2
         if backbone == "resnet50":
@@ -125,7 +132,7 @@ class RNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: RNetConfig) -> RNet:
-        return cls(config.layout, config.backbone, config.width_mult)
+        return cls(config.layout, config.backbone, config.width_mult, input_size=config.input_size)
 
     @property
     def pooled_channels(self) -> int:
@@ -133,7 +140,10 @@ class RNet(nn.Module):
         return self.backbone.out_channels
 
     def normalize(self, image: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` 0..1 RGB -> ImageNet-standardised input."""
+        """``(B, 3, H, W)`` 0..1 RGB -> ImageNet-standardised input at ``input_size``."""
+        size = self.config.input_size
+        if image.shape[-2:] != (size, size):
+            image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
         return (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
 
     def features(self, image: Tensor) -> dict[str, Tensor]:
@@ -163,7 +173,10 @@ class RNet(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"backbone={c.backbone!r}, width_mult={c.width_mult}, out={self.layout.size}"
+        return (
+            f"backbone={c.backbone!r}, width_mult={c.width_mult}, input_size={c.input_size}, "
+            f"out={self.layout.size}"
+        )
 
 
 def _unwrap(net: nn.Module) -> RNet:

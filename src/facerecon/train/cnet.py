@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
@@ -86,7 +85,8 @@ class CNetTrainConfig(TrainConfig):
     """A :class:`facerecon.train.TrainConfig` plus the set-stage fields.
 
     ``batch_size`` counts *sets* per process (each of ``set_size`` images). ``backbone``,
-    ``width_mult`` and ``pretrained`` are not used: the R-Net comes from ``rnet``.
+    ``width_mult``, ``pretrained`` and ``input_size`` are not used: the R-Net (with its input
+    size) comes from ``rnet``.
 
     Attributes:
         rnet: R-Net weights (``facerecon.nets.rnet.save_rnet`` file); required.
@@ -236,9 +236,6 @@ class _SetStep:
         s, m = batch["image"].shape[:2]
         flat = {k: v.flatten(0, 1) for k, v in batch.items() if k != "index"}
         image, lm68, att = _prepare_batch(flat, self.device)
-        x = image
-        if cfg.input_size != image.shape[-1]:
-            x = F.interpolate(image, size=(cfg.input_size,) * 2, mode="bilinear", antialias=True)
         ctx = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if self.autocast
@@ -246,7 +243,7 @@ class _SetStep:
         )
         with ctx:
             with torch.no_grad():
-                coeffs, feats = rnet_outputs(self.rnet, x)
+                coeffs, feats = rnet_outputs(self.rnet, image)  # at the R-Net's input_size
             conf = cnet(feats["shallow"], feats["pooled"])
         target_emb = None
         if self.facerec is not None:

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from facerecon.errors import FaceReconError
@@ -309,16 +308,13 @@ class _Step:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         image, lm68, att = _prepare_batch(batch, self.device)
-        x = image
-        if cfg.input_size != image.shape[-1]:
-            x = F.interpolate(image, size=(cfg.input_size,) * 2, mode="bilinear", antialias=True)
         ctx = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if self.autocast
             else contextlib.nullcontext()
         )
         with ctx:
-            coeffs = net(x)
+            coeffs = net(image)  # the net resizes to its input_size
         coeffs = coeffs.float()
         target_emb = None
         if self.facerec is not None:
@@ -393,7 +389,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, load_face_m
     train_ds, val_ds = build_datasets(cfg, model)
 
     torch.manual_seed(cfg.seed)
-    net = RNet(model.layout, cfg.backbone, cfg.width_mult, cfg.pretrained).to(device)
+    net = RNet(model.layout, cfg.backbone, cfg.width_mult, cfg.pretrained, cfg.input_size).to(
+        device
+    )
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     spe = steps_per_epoch(len(train_ds), cfg.batch_size, world)
     total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * spe
