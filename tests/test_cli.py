@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +214,178 @@ def test_set_with_cnet_shares_identity_and_reports_confidence(tmp_path, faces_68
     for item in summary["written"]:
         assert item["confidence"] == pytest.approx(0.5 * layout.n_id, rel=1e-3)
     assert "confidence" in (out / "report.html").read_text()
+
+
+def _marked_fit(monkeypatch):
+    """Make every fit call write ``<fit NAME>`` before and ``<fitted NAME>`` after it to
+    stderr, so a test can place the progress bar's states relative to the work."""
+    from facerecon import pipeline
+
+    real_fit = pipeline.Reconstructor.fit
+
+    def fit(self, faces, shared_identity):
+        sys.stderr.write(f"<fit {faces[0].name}>\n")
+        result = real_fit(self, faces, shared_identity)
+        sys.stderr.write(f"<fitted {faces[-1].name}>\n")
+        return result
+
+    monkeypatch.setattr(pipeline.Reconstructor, "fit", fit)
+
+
+def _first(text: str, token: str) -> int:
+    pos = text.find(token)
+    assert pos >= 0, (token, text[-3000:])
+    return pos
+
+
+@pytest.fixture(scope="module")
+def glob_run(tmp_path_factory, faces_68pt):
+    """``reconstruct "DIR/*.ppm"``, the glob quoted (so we expand it), progress bar on."""
+    inputs = tmp_path_factory.mktemp("glob_in")
+    shutil.copy(faces_68pt / "takeo.ppm", inputs / "a.ppm")
+    shutil.copy(faces_68pt / "takeo.ppm", inputs / "b.ppm")
+    shutil.copy(faces_68pt / "einstein.jpg", inputs / "c.jpg")  # not matched by the glob
+    out = tmp_path_factory.mktemp("glob_out")
+    err, std = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, redirect_stderr(err), redirect_stdout(std):
+        _marked_fit(mp)
+        code = main(["reconstruct", str(inputs / "*.ppm"), "--out", str(out), "--fast",
+                     "--no-report"])  # fmt: skip
+    return code, std.getvalue(), err.getvalue(), out
+
+
+def test_glob_argument_is_expanded_by_us(glob_run):
+    code, stdout, stderr, out = glob_run
+    assert code == 0, stderr[-3000:]
+    written = json.loads((out / "summary.json").read_text())["written"]
+    assert [w["name"] for w in written] == ["a", "b"]
+    assert [Path(w["source"]).name for w in written] == ["a.ppm", "b.ppm"]
+    assert not list(out.glob("c*")) and (out / "b.glb").stat().st_size > 0
+    assert "2 face(s) written" in stdout
+
+
+def test_progress_bar_advances_after_each_photo(glob_run):
+    """The bar reaches k/2 only once photo k is fitted (and written), 2/2 only at the end."""
+    _, _, stderr, _ = glob_run
+    assert _first(stderr, "0/2") < _first(stderr, "<fit a>")
+    assert _first(stderr, "<fitted a>") < _first(stderr, "1/2") < _first(stderr, "<fit b>")
+    assert _first(stderr, "2/2") > _first(stderr, "<fitted b>")
+    assert "[1/2]" in stderr and "1/1 face(s) written" in stderr
+
+
+def test_set_fit_shares_one_identity_and_shows_the_joint_fit(tmp_path, faces_68pt, monkeypatch,
+                                                             capsys):  # fmt: skip
+    """--set with the default fitting: one joint fit, identical id_coeff in every npz,
+    per-photo expression; the bar counts detections, then the joint fit as its own step."""
+    from facerecon.io import load_coefficients
+
+    _marked_fit(monkeypatch)
+    out = tmp_path / "out"
+    photos = [str(faces_68pt / "takeo.ppm"), str(faces_68pt / "einstein.jpg")]
+    assert main(["reconstruct", *photos, "--set", "--fast", "--no-report", "--out", str(out)]) == 0
+    stderr = capsys.readouterr().err
+    assert stderr.count("<fit ") == 1  # one joint fit, not one per photo
+    arrays = [load_coefficients(out / f"{n}.npz")[0] for n in ("takeo", "einstein")]
+    np.testing.assert_array_equal(arrays[0]["id_coeff"], arrays[1]["id_coeff"])
+    assert np.abs(arrays[0]["id_coeff"]).max() > 0
+    assert not np.allclose(arrays[0]["exp_coeff"], arrays[1]["exp_coeff"])
+    assert _first(stderr, "2/3") < _first(stderr, "<fit takeo>")
+    assert _first(stderr, "joint fit") < _first(stderr, "<fitted einstein>")
+    assert _first(stderr, "3/3") > _first(stderr, "<fitted einstein>")
+
+
+def test_batch_reports_fit_and_write_failures_and_goes_on(tmp_path, faces_68pt, monkeypatch,
+                                                          capsys):  # fmt: skip
+    """A fit that raises (c) and a writer that raises (a) fail only their input: one-line
+    reasons in summary.json, the report and stderr; a's half-written files are removed;
+    b is written; exit code 1."""
+    import facerecon.io
+    from facerecon import pipeline
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a.ppm", "b.ppm"):
+        shutil.copy(faces_68pt / "takeo.ppm", inputs / name)
+    shutil.copy(faces_68pt / "einstein.jpg", inputs / "c.jpg")
+    real_fit, real_png = pipeline.Reconstructor.fit, facerecon.io.save_png
+
+    def fit(self, faces, shared_identity):
+        if faces[0].name == "c":
+            raise RuntimeError("solver blew up\nsecond line")
+        return real_fit(self, faces, shared_identity)
+
+    def save_png(path, *args, **kwargs):
+        if Path(path).name.startswith("a_"):
+            raise OSError("disk full")
+        return real_png(path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.Reconstructor, "fit", fit)
+    monkeypatch.setattr(facerecon.io, "save_png", save_png)
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(inputs), "--out", str(out), "--fast", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [w["name"] for w in summary["written"]] == ["b"]
+    failed = {Path(src).name: msg for src, msg in summary["failed"]}
+    assert failed == {
+        "a.ppm": "a: writing outputs failed: OSError: disk full",
+        "c.jpg": "c: fitting failed: RuntimeError: solver blew up",
+    }
+    assert f"failed: {inputs / 'a.ppm'}: a: writing outputs failed: OSError: disk full" in err
+    assert f"failed: {inputs / 'c.jpg'}: c: fitting failed: RuntimeError: solver blew up" in err
+    assert sorted(p.name for p in out.iterdir() if p.name[0] in "ac") == []  # no half sets
+    assert (out / "b_overlay.png").stat().st_size > 0
+    report = (out / "report.html").read_text()
+    assert "disk full" in report and "solver blew up" in report
+
+
+class _NoWork:
+    def __init__(self, *args, **kwargs):
+        raise AssertionError("work started")
+
+
+@pytest.mark.parametrize(
+    ("photo", "existing", "extra"),
+    [
+        ("takeo.ppm", "summary.json", ["--no-report"]),
+        ("takeo.ppm", "report.html", []),
+        ("takeo.ppm", "viewer.js", []),
+        ("takeo.ppm", "takeo_texture.png", []),
+        ("breakingbad.jpg", "breakingbad_face1.glb", ["--all-faces"]),
+    ],
+)
+def test_every_output_is_checked_before_any_work(tmp_path, faces_68pt, monkeypatch, capsys,
+                                                 photo, existing, extra):  # fmt: skip
+    """An existing output (run files too, and --all-faces' NAME_faceK files, whose number is
+    known only after detection) is refused before the detector or the model loads."""
+    import facerecon.detect
+    from facerecon import pipeline
+
+    monkeypatch.setattr(pipeline, "Reconstructor", _NoWork)
+    monkeypatch.setattr(facerecon.detect, "Detector", _NoWork)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / existing).write_text("the user's file")
+    code = main(["reconstruct", str(faces_68pt / photo), "--out", str(out), "--quiet", *extra])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {out / existing} exists; pass --overwrite to replace it"
+    assert [p.name for p in out.iterdir()] == [existing]
+    assert (out / existing).read_text() == "the user's file"
+
+
+def test_files_a_run_does_not_replace_are_no_conflict(tmp_path, faces_68pt, monkeypatch):
+    """report.html with --no-report, our own viewer.js, another photo's outputs: the run goes
+    past the checks (and reaches the work, stubbed here)."""
+    from facerecon import pipeline
+    from facerecon.io.report import viewer_asset_path
+
+    monkeypatch.setattr(pipeline, "Reconstructor", _NoWork)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.html").write_text("old report")
+    (out / "viewer.js").write_bytes(viewer_asset_path().read_bytes())
+    (out / "einstein.glb").write_text("another photo")
+    (out / "takeo_face0.glb").write_text("only with --all-faces")
+    with pytest.raises(AssertionError, match="work started"):
+        main(["reconstruct", str(faces_68pt / "takeo.ppm"), "--out", str(out), "--no-report"])

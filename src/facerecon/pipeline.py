@@ -7,14 +7,17 @@ The CLI parses arguments and calls :func:`run`; nothing here prints except throu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -22,7 +25,9 @@ import torch
 from facerecon.errors import FaceReconError, ImageError, OutputExistsError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
-OUTPUT_SUFFIXES = (".obj", ".glb", ".npz", "_overlay.png", "_landmarks.json")
+SUMMARY_NAME = "summary.json"
+METHOD_STAGES = {"fit": "fitting", "rnet": "R-Net regression", "auto": "R-Net + fitting"}
+T = TypeVar("T")
 
 
 @dataclass
@@ -130,28 +135,95 @@ def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
     }
 
 
+def output_suffixes() -> tuple[str, ...]:
+    """What :func:`output_paths` appends to a face name: ``(".obj", ..., "_texture.png")``."""
+    return tuple(p.name[1:] for p in output_paths(Path(), "X").values())
+
+
+def _face_output_pattern(name: str) -> re.Pattern[str]:
+    """File names ``NAME_faceK<suffix>`` (also ``NAME_faceK_J<suffix>``) of ``--all-faces``."""
+    suffixes = "|".join(re.escape(s) for s in output_suffixes())
+    return re.compile(re.escape(name) + r"_face\d+(?:_\d+)?(?:" + suffixes + ")")
+
+
+def existing_outputs(out_dir: Path, names: list[str], all_faces: bool, report: bool) -> list[Path]:
+    """Files already in ``out_dir`` that a run over ``names`` could write, in run order.
+
+    Per name its :func:`output_paths`; with ``all_faces`` also every ``NAME_faceK`` output
+    (the number of faces is known only after detection); then ``summary.json`` and, with
+    ``report``, ``report.html`` (and a ``viewer.js`` that differs from ours).
+    """
+    from facerecon.io import report_conflicts
+
+    if not out_dir.is_dir():
+        return []
+    present = sorted(p.name for p in out_dir.iterdir())
+    found: list[Path] = []
+    for name in names:
+        found.extend(p for p in output_paths(out_dir, name).values() if p.exists())
+        if all_faces:
+            pattern = _face_output_pattern(name)
+            found.extend(out_dir / n for n in present if pattern.fullmatch(n))
+    if (out_dir / SUMMARY_NAME).exists():
+        found.append(out_dir / SUMMARY_NAME)
+    if report:
+        found.extend(report_conflicts(out_dir))
+    return found
+
+
 def check_outputs_free(paths: Iterable[Path], overwrite: bool) -> None:
-    """Refuse before any work when an output exists and ``overwrite`` is off."""
+    """Refuse before any work when an output exists and ``overwrite`` is off; the one-line
+    message names the first existing path."""
     if overwrite:
         return
-    for p in paths:
-        if p.exists():
-            raise OutputExistsError(f"{p} exists; pass --overwrite to replace it")
+    existing = [p for p in paths if p.exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else ""
+        raise OutputExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace it")
+
+
+def one_line(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"`` for an unexpected exception."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def run_stage(stage: str, fn: Callable[..., T], *args, **kwargs) -> T:
+    """Call ``fn``; an unexpected exception becomes a one-line :class:`FaceReconError`
+    ``"<stage> failed: <Type>: <message>"`` (user-facing errors pass through unchanged), so a
+    batch can report it for this input and go on."""
+    try:
+        return fn(*args, **kwargs)
+    except FaceReconError:
+        raise
+    except Exception as exc:
+        raise FaceReconError(f"{stage} failed: {one_line(exc)}") from exc
+
+
+def claim_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... when taken; the result is added to ``taken``."""
+    base, k = name, 2
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
 
 
 def prepare_image(path: Path, name: str, detector, all_faces: bool) -> list[PreparedFace]:
-    """Load, detect and align the faces of one photo (largest only unless ``all_faces``)."""
+    """Load, detect and align the faces of one photo (largest only unless ``all_faces``).
+
+    Every stage's failure is a one-line :class:`FaceReconError` naming the stage.
+    """
     from facerecon.detect import align, load_image
+    from facerecon.errors import NoFaceError
 
-    photo = load_image(path)
-    faces = detector.detect(photo, all_faces=all_faces)
+    photo = run_stage("loading", load_image, path)
+    faces = run_stage("face detection", detector.detect, photo, all_faces=all_faces)
     if not faces:
-        from facerecon.errors import NoFaceError
-
         raise NoFaceError(f"{path}: no face found")
     prepared = []
     for k, face in enumerate(faces):
-        aligned = align(photo, face.landmarks68)
+        aligned = run_stage("alignment", align, photo, face.landmarks68)
         face_name = name if len(faces) == 1 else f"{name}_face{k}"
         prepared.append(PreparedFace(path, face_name, photo, aligned, face.landmarks68))
     return prepared
@@ -357,15 +429,54 @@ def load_rnet_for(options: ReconstructOptions, model, device: torch.device):
     return net
 
 
+def write_face(recon: Reconstructor, face: PreparedFace, coeffs: torch.Tensor, seconds: float):
+    """:meth:`Reconstructor.write` as one stage: on failure the files it created for this
+    face are removed (files that existed before are left as they are) and a one-line
+    :class:`FaceReconError` is raised."""
+    paths = list(output_paths(recon.options.out_dir, face.name).values())
+    existed = {p for p in paths if p.exists()}
+    try:
+        return run_stage("writing outputs", recon.write, face, coeffs, seconds)
+    except FaceReconError:
+        for p in paths:
+            if p not in existed:
+                p.unlink(missing_ok=True)
+        raise
+
+
+def reconstruct_face(recon: Reconstructor, face: PreparedFace) -> dict:
+    """Fit (or regress) one face and write its outputs; returns its summary entry."""
+    start = time.perf_counter()
+    stage = METHOD_STAGES.get(recon.options.method, recon.options.method)
+    result = run_stage(stage, recon.fit, [face], shared_identity=False)
+    return write_face(recon, face, result.coeffs[0], time.perf_counter() - start)
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir``; a one-line error when it cannot be a folder."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FaceReconError(f"--out {out_dir} is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FaceReconError(f"cannot create --out {out_dir}: {exc.strerror or exc}") from None
+
+
 def run(
     inputs: list[str],
     options: ReconstructOptions,
     progress: Callable[[str], None] | None = None,
     show_progress: bool = False,
 ) -> RunSummary:
-    """Reconstruct every face in ``inputs``; bad files are reported and skipped.
+    """Reconstruct every face in ``inputs``; bad inputs are reported and skipped.
 
-    ``show_progress`` draws a progress bar on stderr; ``progress`` receives one line per input.
+    Every output the run may write is checked before any work (refused unless
+    ``options.overwrite``). Each input's stages (load, detect, align, fit, write) fail for
+    that input only: ``summary.failed`` gets ``(path, one-line reason)`` and the batch goes on.
+
+    ``show_progress`` draws a progress bar on stderr that advances when a photo's work is
+    done (with ``as_set``: one step per photo's detection, then one for the joint fit);
+    ``progress`` receives one line per input.
     """
     from tqdm import tqdm
 
@@ -375,20 +486,27 @@ def run(
     if not paths:
         detail = "; ".join(message for _, message in missing) or "no paths given"
         raise ImageError(f"no input images found ({detail})")
-    options.out_dir.mkdir(parents=True, exist_ok=True)
-    report_path = options.out_dir / "report.html"
-    if options.report:
-        check_outputs_free([report_path], options.overwrite)
     names = unique_names(paths)
-    for name in names:
-        check_outputs_free(output_paths(options.out_dir, name).values(), options.overwrite)
+    out_dir = options.out_dir
+    check_outputs_free(
+        existing_outputs(out_dir, names, options.all_faces, options.report), options.overwrite
+    )
+    prepare_out_dir(out_dir)
 
     from facerecon.detect import Detector, DetectorConfig
 
     detector = Detector(DetectorConfig(backend=options.detector))
     recon = Reconstructor(options)
     prepared: list[PreparedFace] = []
-    bar = tqdm(total=len(paths), disable=not show_progress, unit="photo", file=sys.stderr)
+    taken = set(names)
+    bar = tqdm(
+        total=len(paths) + (1 if options.as_set else 0),
+        disable=not show_progress,
+        unit="step" if options.as_set else "photo",
+        desc="detect" if options.as_set else "reconstruct",
+        file=sys.stderr,
+        mininterval=0,
+    )
 
     def say(msg: str) -> None:
         if progress:
@@ -396,36 +514,80 @@ def run(
         if show_progress:
             bar.write(msg, file=sys.stderr)
 
+    def fail(source: Path, message: str, tag: str) -> None:
+        summary.failed.append((str(source), message))
+        say(f"{tag}: FAILED: {message}")
+
     for i, (path, name) in enumerate(zip(paths, names, strict=True)):
-        bar.update(1)
+        tag = f"[{i + 1}/{len(paths)}] {path}"
         try:
             faces = prepare_image(path, name, detector, options.all_faces)
         except FaceReconError as exc:
-            summary.failed.append((str(path), str(exc)))
-            say(f"[{i + 1}/{len(paths)}] {path}: FAILED: {exc}")
+            fail(path, str(exc), tag)
+            bar.update(1)
             continue
-        prepared.extend(faces)
-        if not options.as_set:
+        if len(faces) > 1:  # NAME_faceK must not collide with another input's NAME
+            faces = [dataclasses.replace(f, name=claim_name(f.name, taken)) for f in faces]
+        if options.as_set:
+            prepared.extend(faces)
+            done = f"{tag}: {len(faces)} face(s) found"
+        else:
+            n_ok = 0
             for face in faces:
-                start = time.perf_counter()
-                result = recon.fit([face], shared_identity=False)
-                seconds = time.perf_counter() - start
-                summary.written.append(recon.write(face, result.coeffs[0], seconds))
-            say(f"[{i + 1}/{len(paths)}] {path}: {len(faces)} face(s)")
+                try:
+                    summary.written.append(reconstruct_face(recon, face))
+                    n_ok += 1
+                except FaceReconError as exc:
+                    fail(path, f"{face.name}: {exc}", tag)
+            done = f"{tag}: {n_ok}/{len(faces)} face(s) written"
+        bar.update(1)
+        say(done)
+    if options.as_set:
+        bar.set_description("joint fit")
+        if prepared:
+            say(f"joint fit of {len(prepared)} faces as one identity")
+            write_joint_fit(recon, prepared, summary, fail)
+        bar.update(1)
     bar.close()
-    if options.as_set and prepared:
-        say(f"joint fit of {len(prepared)} faces as one identity")
-        start = time.perf_counter()
-        result = recon.fit(prepared, shared_identity=True)
-        seconds = (time.perf_counter() - start) / len(prepared)
-        for face, coeffs in zip(prepared, result.coeffs, strict=True):
-            summary.written.append(recon.write(face, coeffs, seconds))
+    write_summary(out_dir / SUMMARY_NAME, summary, options.overwrite)
     if options.report:
-        summary.report = write_run_report(options, summary, report_path)
-    (options.out_dir / "summary.json").write_text(
-        json.dumps({"written": summary.written, "failed": summary.failed}, indent=2)
-    )
+        summary.report = run_stage(
+            "writing report.html", write_run_report, options, summary, out_dir / "report.html"
+        )
     return summary
+
+
+def write_joint_fit(
+    recon: Reconstructor,
+    faces: list[PreparedFace],
+    summary: RunSummary,
+    fail: Callable[[Path, str, str], None],
+) -> None:
+    """One shared identity for ``faces``; a failed fit fails every face, a failed write
+    only its face."""
+    start = time.perf_counter()
+    stage = "joint " + METHOD_STAGES.get(recon.options.method, recon.options.method)
+    try:
+        result = run_stage(stage, recon.fit, faces, shared_identity=True)
+    except FaceReconError as exc:
+        for face in faces:
+            fail(face.source, f"{face.name}: {exc}", str(face.source))
+        return
+    seconds = (time.perf_counter() - start) / len(faces)
+    for face, coeffs in zip(faces, result.coeffs, strict=True):
+        try:
+            summary.written.append(write_face(recon, face, coeffs, seconds))
+        except FaceReconError as exc:
+            fail(face.source, f"{face.name}: {exc}", str(face.source))
+
+
+def write_summary(path: Path, summary: RunSummary, overwrite: bool) -> Path:
+    """``summary.json``: ``{"written": [...], "failed": [[path, reason], ...]}``."""
+    from facerecon.io import ensure_writable
+
+    path = ensure_writable(path, overwrite)
+    path.write_text(json.dumps({"written": summary.written, "failed": summary.failed}, indent=2))
+    return path
 
 
 def write_run_report(options: ReconstructOptions, summary: RunSummary, path: Path) -> Path:

@@ -18,7 +18,7 @@ from facerecon.io.mesh import (
 )
 from facerecon.io.overlay import draw_landmarks, overlay_image, save_png, warp_to_original
 from facerecon.io.paths import ensure_writable
-from facerecon.io.report import ReportEntry, write_report
+from facerecon.io.report import ReportEntry, report_conflicts, write_report
 from facerecon.io.results import (
     load_coefficients,
     read_landmarks_json,
@@ -40,6 +40,7 @@ __all__ = [
     "read_landmarks_json",
     "read_obj",
     "read_ply",
+    "report_conflicts",
     "save_coefficients",
     "save_png",
     "vertex_normals",

@@ -213,6 +213,19 @@ def render_report_html(entries: list[ReportEntry], out_dir: Path, title: str) ->
     )
 
 
+def report_conflicts(out_dir: str | os.PathLike) -> list[Path]:
+    """Existing files :func:`write_report` would replace in ``out_dir``: ``report.html``, and
+    ``viewer.js`` when it differs from the bundled one (an identical copy is reused)."""
+    out_dir = Path(out_dir)
+    report, viewer = out_dir / "report.html", out_dir / VIEWER_ASSET
+    found = [report] if report.exists() else []
+    if viewer.exists() and not (
+        viewer.is_file() and viewer.read_bytes() == viewer_asset_path().read_bytes()
+    ):
+        found.append(viewer)
+    return found
+
+
 def write_report(
     out_dir: str | os.PathLike,
     entries: list[ReportEntry],
