@@ -76,6 +76,7 @@ __all__ = [
     "fit_methods",
     "mean_face_methods",
     "mediapipe_method",
+    "net_methods",
     "run_synthetic_benchmark",
     "summarize",
 ]
@@ -112,6 +113,8 @@ class SyntheticBenchmarkConfig:
     oracle_iterations: int = 4
     oracle_reg: float = 1.0
     device: str = "cpu"
+    rnet: str | None = None  # R-Net weights: adds "rnet" and "auto" (and the sets' averaging)
+    cnet: str | None = None  # C-Net weights (needs rnet): adds the S1..S4 set rows
 
     def sizes(self) -> tuple[int, int, int]:
         """(identities, conditions per identity, identities with a triple) actually run."""
@@ -316,6 +319,101 @@ def fit_methods(
     sets = {"fit: shape averaging": r.shape_average, "fit: joint fit": r.joint_neutral}
     multiview = {"fit: front view only": r.front_only, "fit: joint 3-view": r.joint_front}
     return single, sets, multiview, r
+
+
+class NetReconstructor:
+    """R-Net regression (``rnet``), R-Net refined by fitting (``auto``) and C-Net aggregation
+    of image sets, through the same detect -> align path as :class:`FitReconstructor` (whose
+    detection cache it shares, so every method sees the same crops)."""
+
+    def __init__(self, model, rnet, detect: FitReconstructor, refine_config=None, cnet=None):
+        self.model = model
+        self.rnet = rnet
+        self.cnet = cnet
+        self.detect = detect
+        self.refine_config = refine_config
+        self.facerec = None  # embedder for the refinement's perceptual term (None: off)
+        self.seconds = {"rnet": 0.0, "auto": 0.0}
+        self.images = {"rnet": 0, "auto": 0}
+
+    def _crops(self, faces: list) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        p = self.model.mean_shape
+        image = torch.from_numpy(np.stack([f.image for f in faces])).to(p.device, p.dtype) / 255
+        lm = torch.from_numpy(np.stack([f.landmarks68 for f in faces])).to(p.device, p.dtype)
+        return image.permute(0, 3, 1, 2).contiguous(), lm
+
+    def _run(self, samples: list, method: str) -> list[Prediction | None]:
+        from facerecon.fit import FitTarget, fit
+        from facerecon.nets.rnet import predict_coeffs
+
+        faces = [self.detect.aligned(s) for s in samples]
+        ok = [k for k, f in enumerate(faces) if f is not None]
+        out: list[Prediction | None] = [None] * len(samples)
+        if not ok:
+            return out
+        image, lm = self._crops([faces[k] for k in ok])
+        t0 = time.perf_counter()
+        coeffs = predict_coeffs(self.rnet, image).to(image.dtype)
+        if method == "auto":
+            target = FitTarget(image, lm)
+            res = fit(self.model, target, self.refine_config, facerec=self.facerec, init=coeffs)
+            coeffs = res.coeffs
+        self.seconds[method] += time.perf_counter() - t0
+        self.images[method] += len(ok)
+        for k, pred in zip(ok, _model_mesh(self.model, coeffs.detach()), strict=True):
+            pred.info["detector"] = self.detect.detector_of(samples[k])
+            out[k] = pred
+        return out
+
+    def single(self, samples: list) -> list[Prediction | None]:
+        """R-Net alone, one forward pass per image."""
+        return self._run(samples, "rnet")
+
+    def auto(self, samples: list) -> list[Prediction | None]:
+        """R-Net estimate refined by the hybrid-loss fit (``FitConfig.refine()``)."""
+        return self._run(samples, "auto")
+
+    def shape_average(self, samples: list, singles: dict) -> Prediction | None:
+        """Set method: mean R-Net identity, expression 0 (the authors' later recommendation)."""
+        ids = [p.id_coeff for p in singles.get("rnet", []) if p is not None]
+        return _neutral_from_id(self.model, np.mean(ids, axis=0)) if ids else None
+
+    def cnet_set(self, strategy: str) -> SetMethod:
+        """Set method: R-Net identities aggregated with C-Net confidences by ``strategy``."""
+
+        def run(samples: list, singles: dict) -> Prediction | None:
+            from facerecon.aggregate import aggregate
+            from facerecon.nets.cnet import predict_set
+
+            faces = [f for f in (self.detect.aligned(s) for s in samples) if f is not None]
+            if not faces:
+                return None
+            image, _ = self._crops(faces)
+            coeffs, conf = predict_set(self.rnet, self.cnet, image)
+            ids = self.model.layout.split(coeffs)["id_coeff"]
+            agg = aggregate(ids, conf.to(ids.dtype), strategy)
+            return _neutral_from_id(self.model, agg.double().cpu().numpy())
+
+        return run
+
+    def front_only(self, triple: list) -> Prediction | None:
+        """Multi-view method: R-Net on the middle (frontal) view."""
+        return self.single([triple[len(triple) // 2]])[0]
+
+
+def net_methods(
+    model, rnet, detect: FitReconstructor, refine_config=None, cnet=None
+) -> tuple[dict, dict, dict, NetReconstructor]:
+    """``(single, sets, multiview, reconstructor)`` for a trained R-Net (and C-Net)."""
+    r = NetReconstructor(model, rnet, detect, refine_config, cnet)
+    single = {"rnet": r.single, "auto": r.auto}
+    sets: dict[str, SetMethod] = {"rnet: shape averaging": r.shape_average}
+    if cnet is not None:
+        for name in ("s1", "s2", "s3", "s4"):
+            sets[f"rnet + cnet: {name.upper()}"] = r.cnet_set(name)
+    return single, sets, {"rnet: front view only": r.front_only}, r
 
 
 def mean_face_methods(model) -> tuple[dict, dict, dict]:
@@ -603,22 +701,38 @@ def run_synthetic_benchmark(
     all_sets: dict[str, SetMethod] = {}
     all_multi: dict[str, MultiviewMethod] = {}
     closers: list[Callable[[], None]] = []
-    recon = None
+    recon = nets = None
+    from facerecon.detect import Detector, DetectorConfig
+    from facerecon.fit import FitConfig
+
+    fast = config.fast_fit or config.quick
+    detectors = [Detector(DetectorConfig(backend=b)) for b in config.detectors]
+    facerec = None
+    if not fast and ("fit" in config.methods or config.rnet):
+        from facerecon.nets.facerec import embed, load_facerec
+
+        facerec = functools.partial(embed, load_facerec(device=device))
     if "fit" in config.methods:
-        from facerecon.fit import FitConfig
-
-        fast = config.fast_fit or config.quick
-        facerec = None
-        if not fast:
-            from facerecon.nets.facerec import embed, load_facerec
-
-            facerec = functools.partial(embed, load_facerec(device=device))
-        from facerecon.detect import Detector, DetectorConfig
-
-        detectors = [Detector(DetectorConfig(backend=b)) for b in config.detectors]
         s1, s2, s3, recon = fit_methods(
             model, FitConfig.fast() if fast else FitConfig(), facerec, detectors
         )
+        all_single.update(s1)
+        all_sets.update(s2)
+        all_multi.update(s3)
+    if config.rnet:
+        from facerecon.nets.cnet import load_cnet
+        from facerecon.nets.rnet import load_rnet
+
+        detect = recon or FitReconstructor(model, None, None, detectors)
+        recon = detect
+        refine = FitConfig.refine()
+        if fast:
+            refine = dataclasses.replace(refine, fine=dataclasses.replace(refine.fine, iters=0))
+        cnet = load_cnet(config.cnet, device=device) if config.cnet else None
+        s1, s2, s3, nets = net_methods(
+            model, load_rnet(config.rnet, device=device), detect, refine, cnet
+        )
+        nets.facerec = facerec
         all_single.update(s1)
         all_sets.update(s2)
         all_multi.update(s3)
@@ -665,6 +779,11 @@ def run_synthetic_benchmark(
         "records": records,
         "seconds": time.perf_counter() - t_start,
         "seconds_per_fit": (recon.seconds / recon.images) if recon and recon.images else math.nan,
+        "seconds_per_image": {
+            k: nets.seconds[k] / nets.images[k] for k in nets.seconds if nets.images[k]
+        }
+        if nets
+        else {},
         "notes": sanity_notes(summary),
     }
 
