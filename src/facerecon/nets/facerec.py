@@ -64,7 +64,7 @@ CHIP_LANDMARKS: tuple[int, ...] = (*range(27, 55), *range(60, 65))
 # dlib's mean face (chip-normalised x, y in 0..1, before padding) for CHIP_LANDMARKS, in order.
 # Recovered numerically from the installed dlib by probing ``dlib.get_face_chip_details`` with
 # perturbed landmarks and inverting its linear least-squares fit (dlib: Boost Software License);
-# ``tests/test_facerec_crop.py`` re-derives and checks it.
+# ``tests/test_facerec.py::test_mean_face_template_rederived_from_dlib`` re-derives and checks it.
 DLIB_MEAN_FACE: tuple[tuple[float, float], ...] = (
     (0.490127, 0.203352), (0.490127, 0.307009), (0.490127, 0.409805), (0.490127, 0.515625),
     (0.366880, 0.587326), (0.426036, 0.609345), (0.490127, 0.628106), (0.554217, 0.609345),
