@@ -232,3 +232,43 @@ def test_ict_checkout_folder(tmp_path, face_points):
     torch.testing.assert_close(m.id_basis[:, 0, 0], torch.full((m.n_vertices,), 1.0))
     torch.testing.assert_close(m.exp_basis[:, 1, 0], torch.full((m.n_vertices,), -2.0))
     assert m.meta["expression_names"] == ["jawOpen"]
+
+
+def _cli_argv(d, *extra):
+    mat, exp = str(d / "01_MorphableModel.mat"), str(d / "Exp_Pca.bin")
+    return ["model", "import", "bfm09", "--mat", mat, "--exp", exp, *extra]
+
+
+def test_cli_model_import_bfm09(bfm09_files, tmp_path, monkeypatch, capsys):
+    """`facerecon model import bfm09` in-process: explicit --out, then the cache default."""
+    from facerecon.cli import main
+
+    d, t = bfm09_files
+    out = tmp_path / "cli.npz"
+    assert main(_cli_argv(d, "--index-dir", str(d), "--out", str(out))) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    m = load_face_model(str(out), dtype=torch.float64)
+    expect = t["front_mm"] - t["front_mm"].mean(0)
+    np.testing.assert_allclose(m.mean_shape.numpy(), expect, atol=1e-3)
+    assert (m.layout.n_id, m.layout.n_exp, m.layout.n_tex) == (80, 64, 80)
+    # Without --out it writes $FACERECON_CACHE/bfm09.npz, which --model bfm09 then loads.
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FACERECON_CACHE", str(cache))
+    assert main(_cli_argv(d, "--index-dir", str(d))) == 0
+    assert (cache / "bfm09.npz").is_file()
+    cached = load_face_model("bfm09", dtype=torch.float64)
+    np.testing.assert_array_equal(cached.id_basis.numpy(), m.id_basis.numpy())
+
+
+def test_cli_model_import_bfm09_errors(bfm09_files, tmp_path, capsys):
+    from facerecon.cli import main
+
+    d, _ = bfm09_files
+    out = tmp_path / "x.npz"
+    assert main(_cli_argv(d, "--index-dir", str(tmp_path), "--out", str(out))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "lacks" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exc:  # --index-dir is required (argparse usage error)
+        main(_cli_argv(d, "--out", str(out)))
+    assert exc.value.code == 2
