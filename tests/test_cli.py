@@ -33,7 +33,9 @@ def cli_run(tmp_path_factory, faces_68pt):
     shutil.copy(faces_68pt / "takeo.ppm", inputs / "takeo.ppm")
     (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     out = tmp_path_factory.mktemp("out")
-    proc = _run(["reconstruct", str(inputs), "--out", str(out), "--fast", "--quiet"])
+    proc = _run(
+        ["reconstruct", str(inputs), "--out", str(out), "--fast", "--method", "fit", "--quiet"]
+    )
     return inputs, out, proc
 
 
@@ -65,7 +67,18 @@ def test_outputs_are_consistent(cli_run):
 
 def test_refuses_to_overwrite(cli_run):
     inputs, out, _ = cli_run
-    proc = _run(["reconstruct", str(inputs / "takeo.ppm"), "--out", str(out), "--fast", "--quiet"])
+    proc = _run(
+        [
+            "reconstruct",
+            str(inputs / "takeo.ppm"),
+            "--out",
+            str(out),
+            "--fast",
+            "--method",
+            "fit",
+            "--quiet",
+        ]
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "--overwrite" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -131,7 +144,17 @@ def test_all_faces_writes_one_set_per_face(tmp_path, faces_68pt):
     """breakingbad.jpg shows several people: --all-faces reconstructs each, largest first."""
     out = tmp_path / "out"
     photo = str(faces_68pt / "breakingbad.jpg")
-    args = ["reconstruct", photo, "--out", str(out), "--fast", "--quiet", "--all-faces"]
+    args = [
+        "reconstruct",
+        photo,
+        "--out",
+        str(out),
+        "--fast",
+        "--method",
+        "fit",
+        "--quiet",
+        "--all-faces",
+    ]
     proc = _run([*args, "--no-report"])
     assert proc.returncode == 0, proc.stderr
     meshes = sorted(out.glob("breakingbad_face*.glb"))
@@ -179,7 +202,9 @@ def test_rnet_and_auto_methods(tmp_path, faces_68pt):
 
 def test_rnet_without_weights_is_one_line_error(tmp_path, faces_68pt):
     photo = str(faces_68pt / "takeo.ppm")
-    proc = _run(["reconstruct", photo, "--out", str(tmp_path), "--method", "rnet"])
+    proc = _run(
+        ["reconstruct", photo, "--out", str(tmp_path), "--method", "rnet", "--no-shipped-weights"]
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "--weights" in proc.stderr
 
@@ -249,7 +274,7 @@ def glob_run(tmp_path_factory, faces_68pt):
     with pytest.MonkeyPatch.context() as mp, redirect_stderr(err), redirect_stdout(std):
         _marked_fit(mp)
         code = main(["reconstruct", str(inputs / "*.ppm"), "--out", str(out), "--fast",
-                     "--no-report"])  # fmt: skip
+                     "--method", "fit", "--no-report"])  # fmt: skip
     return code, std.getvalue(), err.getvalue(), out
 
 
@@ -281,7 +306,22 @@ def test_set_fit_shares_one_identity_and_shows_the_joint_fit(tmp_path, faces_68p
     _marked_fit(monkeypatch)
     out = tmp_path / "out"
     photos = [str(faces_68pt / "takeo.ppm"), str(faces_68pt / "einstein.jpg")]
-    assert main(["reconstruct", *photos, "--set", "--fast", "--no-report", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                *photos,
+                "--set",
+                "--fast",
+                "--method",
+                "fit",
+                "--no-report",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     stderr = capsys.readouterr().err
     assert stderr.count("<fit ") == 1  # one joint fit, not one per photo
     arrays = [load_coefficients(out / f"{n}.npz")[0] for n in ("takeo", "einstein")]
@@ -321,7 +361,12 @@ def test_batch_reports_fit_and_write_failures_and_goes_on(tmp_path, faces_68pt, 
     monkeypatch.setattr(pipeline.Reconstructor, "fit", fit)
     monkeypatch.setattr(facerecon.io, "save_png", save_png)
     out = tmp_path / "out"
-    assert main(["reconstruct", str(inputs), "--out", str(out), "--fast", "--quiet"]) == 1
+    assert (
+        main(
+            ["reconstruct", str(inputs), "--out", str(out), "--fast", "--method", "fit", "--quiet"]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert [w["name"] for w in summary["written"]] == ["b"]

@@ -49,3 +49,31 @@ def test_claim_name_never_reuses_a_name():
         "a_face1",
         "a_face0_3",
     ]
+
+
+def test_defaults_pick_the_shipped_weights(tmp_path, monkeypatch):
+    """No --method: auto when an R-Net ships for the model (fit otherwise); --set adds the
+    shipped C-Net only on top of the shipped R-Net; --no-shipped-weights turns both off."""
+    from pathlib import Path
+
+    import facerecon.nets.shipped as shipped
+    from facerecon.pipeline import ReconstructOptions, resolve_options
+
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path)
+    assert resolve_options(ReconstructOptions()).method == "fit"  # nothing ships here
+    (tmp_path / "rnet_bfm-lite.pt").write_bytes(b"r")
+    (tmp_path / "cnet_bfm-lite.pt").write_bytes(b"c")
+    r = resolve_options(ReconstructOptions())
+    assert (r.method, r.weights, r.cnet) == ("auto", tmp_path / "rnet_bfm-lite.pt", None)
+    r = resolve_options(ReconstructOptions(as_set=True))
+    assert r.cnet == tmp_path / "cnet_bfm-lite.pt"
+    r = resolve_options(ReconstructOptions(as_set=True, method="fit"))
+    assert (r.method, r.cnet) == ("fit", None)
+    mine = Path("my_rnet.pt")
+    r = resolve_options(ReconstructOptions(as_set=True, weights=mine))
+    assert (r.method, r.weights, r.cnet) == ("auto", mine, None)  # never pair with another net
+    r = resolve_options(ReconstructOptions(as_set=True, shipped=False))
+    assert (r.method, r.weights, r.cnet) == ("fit", None, None)
+    r = resolve_options(ReconstructOptions(model="ict"))
+    assert (r.method, r.weights) == ("fit", None)  # shipped weights are per face model
+    assert shipped.shipped_weights("rnet", str(tmp_path / "model.npz")) is None

@@ -38,17 +38,30 @@ def _reconstruct_parser(sub) -> None:
     )
     p.add_argument(
         "--method",
-        default="fit",
+        default=None,
         choices=["fit", "rnet", "auto"],
-        help="fit: analysis-by-synthesis (no network); rnet: R-Net regression (fast, needs "
-        "--weights); auto: R-Net estimate refined by a few fitting steps",
+        help="fit: analysis-by-synthesis (no network); rnet: R-Net regression (fast); auto: "
+        "R-Net estimate refined by a few fitting steps. Default: auto when R-Net weights are "
+        "given or ship for the model, else fit",
     )
-    p.add_argument("--weights", type=Path, default=None, help="R-Net weights for rnet / auto")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="R-Net weights for rnet / auto (default: the ones shipped for the model)",
+    )
     p.add_argument(
         "--cnet",
         type=Path,
         default=None,
-        help="C-Net weights: with --set, weight each photo's identity by its confidences",
+        help="C-Net weights: with --set, weight each photo's identity by its confidences "
+        "(default with --set and an R-Net method: the C-Net shipped for the model)",
+    )
+    p.add_argument(
+        "--no-shipped-weights",
+        dest="shipped",
+        action="store_false",
+        help="ignore the weights shipped with facerecon (the default method becomes fit)",
     )
     p.add_argument(
         "--strategy",
@@ -139,6 +152,7 @@ def cmd_reconstruct(args) -> int:
         method=args.method,
         weights=args.weights,
         cnet=args.cnet,
+        shipped=args.shipped,
         strategy=args.strategy,
         device=args.device,
         as_set=args.as_set,
@@ -213,6 +227,11 @@ def cmd_info(args) -> int:
         )
     except FaceReconError as exc:
         print(f"default face model: unavailable ({exc})")
+    from facerecon.nets.shipped import WEIGHTS_DIR, shipped_weights
+
+    for kind in ("rnet", "cnet"):
+        path = shipped_weights(kind, "bfm-lite")
+        print(f"shipped {kind} (bfm-lite): {path if path else f'none in {WEIGHTS_DIR}'}")
     for mod in ("dlib", "mediapipe", "kornia", "cv2"):
         try:
             print(f"{mod} {__import__(mod).__version__}")

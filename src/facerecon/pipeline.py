@@ -36,9 +36,12 @@ class ReconstructOptions:
 
     out_dir: Path = Path("facerecon_out")
     model: str = "bfm-lite"
-    method: str = "fit"  # fit | rnet | auto (R-Net estimate refined by a few fitting steps)
-    weights: Path | None = None  # R-Net weights for rnet / auto
+    # fit | rnet | auto (R-Net estimate refined by a few fitting steps); None: auto when R-Net
+    # weights are given or ship for the model, fit otherwise (see resolve_options)
+    method: str | None = None
+    weights: Path | None = None  # R-Net weights for rnet / auto (None: the shipped ones)
     cnet: Path | None = None  # C-Net weights: --set aggregates identities with confidences
+    shipped: bool = True  # use the weights shipped for the model when none are given
     strategy: str = "s4"  # aggregation strategy for --set with a C-Net (facerecon.aggregate)
     device: str = "cpu"
     as_set: bool = False
@@ -245,7 +248,7 @@ class Reconstructor:
     def __init__(self, options: ReconstructOptions):
         from facerecon.morphable import load_face_model
 
-        self.options = options
+        self.options = options = resolve_options(options)
         if options.device.startswith("cuda") and not torch.cuda.is_available():
             raise FaceReconError("--device cuda asked for, but torch sees no CUDA device")
         self.device = torch.device(options.device)
@@ -409,6 +412,30 @@ class Reconstructor:
         }
 
 
+def resolve_options(options: ReconstructOptions) -> ReconstructOptions:
+    """Fill in what the user left to defaults (``facerecon.nets.shipped``):
+
+    - ``weights``: the R-Net shipped for ``model`` when the method may use one;
+    - ``method``: ``auto`` when R-Net weights are known, else ``fit``;
+    - ``cnet``: with ``as_set``, an R-Net method and the shipped R-Net, the C-Net shipped for
+      ``model`` (it was trained on that R-Net's features, never paired with another).
+
+    ``shipped=False`` never picks shipped weights (so ``method`` defaults to ``fit``).
+    """
+    from facerecon.nets.shipped import shipped_weights
+
+    weights, method, cnet = options.weights, options.method, options.cnet
+    shipped_rnet = shipped_weights("rnet", options.model) if options.shipped else None
+    if weights is None and method in (None, "rnet", "auto"):
+        weights = shipped_rnet
+    if method is None:
+        method = "auto" if weights is not None else "fit"
+    uses_shipped = shipped_rnet is not None and weights == shipped_rnet
+    if cnet is None and uses_shipped and options.as_set and method in ("rnet", "auto"):
+        cnet = shipped_weights("cnet", options.model)  # trained on that R-Net's features
+    return dataclasses.replace(options, weights=weights, method=method, cnet=cnet)
+
+
 def load_rnet_for(options: ReconstructOptions, model, device: torch.device):
     """The R-Net of ``options.weights``, checked against the face model's coefficient layout."""
     from facerecon.errors import ModelFileError
@@ -480,6 +507,7 @@ def run(
     """
     from tqdm import tqdm
 
+    options = resolve_options(options)
     summary = RunSummary()
     paths, missing = collect_inputs(inputs)
     summary.failed.extend(missing)

@@ -1,0 +1,31 @@
+"""Where the weights that ship with facerecon live, per face model.
+
+``src/facerecon/weights/`` holds fp16 files named ``rnet_<model>.pt`` and ``cnet_<model>.pt``
+(``<model>`` is a face-model name such as ``bfm-lite``); ``weights/README.md`` records the
+exact commands, data and step counts that produced them. Only named models can have shipped
+weights: a model given as a file path never matches.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["WEIGHTS_DIR", "shipped_weights"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+KINDS = ("rnet", "cnet")
+
+
+def shipped_weights(
+    kind: str, model: str, root: str | os.PathLike[str] | None = None
+) -> Path | None:
+    """The shipped ``kind`` (``"rnet"`` or ``"cnet"``) weights for face model ``model``, or
+    None when none ship (or ``model`` is a path). ``root`` defaults to :data:`WEIGHTS_DIR`."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    name = str(model)
+    if not name or "/" in name or os.sep in name or name.endswith(".npz"):
+        return None
+    path = Path(root if root is not None else WEIGHTS_DIR) / f"{kind}_{name}.pt"
+    return path if path.is_file() else None
