@@ -104,6 +104,23 @@ def test_fit_is_deterministic(model):
     assert torch.equal(a, b)
 
 
+def test_rasterizer_backend_choice(model):
+    """``FitConfig.rasterizer`` reaches the renderer: "auto" on CPU tensors is the torch
+    rasterizer (identical result); "nvdiffrast" on CPU is a clear one-line error."""
+    from facerecon.render.rasterizer import RenderBackendError
+
+    _, _, target, _ = _rendered_target(model, seed=5)
+    cfg = FitConfig.fast()
+    cfg.landmark_iters, cfg.coarse.iters, cfg.fine.iters = 5, 3, 0
+    a = fit(model, target, cfg).coeffs
+    cfg.rasterizer = "auto"
+    assert torch.equal(fit(model, target, cfg).coeffs, a)
+    cfg.rasterizer = "nvdiffrast"
+    with pytest.raises(RenderBackendError) as err:
+        fit(model, target, cfg)
+    assert "\n" not in str(err.value) and "nvdiffrast" in str(err.value)
+
+
 def test_joint_fit_shares_identity(model):
     _, _, t1, _ = _rendered_target(model, seed=7)
     _, _, t2, _ = _rendered_target(model, seed=7)

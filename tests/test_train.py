@@ -187,6 +187,8 @@ def test_config_yaml_roundtrip_and_errors(tmp_path):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="amp"):
         TrainConfig(amp="fp8")
+    with pytest.raises(ConfigError, match="rasterizer"):
+        TrainConfig(rasterizer="opengl")
     args = build_parser().parse_args(
         ["--config", str(path), "--steps", "7", "--set", "augment.rotation=5", "--set", "lr=3e-4"]
     )

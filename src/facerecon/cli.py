@@ -71,6 +71,12 @@ def _reconstruct_parser(sub) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument(
+        "--rasterizer",
+        default="torch",
+        choices=["torch", "nvdiffrast", "auto"],
+        help="renderer backend: torch (any device), nvdiffrast (CUDA, if installed), auto",
+    )
+    p.add_argument(
         "--all-faces", action="store_true", help="every face in a photo, not only the largest"
     )
     p.add_argument("--detector", default="dlib", choices=["dlib", "mediapipe"])
@@ -153,6 +159,7 @@ def cmd_reconstruct(args) -> int:
         weights=args.weights,
         cnet=args.cnet,
         shipped=args.shipped,
+        rasterizer=args.rasterizer,
         strategy=args.strategy,
         device=args.device,
         as_set=args.as_set,

@@ -51,6 +51,7 @@ class ReconstructOptions:
     perceptual: bool = True
     fast: bool = False
     report: bool = True
+    rasterizer: str = "torch"  # facerecon.render.rasterize backend: torch, nvdiffrast or auto
 
 
 @dataclass
@@ -286,6 +287,7 @@ class Reconstructor:
         else:
             cfg = FitConfig.fast() if self.options.fast else FitConfig()
         cfg.shared_identity = shared_identity
+        cfg.rasterizer = self.options.rasterizer
         return fit(self.model, FitTarget(image, lm), cfg, facerec=self.facerec, init=init)
 
     def network_estimate(

@@ -44,6 +44,9 @@ class FitConfig:
     # Jaw landmarks follow the silhouette (fit.contour); on the faces_68pt photos (fast config)
     # landmark NME went 9.4 -> 9.2 % (35-degree yaw), 4.1 -> 4.1 %, 8.3 -> 8.0 %.
     contour_landmarks: bool = True
+    # facerecon.render.rasterize backend: "torch" (any device), "nvdiffrast" (CUDA, needs the
+    # package) or "auto" (nvdiffrast when importable and the tensors are on CUDA, else torch)
+    rasterizer: str = "torch"
     seed: int = 0
 
     @classmethod

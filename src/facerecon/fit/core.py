@@ -280,7 +280,14 @@ def hybrid_terms(
     if stage.photometric or stage.perceptual:
         cam = camera.scaled(stage.size) if stage.size != camera.size else camera
         out = render(
-            vertices, albedo, model.triangles, params.angles, params.trans, params.gamma, cam
+            vertices,
+            albedo,
+            model.triangles,
+            params.angles,
+            params.trans,
+            params.gamma,
+            cam,
+            backend=cfg.rasterizer,
         )
         front = _front_pixels(model, out.face_idx).unsqueeze(1)
         face_mask = out.mask.to(out.image.dtype) * front

@@ -185,6 +185,7 @@ def set_terms(
     render_size: int = 224,
     facerec: Embedder | None = None,
     target_embedding: torch.Tensor | None = None,
+    rasterizer: str = "torch",
 ) -> dict[str, torch.Tensor]:
     """Unweighted hybrid-loss terms of every image re-rendered with the set's identity.
 
@@ -195,7 +196,7 @@ def set_terms(
         image: ``(S, M, 3, H, W)`` aligned crops in 0..1; lm68 ``(S, M, 68, 2)``;
             attention ``(S, M, 1, H, W)`` skin attention.
         strategy: aggregation (:data:`facerecon.aggregate.STRATEGIES`).
-        loss, render_size, facerec, target_embedding: as in
+        loss, render_size, facerec, target_embedding, rasterizer: as in
             :func:`facerecon.train.objective.rnet_terms` (``target_embedding (S*M, D)``).
 
     Returns:
@@ -212,6 +213,7 @@ def set_terms(
         render_size=render_size,
         facerec=facerec,
         target_embedding=target_embedding,
+        rasterizer=rasterizer,
     )
 
 
@@ -261,6 +263,7 @@ class _SetStep:
             render_size=cfg.render_size,
             facerec=self.facerec,
             target_embedding=target_emb,
+            rasterizer=cfg.rasterizer,
         )
         return hybrid_loss(terms, cfg.loss)
 

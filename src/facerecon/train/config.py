@@ -74,6 +74,8 @@ class TrainConfig:
         resume: checkpoint path, ``"auto"`` (``out_dir/checkpoints/last.pt`` when present) or None.
         seed: seeds initialisation, data order and augmentation (identical runs on one device).
         amp: ``"none"`` or ``"bf16"`` (autocast of the network on CUDA; ignored on CPU).
+        rasterizer: renderer backend of the loss (``"torch"``, ``"nvdiffrast"``, ``"auto"``;
+            see ``facerecon.render.rasterize``).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         num_workers: DataLoader workers. progress: tqdm bar on rank 0.
         synthetic_identities, synthetic_conditions, synthetic_image_size: synthetic data size.
@@ -105,6 +107,7 @@ class TrainConfig:
     resume: str | None = "auto"
     seed: int = 0
     amp: str = "none"
+    rasterizer: str = "torch"
     device: str = "auto"
     num_workers: int = 0
     progress: bool = True
@@ -119,6 +122,10 @@ class TrainConfig:
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.backbone not in ("resnet50", "mobilenet_v2"):
             raise ConfigError(f"backbone must be resnet50 or mobilenet_v2, got {self.backbone!r}")
+        if self.rasterizer not in ("torch", "nvdiffrast", "auto"):
+            raise ConfigError(
+                f"rasterizer must be 'torch', 'nvdiffrast' or 'auto', got {self.rasterizer!r}"
+            )
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -330,6 +330,7 @@ class _Step:
             render_size=cfg.render_size,
             facerec=self.facerec,
             target_embedding=target_emb,
+            rasterizer=cfg.rasterizer,
         )
         return hybrid_loss(terms, cfg.loss)
 

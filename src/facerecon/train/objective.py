@@ -60,6 +60,7 @@ def rnet_terms(
     render_size: int = 224,
     facerec: Embedder | None = None,
     target_embedding: torch.Tensor | None = None,
+    rasterizer: str = "torch",
 ) -> dict[str, torch.Tensor]:
     """Unweighted hybrid-loss terms of predicted coefficients.
 
@@ -75,12 +76,13 @@ def rnet_terms(
         render_size: side of the photometric render (the camera is scaled to it).
         facerec: ``(image, lm68) -> (B, D)`` embedder; None drops the perceptual term.
         target_embedding: ``(B, D)`` embedding of ``image`` (computed without gradient).
+        rasterizer: ``facerecon.render.rasterize`` backend (``FitConfig.rasterizer``).
 
     Returns:
         name -> scalar tensor; keys among photo, landmark, perceptual, coef, tex, light.
     """
     camera = camera or CameraConfig()
-    cfg = FitConfig(loss=loss or HybridLossConfig())
+    cfg = FitConfig(loss=loss or HybridLossConfig(), rasterizer=rasterizer)
     perceptual = facerec is not None and target_embedding is not None
     stage = StageConfig(iters=1, size=render_size, perceptual=perceptual, photometric=True)
     target = FitTarget(image=image, lm68=lm68, attention=attention)
