@@ -147,9 +147,10 @@ def test_quick_benchmark_fit_beats_mean_face(quick_result):
     assert np.mean([f for f, _ in paired]) < np.mean([b for _, b in paired])
 
 
-def test_network_methods_plug_into_the_benchmark(ict_npz, tmp_path):
-    """R-Net, auto (R-Net + refinement) and the C-Net set rows run through the same detect ->
-    align path and protocol; the refinement improves a poor (random, untrained) R-Net."""
+def test_network_and_ablation_methods_plug_into_the_benchmark(ict_npz, tmp_path):
+    """R-Net, auto (R-Net + refinement), the C-Net set rows and the Table-1 ablation rows of
+    the fit run through the same detect -> align path and protocol; the refinement improves a
+    poor (random, untrained) R-Net."""
     import torch
 
     from facerecon.morphable import load_face_model
@@ -171,7 +172,8 @@ def test_network_methods_plug_into_the_benchmark(ict_npz, tmp_path):
         quick_identities=1,
         quick_conditions=2,
         quick_triples=0,
-        methods=("mean-face",),
+        methods=("fit", "mean-face"),
+        ablation=True,
         rnet=str(save_rnet(rnet, tmp_path / "rnet.pt")),
         cnet=str(save_cnet(cnet, tmp_path / "cnet.pt")),
     )
@@ -181,6 +183,14 @@ def test_network_methods_plug_into_the_benchmark(ict_npz, tmp_path):
         assert single[name]["n"] + single[name]["failures"] == 2
         assert single[name]["n"] >= 1 and 0.3 < single[name]["mean"] < 15.0
     assert single["auto"]["mean"] < single["rnet"]["mean"]
+    ablation = [k for k in single if k.startswith("fit ablation: ")]
+    assert len(ablation) == 3
+    for name in ablation:  # same detections as the fit: same successes
+        assert single[name]["n"] == single["fit"]["n"] and 0.3 < single[name]["mean"] < 15.0
+    # the rows differ in what they fit; the quick run's fit (FitConfig.fast()) has no
+    # perceptual term, so it is exactly the "landmarks + photo" row
+    assert len({round(single[k]["mean"], 9) for k in ablation}) == 3
+    assert single["fit ablation: landmarks + photo"]["mean"] == single["fit"]["mean"]
     assert set(out["seconds_per_image"]) == {"rnet", "auto"}
     names = {"rnet: shape averaging", *(f"rnet + cnet: S{k}" for k in range(1, 5))}
     assert names <= set(sets)

@@ -72,6 +72,7 @@ from facerecon.evaluate.metrics import REGIONS, evaluate_mesh
 __all__ = [
     "Prediction",
     "SyntheticBenchmarkConfig",
+    "ablation_methods",
     "benchmark_icp_stages",
     "fit_methods",
     "mean_face_methods",
@@ -113,6 +114,7 @@ class SyntheticBenchmarkConfig:
     oracle_iterations: int = 4
     oracle_reg: float = 1.0
     device: str = "cpu"
+    ablation: bool = False  # Table-1 rows on the fitting path (see ablation_methods)
     rnet: str | None = None  # R-Net weights: adds "rnet" and "auto" (and the sets' averaging)
     cnet: str | None = None  # C-Net weights (needs rnet): adds the S1..S4 set rows
 
@@ -210,12 +212,24 @@ class FitReconstructor:
     id is not reused), so the joint fit of a set reuses the single-image detections.
     """
 
-    def __init__(self, model, fit_config, facerec=None, detectors: Sequence = ()):
+    def __init__(
+        self,
+        model,
+        fit_config,
+        facerec=None,
+        detectors: Sequence = (),
+        skin_attention: bool = True,
+        share_detections: FitReconstructor | None = None,
+    ):
         self.model = model
         self.fit_config = fit_config
         self.facerec = facerec
         self.detectors = list(detectors)
+        self.skin_attention = skin_attention  # False: photometric weight 1 on every face pixel
         self._aligned: dict[int, tuple[Any, Any, str | None]] = {}
+        if share_detections is not None:  # one detection cache (and detectors) for both
+            self.detectors = share_detections.detectors
+            self._aligned = share_detections._aligned
         self.seconds = 0.0
         self.images = 0
 
@@ -261,8 +275,9 @@ class FitReconstructor:
         image = torch.from_numpy(np.stack([f.image for f in faces])).to(device, dtype) / 255.0
         image = image.permute(0, 3, 1, 2).contiguous()
         lm = torch.from_numpy(np.stack([f.landmarks68 for f in faces])).to(device, dtype)
+        attention = None if self.skin_attention else torch.ones_like(image[:, :1])
         t0 = time.perf_counter()
-        result = fit(self.model, FitTarget(image, lm), cfg, facerec=self.facerec)
+        result = fit(self.model, FitTarget(image, lm, attention), cfg, facerec=self.facerec)
         self.seconds += time.perf_counter() - t0
         self.images += len(faces)
         return result.coeffs.detach()
@@ -414,6 +429,32 @@ def net_methods(
         for name in ("s1", "s2", "s3", "s4"):
             sets[f"rnet + cnet: {name.upper()}"] = r.cnet_set(name)
     return single, sets, {"rnet: front view only": r.front_only}, r
+
+
+def ablation_methods(model, fit_config, detect: FitReconstructor) -> dict[str, SingleMethod]:
+    """Single-image rows in the layout of the paper's Table 1, on the fitting path (same
+    stages and steps as ``fit_config``, perceptual term off unless named): landmarks only;
+    landmarks + photometric without skin attention; landmarks + photometric with it. The full
+    hybrid loss (+ perceptual) is the ``fit`` row. Detections are shared with ``detect``."""
+    no_perc = dataclasses.replace(
+        fit_config,
+        coarse=dataclasses.replace(fit_config.coarse, perceptual=False),
+        fine=dataclasses.replace(fit_config.fine, perceptual=False),
+    )
+    lm_only = dataclasses.replace(
+        no_perc,
+        coarse=dataclasses.replace(no_perc.coarse, iters=0),
+        fine=dataclasses.replace(no_perc.fine, iters=0),
+    )
+    rows = {
+        "fit ablation: landmarks only": (lm_only, True),
+        "fit ablation: landmarks + photo, no skin attention": (no_perc, False),
+        "fit ablation: landmarks + photo": (no_perc, True),
+    }
+    return {
+        name: FitReconstructor(model, cfg, skin_attention=skin, share_detections=detect).single
+        for name, (cfg, skin) in rows.items()
+    }
 
 
 def mean_face_methods(model) -> tuple[dict, dict, dict]:
@@ -719,6 +760,8 @@ def run_synthetic_benchmark(
         all_single.update(s1)
         all_sets.update(s2)
         all_multi.update(s3)
+        if config.ablation:
+            all_single.update(ablation_methods(model, recon.fit_config, recon))
     if config.rnet:
         from facerecon.nets.cnet import load_cnet
         from facerecon.nets.rnet import load_rnet
