@@ -1,12 +1,14 @@
 """Accuracy on ``synthetic-ict``: the paper's protocol on rendered ICT faces (see
 ``facerecon.evaluate.benchmark`` for the protocol).
 
-    python benchmarks/bench_synthetic.py [--quick]
+    python benchmarks/bench_synthetic.py [--quick] [--rnet WEIGHTS] [--cnet WEIGHTS]
 
 Needs ../shared/data/ict_face_model/ict_face_model.npz (the generator's face model); rows say so
 when it is absent. Full: ``FULL_IDENTITIES`` x ``FULL_CONDITIONS`` images with the default fit
 (hybrid loss incl. perceptual) plus one 3-view triple per identity; quick: the config's quick
-sizes with ``FitConfig.fast()``.
+sizes with ``FitConfig.fast()``. The full run adds the Table-1 ablation rows of the fit; R-Net
+weights (``--rnet``, or ``$FACERECON_BENCH_RNET`` under ``make bench``; default: the shipped
+ones when they exist) add the ``rnet`` and ``auto`` rows, C-Net weights the S1-S4 set rows.
 """
 
 from __future__ import annotations
@@ -32,15 +34,23 @@ def _row(name: str, value: float, unit: str, notes: str) -> dict:
     return {"section": SECTION, "name": name, "value": value, "unit": unit, "notes": notes}
 
 
-def config(quick: bool):
-    """The benchmark configuration this script runs."""
+def config(quick: bool, rnet: str | None = None, cnet: str | None = None):
+    """The benchmark configuration this script runs (networks: see the module docstring)."""
     from facerecon.evaluate.benchmark import SyntheticBenchmarkConfig
+    from facerecon.nets.shipped import shipped_weights
 
+    rnet = rnet or os.environ.get("FACERECON_BENCH_RNET") or shipped_weights("rnet", "bfm-lite")
+    cnet = cnet or os.environ.get("FACERECON_BENCH_CNET")
+    if cnet is None and rnet is not None and rnet == shipped_weights("rnet", "bfm-lite"):
+        cnet = shipped_weights("cnet", "bfm-lite")
     return SyntheticBenchmarkConfig(
         n_identities=FULL_IDENTITIES,
         n_conditions=FULL_CONDITIONS,
         gt_model=str(ICT_NPZ),
         quick=quick,
+        ablation=not quick,
+        rnet=str(rnet) if rnet else None,
+        cnet=str(cnet) if cnet else None,
     )
 
 
@@ -83,24 +93,29 @@ def rows_from_result(result: dict) -> list[dict]:
             f"whole run {result['seconds']:.0f} s; {setup}",
         )
     )
+    for method, sec in result.get("seconds_per_image", {}).items():
+        rows.append(_row(f"seconds per image: {method}", sec, "s", f"weights {cfg['rnet']}"))
     for note in result["notes"]:
         rows.append(_row("warning", math.nan, "", note))
     return rows
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False, rnet: str | None = None, cnet: str | None = None) -> list[dict]:
     from facerecon.evaluate.benchmark import run_synthetic_benchmark
 
     if not ICT_NPZ.is_file():
         return [_row("skipped", math.nan, "", f"{ICT_NPZ} not found")]
-    return rows_from_result(run_synthetic_benchmark(config(quick), progress=print))
+    cfg = config(quick, rnet, cnet)
+    return rows_from_result(run_synthetic_benchmark(cfg, progress=print))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rnet", help="R-Net weights (adds the rnet and auto rows)")
+    ap.add_argument("--cnet", help="C-Net weights for --rnet (adds the S1-S4 set rows)")
     args = ap.parse_args()
-    for r in run(args.quick):
+    for r in run(args.quick, args.rnet, args.cnet):
         print(f"{r['name']:<60} {r['value']:8.3f} {r['unit']:<8} {r['notes']}")
 
 

@@ -194,8 +194,12 @@ def test_config_yaml_roundtrip_and_errors(tmp_path):
     )
     c2 = config_from_args(args)
     assert (c2.max_steps, c2.augment.rotation, c2.lr, c2.augment.flip) == (7, 5.0, 3e-4, 0.0)
-    for example in sorted((REPO / "configs").glob("*.yaml")):
-        load_config(example)
+    from facerecon.train.cnet import load_cnet_config
+
+    examples = sorted((REPO / "configs").glob("*.yaml"))
+    assert any(p.name.startswith("cnet_") for p in examples)
+    for example in examples:  # every example config loads with its command's loader
+        (load_cnet_config if example.name.startswith("cnet_") else load_config)(example)
 
 
 # ---------------------------------------------------------------- training

@@ -1,8 +1,9 @@
 """Where the weights that ship with facerecon live, per face model.
 
-``src/facerecon/weights/`` holds fp16 files named ``rnet_<model>.pt`` and ``cnet_<model>.pt``
-(``<model>`` is a face-model name such as ``bfm-lite``); ``weights/README.md`` records the
-exact commands, data and step counts that produced them. Only named models can have shipped
+``src/facerecon/weights/`` is where fp16 files named ``rnet_<model>.pt`` and ``cnet_<model>.pt``
+go (``<model>`` is a face-model name such as ``bfm-lite``), next to a ``README.md`` with the
+exact commands, data and step counts that produced them. None ship yet (see README.md): until
+they do, every lookup returns None and ``reconstruct`` defaults to fitting. Only named models can have shipped
 weights: a model given as a file path never matches.
 """
 
