@@ -3,8 +3,8 @@
 ``src/facerecon/weights/`` is where fp16 files named ``rnet_<model>.pt`` and ``cnet_<model>.pt``
 go (``<model>`` is a face-model name such as ``bfm-lite``), next to a ``README.md`` with the
 exact commands, data and step counts that produced them. None ship yet (see README.md): until
-they do, every lookup returns None and ``reconstruct`` defaults to fitting. Only named models can have shipped
-weights: a model given as a file path never matches.
+they do, every lookup returns None and ``reconstruct`` defaults to fitting. Only named models
+can have shipped weights: a model given as a file path never matches.
 """
 
 from __future__ import annotations
