@@ -205,6 +205,16 @@ def _neutral_from_id(model, id_coeff: np.ndarray) -> Prediction:
     return Prediction(v, model.triangles.cpu().numpy(), lm, v, np.asarray(id_coeff), lm)
 
 
+def crop_tensors(faces: list, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Aligned faces (``AlignedFace``) as ``image (B, 3, S, S)`` in 0..1 and ``lm68 (B, 68,
+    2)`` on the device and dtype of ``like``."""
+    import torch
+
+    image = torch.from_numpy(np.stack([f.image for f in faces])).to(like.device, like.dtype)
+    lm = torch.from_numpy(np.stack([f.landmarks68 for f in faces])).to(like.device, like.dtype)
+    return (image / 255.0).permute(0, 3, 1, 2).contiguous(), lm
+
+
 class FitReconstructor:
     """Our analysis-by-synthesis fit through the real path: detect -> align -> fit.
 
@@ -270,11 +280,7 @@ class FitReconstructor:
         from facerecon.fit import FitTarget, fit
 
         cfg = dataclasses.replace(self.fit_config, shared_identity=shared_identity)
-        dtype = self.model.mean_shape.dtype
-        device = self.model.mean_shape.device
-        image = torch.from_numpy(np.stack([f.image for f in faces])).to(device, dtype) / 255.0
-        image = image.permute(0, 3, 1, 2).contiguous()
-        lm = torch.from_numpy(np.stack([f.landmarks68 for f in faces])).to(device, dtype)
+        image, lm = crop_tensors(faces, self.model.mean_shape)
         attention = None if self.skin_attention else torch.ones_like(image[:, :1])
         t0 = time.perf_counter()
         result = fit(self.model, FitTarget(image, lm, attention), cfg, facerec=self.facerec)
@@ -351,14 +357,6 @@ class NetReconstructor:
         self.seconds = {"rnet": 0.0, "auto": 0.0}
         self.images = {"rnet": 0, "auto": 0}
 
-    def _crops(self, faces: list) -> tuple[torch.Tensor, torch.Tensor]:
-        import torch
-
-        p = self.model.mean_shape
-        image = torch.from_numpy(np.stack([f.image for f in faces])).to(p.device, p.dtype) / 255
-        lm = torch.from_numpy(np.stack([f.landmarks68 for f in faces])).to(p.device, p.dtype)
-        return image.permute(0, 3, 1, 2).contiguous(), lm
-
     def _run(self, samples: list, method: str) -> list[Prediction | None]:
         from facerecon.fit import FitTarget, fit
         from facerecon.nets.rnet import predict_coeffs
@@ -368,7 +366,7 @@ class NetReconstructor:
         out: list[Prediction | None] = [None] * len(samples)
         if not ok:
             return out
-        image, lm = self._crops([faces[k] for k in ok])
+        image, lm = crop_tensors([faces[k] for k in ok], self.model.mean_shape)
         t0 = time.perf_counter()
         coeffs = predict_coeffs(self.rnet, image).to(image.dtype)
         if method == "auto":
@@ -405,7 +403,7 @@ class NetReconstructor:
             faces = [f for f in (self.detect.aligned(s) for s in samples) if f is not None]
             if not faces:
                 return None
-            image, _ = self._crops(faces)
+            image, _ = crop_tensors(faces, self.model.mean_shape)
             coeffs, conf = predict_set(self.rnet, self.cnet, image)
             ids = self.model.layout.split(coeffs)["id_coeff"]
             agg = aggregate(ids, conf.to(ids.dtype), strategy)
