@@ -1,6 +1,9 @@
 """Fitting: seconds per photo and landmark accuracy on the hand-labelled photos.
 
-Needs ../shared/data/faces_68pt (the development data); rows say so when it is absent.
+Needs ../shared/data/faces_68pt (the development data); rows say so when it is absent. With R-Net
+weights (``$FACERECON_BENCH_RNET``, default the shipped ones) the same rows for ``rnet`` and
+``auto`` (R-Net + ``FitConfig.refine`` with the net's training loss weights): real photos are the
+synthetic-trained net's out-of-domain test.
 """
 
 from __future__ import annotations
@@ -42,13 +45,34 @@ def run(quick: bool = False) -> list[dict]:
                 "notes": f"{folder} not found",
             }
         ]
+    from facerecon.nets.rnet import load_rnet, predict_coeffs, training_loss_config
+    from facerecon.nets.shipped import shipped_weights
+
     model = load_face_model("bfm-lite")
     facerec = functools.partial(embed, load_facerec())
     rows = []
-    configs = {"fast (no perceptual)": (FitConfig.fast(), None)}
+
+    def fitter(cfg, rec):
+        return lambda image, lm: fit(model, FitTarget(image, lm), cfg, facerec=rec).coeffs
+
+    configs = {"fast (no perceptual)": fitter(FitConfig.fast(), None)}
     if not quick:
-        configs["default (hybrid loss incl. perceptual)"] = (FitConfig(), facerec)
-    for label, (cfg, rec) in configs.items():
+        configs["default (hybrid loss incl. perceptual)"] = fitter(FitConfig(), facerec)
+    weights = os.environ.get("FACERECON_BENCH_RNET") or shipped_weights("rnet", "bfm-lite")
+    if weights:
+        net = load_rnet(weights)
+        refine = FitConfig.refine(training_loss_config(weights))
+        configs["rnet"] = lambda image, lm: predict_coeffs(net, image)
+        configs["auto (rnet + refine)"] = lambda image, lm: (
+            fit(
+                model,
+                FitTarget(image, lm),
+                refine,
+                facerec=facerec,
+                init=predict_coeffs(net, image),
+            ).coeffs
+        )
+    for label, method in configs.items():
         secs, nmes = [], []
         for name in PHOTOS:
             photo = load_image(folder / name)
@@ -58,9 +82,9 @@ def run(quick: bool = False) -> list[dict]:
             image = torch.from_numpy(aligned.image).permute(2, 0, 1)[None].float() / 255
             lm = torch.from_numpy(aligned.landmarks68)[None].float()
             t0 = time.perf_counter()
-            result = fit(model, FitTarget(image, lm), cfg, facerec=rec)
+            coeffs = method(image, lm)
             secs.append(time.perf_counter() - t0)
-            p = model.layout.split(result.coeffs)
+            p = model.layout.split(coeffs.detach())
             vertices, _ = model(p["id_coeff"], p["exp_coeff"], p["tex_coeff"])
             uv = fitted_landmarks(model, vertices, p["angles"], p["trans"], CameraConfig())
             pred = aligned.transform.to_original(uv[0].detach().numpy())
@@ -72,7 +96,8 @@ def run(quick: bool = False) -> list[dict]:
                 "name": f"seconds per photo, {label}",
                 "value": statistics.median(secs),
                 "unit": "s",
-                "notes": f"bfm-lite, CPU, {len(PHOTOS)} faces_68pt photos; target < 5 s",
+                "notes": f"bfm-lite, CPU, {len(PHOTOS)} faces_68pt photos; target < 5 s"
+                + (f"; weights {weights}" if label.startswith(("rnet", "auto")) else ""),
             }
         )
         per_photo = ", ".join(

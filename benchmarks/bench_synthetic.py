@@ -54,21 +54,26 @@ def config(quick: bool, rnet: str | None = None, cnet: str | None = None):
     )
 
 
-def rows_from_result(result: dict) -> list[dict]:
-    """Benchmark rows from :func:`run_synthetic_benchmark`'s result."""
+def rows_from_result(result: dict, section: str = SECTION) -> list[dict]:
+    """Benchmark rows (of ``section``) from :func:`run_synthetic_benchmark`'s result."""
+
+    def _row(name: str, value: float, unit: str, notes: str) -> dict:
+        return {"section": section, "name": name, "value": value, "unit": unit, "notes": notes}
+
     if "skipped" in result:
         return [_row("skipped", math.nan, "", result["skipped"])]
     sizes = result["sizes"]
     cfg = result["config"]
     fit_kind = "FitConfig.fast()" if cfg["quick"] or cfg["fast_fit"] else "FitConfig()"
+    gt_name = "ICT" if str(cfg["gt_model"]).endswith(".npz") else cfg["gt_model"]
     setup = (
-        f"{sizes['identities']} ICT identities x {sizes['conditions']} conditions, "
+        f"{sizes['identities']} {gt_name} identities x {sizes['conditions']} conditions, "
         f"|yaw|<={cfg['max_yaw_deg']:.0f}, |pitch|<={cfg['max_pitch_deg']:.0f}, "
         f"|roll|<={cfg['max_roll_deg']:.0f} deg, engine-default occluders/blur/noise/JPEG; "
         f"bfm-lite {fit_kind}, detector {'->'.join(cfg['detectors'])}; seed {cfg['seed']}"
     )
     rows = []
-    for section, methods in result["summary"].items():
+    for part, methods in result["summary"].items():
         for name, st in methods.items():
             regions = ", ".join(f"{k} {v:.2f}" for k, v in st["per_region"].items())
             notes = f"± {st['std']:.2f}, n={st['n']}, failures={st['failures']}"
@@ -79,7 +84,7 @@ def rows_from_result(result: dict) -> list[dict]:
                 notes += f"; regions {regions}"
             rows.append(
                 _row(
-                    f"{LABELS.get(section, section)}: {name}",
+                    f"{LABELS.get(part, part)}: {name}",
                     st["mean"],
                     "mm RMSE",
                     notes,

@@ -26,6 +26,7 @@ from facerecon.nets.rnet import (
     load_rnet,
     predict_coeffs,
     save_rnet,
+    training_loss_config,
 )
 
 LITE = CoeffLayout(40, 10, 16)  # bfm-lite: 99 coefficients
@@ -181,6 +182,19 @@ def test_save_load_exact_and_fp16_export(tmp_path):
     raw = torch.load(half, weights_only=True)
     assert raw["state_dict"]["head.weight"].dtype == torch.float16
     assert raw["config"]["backbone"] == "mobilenet_v2"
+
+
+def test_training_loss_config_travels_with_the_weights(tmp_path):
+    """``auto`` refines with the loss weights the net was trained with (train_config meta)."""
+    from facerecon.losses import HybridLossConfig
+    from facerecon.train.config import TrainConfig
+
+    net = _random_net()
+    cfg = TrainConfig(loss=HybridLossConfig(alpha=5.0, beta=2.4))
+    path = export_weights(net, tmp_path / "w.pt", meta={"train_config": cfg.to_dict()})
+    loss = training_loss_config(path)
+    assert loss == HybridLossConfig(alpha=5.0, beta=2.4)
+    assert training_loss_config(save_rnet(net, tmp_path / "plain.pt")) is None
 
 
 def test_load_rnet_errors(tmp_path):

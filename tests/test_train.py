@@ -218,6 +218,9 @@ def test_training_reduces_loss_and_logs(data_dir, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "step_00000006.pt").is_file()
     net = load_rnet(res["weights"])
     assert net.config.backbone == "mobilenet_v2" and net.layout.size == 99
+    from facerecon.nets.rnet import training_loss_config
+
+    assert training_loss_config(res["weights"]) == cfg.loss  # auto refines with these
 
 
 def test_resume_gives_identical_next_step(data_dir, tmp_path):
@@ -304,3 +307,21 @@ def test_synthetic_data_aligned_and_trains(model, tmp_path):
     res = train_rnet(cfg)
     assert res["steps"] == 2 and res["val"]["loss"] > 0
     assert all(np.isfinite(res["losses"]))
+
+
+def test_skin_attention_switch_for_the_ablation():
+    """``skin_attention: false`` (Table-1 ablation) weighs every face pixel 1; the default uses
+    the stored attention, or computes it from the image when the item has none."""
+    from facerecon.skin import skin_attention, skin_probability
+    from facerecon.train.loop import _prepare_batch
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 32, 32, generator=g)
+    stored = torch.rand(2, 1, 32, 32, generator=g)
+    batch = {"image": image, "lm68": torch.zeros(2, 68, 2), "attention": stored}
+    assert torch.equal(_prepare_batch(batch, torch.device("cpu"))[2], stored)
+    off = _prepare_batch(batch, torch.device("cpu"), use_skin_attention=False)[2]
+    assert off.shape == (2, 1, 32, 32) and bool((off == 1).all())
+    computed = _prepare_batch({**batch, "attention": None}, torch.device("cpu"))[2]
+    torch.testing.assert_close(computed, skin_attention(skin_probability(image)))
+    assert TrainConfig(skin_attention=False).skin_attention is False

@@ -256,8 +256,12 @@ class Reconstructor:
         self.model = load_face_model(options.model, device=self.device)
         self._uv = None
         self.rnet = None
+        self.refine_loss = None  # the R-Net's training loss weights (auto's refinement)
         if options.method in ("rnet", "auto"):
+            from facerecon.nets.rnet import training_loss_config
+
             self.rnet = load_rnet_for(options, self.model, self.device)
+            self.refine_loss = training_loss_config(options.weights)
         self.cnet = None
         if options.cnet is not None:
             if self.rnet is None:
@@ -283,7 +287,7 @@ class Reconstructor:
             if self.options.method == "rnet":
                 return FitResult(init)
         if self.options.method == "auto":
-            cfg = FitConfig.refine()
+            cfg = FitConfig.refine(self.refine_loss)
         else:
             cfg = FitConfig.fast() if self.options.fast else FitConfig()
         cfg.shared_identity = shared_identity

@@ -393,6 +393,38 @@ class NetReconstructor:
         ids = [p.id_coeff for p in singles.get("rnet", []) if p is not None]
         return _neutral_from_id(self.model, np.mean(ids, axis=0)) if ids else None
 
+    def auto_average(self, samples: list, singles: dict) -> Prediction | None:
+        """Set method: mean of the per-image ``auto`` identities."""
+        ids = [p.id_coeff for p in singles.get("auto", []) if p is not None]
+        return _neutral_from_id(self.model, np.mean(ids, axis=0)) if ids else None
+
+    def auto_joint(self, use_cnet: bool) -> SetMethod:
+        """Set method: what ``reconstruct --set --method auto`` does -- one identity from the
+        R-Net estimates (C-Net S4 when ``use_cnet``, else their mean) refined jointly over the
+        set (``FitConfig.refine`` with a shared identity)."""
+
+        def run(samples: list, singles: dict) -> Prediction | None:
+            from facerecon.aggregate import aggregate_set
+            from facerecon.fit import FitTarget, fit
+            from facerecon.nets.cnet import predict_set
+            from facerecon.nets.rnet import predict_coeffs
+
+            faces = [f for f in (self.detect.aligned(s) for s in samples) if f is not None]
+            if not faces:
+                return None
+            image, lm = crop_tensors(faces, self.model.mean_shape)
+            if use_cnet:
+                coeffs, conf = predict_set(self.rnet, self.cnet, image)
+                init = aggregate_set(coeffs, conf, self.model.layout, "s4")
+            else:
+                init = aggregate_set(predict_coeffs(self.rnet, image), None, self.model.layout)
+            cfg = dataclasses.replace(self.refine_config, shared_identity=True)
+            res = fit(self.model, FitTarget(image, lm), cfg, facerec=self.facerec, init=init)
+            ids = self.model.layout.split(res.coeffs.detach())["id_coeff"]
+            return _neutral_from_id(self.model, ids[0].double().cpu().numpy())
+
+        return run
+
     def cnet_set(self, strategy: str) -> SetMethod:
         """Set method: R-Net identities aggregated with C-Net confidences by ``strategy``."""
 
@@ -422,10 +454,15 @@ def net_methods(
     """``(single, sets, multiview, reconstructor)`` for a trained R-Net (and C-Net)."""
     r = NetReconstructor(model, rnet, detect, refine_config, cnet)
     single = {"rnet": r.single, "auto": r.auto}
-    sets: dict[str, SetMethod] = {"rnet: shape averaging": r.shape_average}
+    sets: dict[str, SetMethod] = {
+        "rnet: shape averaging": r.shape_average,
+        "auto: shape averaging": r.auto_average,
+        "auto: joint refine": r.auto_joint(False),
+    }
     if cnet is not None:
         for name in ("s1", "s2", "s3", "s4"):
             sets[f"rnet + cnet: {name.upper()}"] = r.cnet_set(name)
+        sets["auto + cnet S4: joint refine"] = r.auto_joint(True)
     return single, sets, {"rnet: front view only": r.front_only}, r
 
 
@@ -762,11 +799,11 @@ def run_synthetic_benchmark(
             all_single.update(ablation_methods(model, recon.fit_config, recon))
     if config.rnet:
         from facerecon.nets.cnet import load_cnet
-        from facerecon.nets.rnet import load_rnet
+        from facerecon.nets.rnet import load_rnet, training_loss_config
 
         detect = recon or FitReconstructor(model, None, None, detectors)
         recon = detect
-        refine = FitConfig.refine()
+        refine = FitConfig.refine(training_loss_config(config.rnet))
         if fast:
             refine = dataclasses.replace(refine, fine=dataclasses.replace(refine.fine, iters=0))
         cnet = load_cnet(config.cnet, device=device) if config.cnet else None

@@ -59,11 +59,16 @@ class FitConfig:
         )
 
     @classmethod
-    def refine(cls) -> FitConfig:
-        """A few hybrid-loss steps from a network's estimate (``--method auto``)."""
+    def refine(cls, loss: HybridLossConfig | None = None) -> FitConfig:
+        """A few steps from a network's estimate (``--method auto``): a short landmark stage
+        (pose first; it re-seats a pose the net got wrong on an unfamiliar photo), then the
+        hybrid loss. ``loss``: the weights the net was trained with (default: paper's), so the
+        refinement keeps optimising the objective the estimate came from.
+        """
         return cls(
-            landmark_iters=0,
+            landmark_iters=45,
             coarse=StageConfig(iters=20, size=112),
             fine=StageConfig(iters=10, perceptual=True),
+            loss=loss or HybridLossConfig(),
             lr_decay=0.1,
         )

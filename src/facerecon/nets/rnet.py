@@ -234,6 +234,19 @@ def load_rnet(
     return net.to(device=device, dtype=dtype).eval()
 
 
+def training_loss_config(path: str | os.PathLike[str]):
+    """The :class:`facerecon.losses.HybridLossConfig` an R-Net file was trained with (from the
+    ``train_config`` that :mod:`scripts/export_weights.py` stores in its meta), or None when the
+    file does not say."""
+    from facerecon.losses import HybridLossConfig
+
+    loss = (read_rnet_file(path).get("meta") or {}).get("train_config", {}).get("loss")
+    if not isinstance(loss, dict):
+        return None
+    names = {f.name for f in fields(HybridLossConfig)}
+    return HybridLossConfig(**{k: v for k, v in loss.items() if k in names})
+
+
 @torch.no_grad()
 def predict_coeffs(net: nn.Module, images: Tensor, batch_size: int = 32) -> Tensor:
     """Coefficients of aligned crops in eval mode, without gradients.

@@ -2,9 +2,10 @@
 
 ``src/facerecon/weights/`` is where fp16 files named ``rnet_<model>.pt`` and ``cnet_<model>.pt``
 go (``<model>`` is a face-model name such as ``bfm-lite``), next to a ``README.md`` with the
-exact commands, data and step counts that produced them. None ship yet (see README.md): until
-they do, every lookup returns None and ``reconstruct`` defaults to fitting. Only named models
-can have shipped weights: a model given as a file path never matches.
+exact commands, data and step counts that produced them. Today ``bfm-lite`` has both (CPU-trained;
+see that README for what they do and do not do); for any other model every lookup returns None
+and ``reconstruct`` defaults to fitting. Only named models can have shipped weights: a model
+given as a file path never matches.
 """
 
 from __future__ import annotations

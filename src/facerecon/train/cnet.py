@@ -237,7 +237,7 @@ class _SetStep:
         cfg = self.cfg
         s, m = batch["image"].shape[:2]
         flat = {k: v.flatten(0, 1) for k, v in batch.items() if k != "index"}
-        image, lm68, att = _prepare_batch(flat, self.device)
+        image, lm68, att = _prepare_batch(flat, self.device, self.cfg.skin_attention)
         ctx = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if self.autocast

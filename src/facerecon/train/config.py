@@ -66,6 +66,8 @@ class TrainConfig:
         input_size: side the crop is resized to before the net (224 = paper).
         render_size: side of the photometric render (224 = paper; smaller is faster).
         perceptual: include the face-recognition perceptual term.
+        skin_attention: weigh the photometric loss by the skin attention (paper); False weighs
+            every pixel of the rendered face region 1 (the Table-1 ablation row).
         batch_size: per process. epochs, max_steps: run length (``max_steps`` wins when set).
         lr, weight_decay: Adam. lr_milestones: epochs (fractions allowed) at which the learning
             rate is multiplied by ``lr_gamma``.
@@ -92,6 +94,7 @@ class TrainConfig:
     input_size: int = 224
     render_size: int = 224
     perceptual: bool = True
+    skin_attention: bool = True
     batch_size: int = 32
     epochs: int = 20
     max_steps: int | None = None

@@ -277,12 +277,14 @@ def _fmt(v: Any) -> Any:
 
 # ============================================================================ training
 def _prepare_batch(
-    batch: dict[str, Any], device: torch.device
+    batch: dict[str, Any], device: torch.device, use_skin_attention: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     image = batch["image"].to(device, non_blocking=True)
     lm68 = batch["lm68"].to(device, non_blocking=True)
     att = batch.get("attention")
-    if att is None:
+    if not use_skin_attention:  # every pixel of the rendered face region weighs 1 (ablation)
+        att = torch.ones_like(image[:, :1])
+    elif att is None:
         from facerecon.skin import skin_attention, skin_probability
 
         att = skin_attention(skin_probability(image))
@@ -307,7 +309,7 @@ class _Step:
         self, net: torch.nn.Module, batch: dict[str, Any]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
-        image, lm68, att = _prepare_batch(batch, self.device)
+        image, lm68, att = _prepare_batch(batch, self.device, self.cfg.skin_attention)
         ctx = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if self.autocast
@@ -473,7 +475,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, local_rank: int, load_face_m
     weights = out / "rnet.pt"
     if is_main:
         save_checkpoint(last_ckpt, net, opt, sched, step, cfg)
-        save_rnet(net, weights, meta={"step": step, "face_model": cfg.face_model})
+        meta = {"step": step, "face_model": cfg.face_model, "train_config": cfg.to_dict()}
+        save_rnet(net, weights, meta=meta)
     if world > 1:
         dist.barrier()
     return {
