@@ -15,7 +15,6 @@ shipped ones, with the shipped C-Net). No extra data is needed.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 SECTION = "Accuracy: synthetic-bfm-lite (held out)"
@@ -36,12 +35,8 @@ def _bench_synthetic():
 def config(quick: bool, rnet: str | None = None):
     """The benchmark configuration this script runs."""
     from facerecon.evaluate.benchmark import SyntheticBenchmarkConfig
-    from facerecon.nets.shipped import shipped_weights
 
-    rnet = rnet or os.environ.get("FACERECON_BENCH_RNET") or shipped_weights("rnet", "bfm-lite")
-    cnet = os.environ.get("FACERECON_BENCH_CNET")
-    if cnet is None and rnet is not None and rnet == shipped_weights("rnet", "bfm-lite"):
-        cnet = shipped_weights("cnet", "bfm-lite")
+    rnet, cnet = _bench_synthetic().network_weights(rnet)
     return SyntheticBenchmarkConfig(
         n_identities=FULL_IDENTITIES,
         n_conditions=FULL_CONDITIONS,
@@ -49,8 +44,8 @@ def config(quick: bool, rnet: str | None = None):
         gt_model="bfm-lite",
         methods=("fit", "mean-face"),
         quick=quick,
-        rnet=str(rnet) if rnet else None,
-        cnet=str(cnet) if cnet else None,
+        rnet=rnet,
+        cnet=cnet,
     )
 
 

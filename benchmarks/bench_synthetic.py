@@ -34,23 +34,32 @@ def _row(name: str, value: float, unit: str, notes: str) -> dict:
     return {"section": SECTION, "name": name, "value": value, "unit": unit, "notes": notes}
 
 
-def config(quick: bool, rnet: str | None = None, cnet: str | None = None):
-    """The benchmark configuration this script runs (networks: see the module docstring)."""
-    from facerecon.evaluate.benchmark import SyntheticBenchmarkConfig
+def network_weights(rnet: str | None = None, cnet: str | None = None) -> tuple:
+    """``(rnet, cnet)`` weight paths as strings or None: the given ones, else
+    ``$FACERECON_BENCH_RNET`` / ``$FACERECON_BENCH_CNET``, else the shipped R-Net (and the shipped
+    C-Net only on top of the shipped R-Net)."""
     from facerecon.nets.shipped import shipped_weights
 
     rnet = rnet or os.environ.get("FACERECON_BENCH_RNET") or shipped_weights("rnet", "bfm-lite")
     cnet = cnet or os.environ.get("FACERECON_BENCH_CNET")
     if cnet is None and rnet is not None and rnet == shipped_weights("rnet", "bfm-lite"):
         cnet = shipped_weights("cnet", "bfm-lite")
+    return (str(rnet) if rnet else None), (str(cnet) if cnet else None)
+
+
+def config(quick: bool, rnet: str | None = None, cnet: str | None = None):
+    """The benchmark configuration this script runs (networks: see the module docstring)."""
+    from facerecon.evaluate.benchmark import SyntheticBenchmarkConfig
+
+    rnet, cnet = network_weights(rnet, cnet)
     return SyntheticBenchmarkConfig(
         n_identities=FULL_IDENTITIES,
         n_conditions=FULL_CONDITIONS,
         gt_model=str(ICT_NPZ),
         quick=quick,
         ablation=not quick,
-        rnet=str(rnet) if rnet else None,
-        cnet=str(cnet) if cnet else None,
+        rnet=rnet,
+        cnet=cnet,
     )
 
 
