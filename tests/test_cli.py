@@ -245,15 +245,15 @@ def _marked_fit(monkeypatch):
     stderr, so a test can place the progress bar's states relative to the work."""
     from facerecon import pipeline
 
-    real_fit = pipeline.Reconstructor.fit
+    real_estimate = pipeline.Reconstructor.estimate
 
-    def fit(self, faces, shared_identity):
+    def estimate(self, faces, shared_identity):
         sys.stderr.write(f"<fit {faces[0].name}>\n")
-        result = real_fit(self, faces, shared_identity)
+        result = real_estimate(self, faces, shared_identity)
         sys.stderr.write(f"<fitted {faces[-1].name}>\n")
         return result
 
-    monkeypatch.setattr(pipeline.Reconstructor, "fit", fit)
+    monkeypatch.setattr(pipeline.Reconstructor, "estimate", estimate)
 
 
 def _first(text: str, token: str) -> int:
@@ -346,19 +346,19 @@ def test_batch_reports_fit_and_write_failures_and_goes_on(tmp_path, faces_68pt, 
     for name in ("a.ppm", "b.ppm"):
         shutil.copy(faces_68pt / "takeo.ppm", inputs / name)
     shutil.copy(faces_68pt / "einstein.jpg", inputs / "c.jpg")
-    real_fit, real_png = pipeline.Reconstructor.fit, facerecon.io.save_png
+    real_estimate, real_png = pipeline.Reconstructor.estimate, facerecon.io.save_png
 
-    def fit(self, faces, shared_identity):
+    def estimate(self, faces, shared_identity):
         if faces[0].name == "c":
             raise RuntimeError("solver blew up\nsecond line")
-        return real_fit(self, faces, shared_identity)
+        return real_estimate(self, faces, shared_identity)
 
     def save_png(path, *args, **kwargs):
         if Path(path).name.startswith("a_"):
             raise OSError("disk full")
         return real_png(path, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline.Reconstructor, "fit", fit)
+    monkeypatch.setattr(pipeline.Reconstructor, "estimate", estimate)
     monkeypatch.setattr(facerecon.io, "save_png", save_png)
     out = tmp_path / "out"
     assert (

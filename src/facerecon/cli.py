@@ -19,6 +19,13 @@ from facerecon.errors import FaceReconError
 EXIT_OK, EXIT_ERROR, EXIT_SOME_FAILED, EXIT_USAGE = 0, 2, 1, 2
 
 
+def method_choices() -> list[str]:
+    """``--method`` choices: the registry of :mod:`facerecon.methods`."""
+    from facerecon.methods import method_names
+
+    return method_names()
+
+
 def _reconstruct_parser(sub) -> None:
     p = sub.add_parser(
         "reconstruct",
@@ -39,7 +46,7 @@ def _reconstruct_parser(sub) -> None:
     p.add_argument(
         "--method",
         default=None,
-        choices=["fit", "rnet", "auto"],
+        choices=method_choices(),
         help="fit: analysis-by-synthesis (no network); rnet: R-Net regression (fast); auto: "
         "R-Net estimate refined by a few fitting steps. Default: auto when R-Net weights are "
         "given or ship for the model, else fit",

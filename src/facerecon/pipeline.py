@@ -8,7 +8,6 @@ The CLI parses arguments and calls :func:`run`; nothing here prints except throu
 from __future__ import annotations
 
 import dataclasses
-import functools
 import glob
 import json
 import re
@@ -26,7 +25,6 @@ from facerecon.errors import FaceReconError, ImageError, OutputExistsError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 SUMMARY_NAME = "summary.json"
-METHOD_STAGES = {"fit": "fitting", "rnet": "R-Net regression", "auto": "R-Net + fitting"}
 T = TypeVar("T")
 
 
@@ -233,20 +231,12 @@ def prepare_image(path: Path, name: str, detector, all_faces: bool) -> list[Prep
     return prepared
 
 
-def to_tensor_batch(
-    faces: list[PreparedFace], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Aligned crops ``(B, 3, 224, 224)`` in 0..1 and their landmarks ``(B, 68, 2)``."""
-    images = np.stack([f.aligned.image for f in faces]).astype(np.float32) / 255.0
-    lm = np.stack([f.aligned.landmarks68 for f in faces]).astype(np.float32)
-    image_t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
-    return image_t, torch.from_numpy(lm).to(device)
-
-
 class Reconstructor:
-    """Holds the loaded models; reconstructs batches of prepared faces."""
+    """Holds the face model and the method (:mod:`facerecon.methods`); reconstructs batches of
+    prepared faces and writes their outputs."""
 
     def __init__(self, options: ReconstructOptions):
+        from facerecon.methods import build_method
         from facerecon.morphable import load_face_model
 
         self.options = options = resolve_options(options)
@@ -255,66 +245,15 @@ class Reconstructor:
         self.device = torch.device(options.device)
         self.model = load_face_model(options.model, device=self.device)
         self._uv = None
-        self.rnet = None
-        self.refine_loss = None  # the R-Net's training loss weights (auto's refinement)
-        if options.method in ("rnet", "auto"):
-            from facerecon.nets.rnet import training_loss_config
+        self.method = build_method(options.method, method_spec(options), self.model)
 
-            self.rnet = load_rnet_for(options, self.model, self.device)
-            self.refine_loss = training_loss_config(options.weights)
-        self.cnet = None
-        if options.cnet is not None:
-            if self.rnet is None:
-                raise FaceReconError("--cnet needs R-Net features: use --method rnet or auto")
-            from facerecon.nets.cnet import load_cnet
+    def estimate(self, faces: list[PreparedFace], shared_identity: bool):
+        """The method's :class:`facerecon.methods.Estimate` for a batch of faces (one
+        identity for all when ``shared_identity``)."""
+        from facerecon.methods import crops_target
 
-            self.cnet = load_cnet(options.cnet, device=self.device)
-        self.confidences: dict[str, float] = {}
-        self.facerec = None
-        if options.perceptual and not options.fast and options.method != "rnet":
-            from facerecon.nets.facerec import embed, load_facerec
-
-            self.facerec = functools.partial(embed, load_facerec(device=self.device))
-
-    def fit(self, faces: list[PreparedFace], shared_identity: bool):
-        """Coefficients ``FitResult`` for a batch of faces with the chosen method."""
-        from facerecon.fit import FitConfig, FitResult, FitTarget, fit
-
-        image, lm = to_tensor_batch(faces, self.device)
-        init = None
-        if self.rnet is not None:
-            init = self.network_estimate(faces, image, shared_identity)
-            if self.options.method == "rnet":
-                return FitResult(init)
-        if self.options.method == "auto":
-            cfg = FitConfig.refine(self.refine_loss)
-        else:
-            cfg = FitConfig.fast() if self.options.fast else FitConfig()
-        cfg.shared_identity = shared_identity
-        cfg.rasterizer = self.options.rasterizer
-        return fit(self.model, FitTarget(image, lm), cfg, facerec=self.facerec, init=init)
-
-    def network_estimate(
-        self, faces: list[PreparedFace], image: torch.Tensor, shared_identity: bool
-    ) -> torch.Tensor:
-        """R-Net coefficients ``(M, size)``; for a set, one aggregated identity: C-Net
-        confidences with ``options.strategy`` when a C-Net is loaded, else plain averaging."""
-        from facerecon.aggregate import aggregate_set, image_confidence
-        from facerecon.nets.rnet import predict_coeffs
-
-        if shared_identity and self.cnet is not None:
-            from facerecon.nets.cnet import predict_set
-
-            coeffs, conf = predict_set(self.rnet, self.cnet, image)
-            for face, c in zip(faces, image_confidence(conf), strict=True):
-                self.confidences[face.name] = float(c)
-            return aggregate_set(coeffs, conf, self.model.layout, self.options.strategy).to(
-                image.dtype
-            )
-        coeffs = predict_coeffs(self.rnet, image).to(image.dtype)
-        if shared_identity:
-            coeffs = aggregate_set(coeffs, None, self.model.layout, "avg")
-        return coeffs
+        target = crops_target([f.aligned for f in faces], self.model.mean_shape)
+        return self.method(target, shared_identity)
 
     def uv(self) -> np.ndarray:
         """``(N, 2)`` texture coordinates of the model, the same for every face it makes."""
@@ -324,8 +263,15 @@ class Reconstructor:
             self._uv = cylindrical_uv(self.model.mean_shape.cpu().numpy())
         return self._uv
 
-    def write(self, face: PreparedFace, coeffs: torch.Tensor, seconds: float) -> dict:
-        """Write every per-face output; returns a summary dict for the report."""
+    def write(
+        self,
+        face: PreparedFace,
+        coeffs: torch.Tensor,
+        seconds: float,
+        confidence: float | None = None,
+    ) -> dict:
+        """Write every per-face output; returns a summary dict for the report
+        (``confidence``: the method's per-image confidence, e.g. the C-Net's, or None)."""
         from facerecon.fit import fitted_landmarks
         from facerecon.io import (
             bake_vertex_colors_to_texture,
@@ -410,7 +356,7 @@ class Reconstructor:
         )
         return {
             "name": face.name,
-            "confidence": self.confidences.get(face.name),
+            "confidence": confidence,
             "source": str(face.source),
             "paths": {k: str(v) for k, v in paths.items()},
             "seconds": seconds,
@@ -428,48 +374,50 @@ def resolve_options(options: ReconstructOptions) -> ReconstructOptions:
 
     ``shipped=False`` never picks shipped weights (so ``method`` defaults to ``fit``).
     """
+    from facerecon.methods import network_methods
     from facerecon.nets.shipped import shipped_weights
 
     weights, method, cnet = options.weights, options.method, options.cnet
     shipped_rnet = shipped_weights("rnet", options.model) if options.shipped else None
-    if weights is None and method in (None, "rnet", "auto"):
+    if weights is None and method in (None, *network_methods()):
         weights = shipped_rnet
     if method is None:
         method = "auto" if weights is not None else "fit"
     uses_shipped = shipped_rnet is not None and weights == shipped_rnet
-    if cnet is None and uses_shipped and options.as_set and method in ("rnet", "auto"):
+    if cnet is None and uses_shipped and options.as_set and method in network_methods():
         cnet = shipped_weights("cnet", options.model)  # trained on that R-Net's features
     return dataclasses.replace(options, weights=weights, method=method, cnet=cnet)
 
 
-def load_rnet_for(options: ReconstructOptions, model, device: torch.device):
-    """The R-Net of ``options.weights``, checked against the face model's coefficient layout."""
-    from facerecon.errors import ModelFileError
-    from facerecon.nets.rnet import load_rnet
+def method_spec(options: ReconstructOptions):
+    """The :class:`facerecon.methods.MethodSpec` of resolved options."""
+    from facerecon.methods import MethodSpec
 
-    if options.weights is None:
-        raise ModelFileError(
-            f"--method {options.method} needs R-Net weights: pass --weights PATH "
-            "(train them with `facerecon train rnet`)"
-        )
-    net = load_rnet(options.weights, device=device)
-    size = getattr(getattr(net, "layout", None), "size", None)
-    if size is not None and size != model.layout.size:
-        raise ModelFileError(
-            f"{options.weights} predicts {size} coefficients but face model {model.name} "
-            f"needs {model.layout.size}"
-        )
-    return net
+    return MethodSpec(
+        weights=options.weights,
+        cnet=options.cnet,
+        strategy=options.strategy,
+        fast=options.fast,
+        perceptual=options.perceptual and options.method != "rnet",
+        rasterizer=options.rasterizer,
+        device=options.device,
+    )
 
 
-def write_face(recon: Reconstructor, face: PreparedFace, coeffs: torch.Tensor, seconds: float):
+def write_face(
+    recon: Reconstructor,
+    face: PreparedFace,
+    coeffs: torch.Tensor,
+    seconds: float,
+    confidence: float | None = None,
+):
     """:meth:`Reconstructor.write` as one stage: on failure the files it created for this
     face are removed (files that existed before are left as they are) and a one-line
     :class:`FaceReconError` is raised."""
     paths = list(output_paths(recon.options.out_dir, face.name).values())
     existed = {p for p in paths if p.exists()}
     try:
-        return run_stage("writing outputs", recon.write, face, coeffs, seconds)
+        return run_stage("writing outputs", recon.write, face, coeffs, seconds, confidence)
     except FaceReconError:
         for p in paths:
             if p not in existed:
@@ -480,8 +428,8 @@ def write_face(recon: Reconstructor, face: PreparedFace, coeffs: torch.Tensor, s
 def reconstruct_face(recon: Reconstructor, face: PreparedFace) -> dict:
     """Fit (or regress) one face and write its outputs; returns its summary entry."""
     start = time.perf_counter()
-    stage = METHOD_STAGES.get(recon.options.method, recon.options.method)
-    result = run_stage(stage, recon.fit, [face], shared_identity=False)
+    stage = recon.method.stage
+    result = run_stage(stage, recon.estimate, [face], shared_identity=False)
     return write_face(recon, face, result.coeffs[0], time.perf_counter() - start)
 
 
@@ -600,17 +548,18 @@ def write_joint_fit(
     """One shared identity for ``faces``; a failed fit fails every face, a failed write
     only its face."""
     start = time.perf_counter()
-    stage = "joint " + METHOD_STAGES.get(recon.options.method, recon.options.method)
+    stage = "joint " + recon.method.stage
     try:
-        result = run_stage(stage, recon.fit, faces, shared_identity=True)
+        result = run_stage(stage, recon.estimate, faces, shared_identity=True)
     except FaceReconError as exc:
         for face in faces:
             fail(face.source, f"{face.name}: {exc}", str(face.source))
         return
     seconds = (time.perf_counter() - start) / len(faces)
-    for face, coeffs in zip(faces, result.coeffs, strict=True):
+    conf = [None] * len(faces) if result.confidences is None else result.confidences.tolist()
+    for face, coeffs, c in zip(faces, result.coeffs, conf, strict=True):
         try:
-            summary.written.append(write_face(recon, face, coeffs, seconds))
+            summary.written.append(write_face(recon, face, coeffs, seconds, c))
         except FaceReconError as exc:
             fail(face.source, f"{face.name}: {exc}", str(face.source))
 

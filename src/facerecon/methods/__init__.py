@@ -1,0 +1,102 @@
+"""Reconstruction methods: one contract, one registry.
+
+Every method takes what the alignment stage produces -- a batch of 224 crops and their 68
+landmarks as a :class:`facerecon.fit.FitTarget` -- and returns an :class:`Estimate`: the full
+coefficient vector per image (layout of :mod:`facerecon.morphable.layout`), optional per-image
+confidences and the optimiser's history. With ``shared_identity`` the batch is one person (an
+image set): every row of ``Estimate.coeffs`` then carries the same ``id_coeff``.
+
+=========  ===================================  ==============================================
+name       class                                what it does
+=========  ===================================  ==============================================
+``fit``    :class:`~.fit.FitMethod`             analysis-by-synthesis from the mean face
+``rnet``   :class:`~.network.RNetMethod`        one R-Net pass; sets: C-Net or averaging
+``auto``   :class:`~.network.AutoMethod`        the R-Net's estimate refined by a short fit
+=========  ===================================  ==============================================
+
+Adding a method is a class (``name``, ``stage``, ``uses_rnet``, ``from_spec``, ``__call__``;
+see :class:`~.base.Method`) plus one line in :data:`METHODS`. The CLI's ``--method`` choices,
+:mod:`facerecon.pipeline`, the benchmarks (:mod:`facerecon.evaluate.benchmark`) and
+``scripts/eval_*`` all take methods from here.
+
+Methods hold loaded models (nets, face model, face-recognition embedder): build one once with
+:func:`build_method` from a :class:`~.base.MethodSpec` (names and files), or from loaded
+objects with its constructor, then call it on many batches. This module itself imports nothing
+heavy (the CLI builds its parser from :func:`method_names` without loading torch); the
+classes and the contract's names load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from facerecon.errors import FaceReconError
+
+if TYPE_CHECKING:
+    from facerecon.methods.base import Estimate, Method, MethodSpec
+    from facerecon.morphable import MorphableModel
+
+#: name -> ``"module:Class"`` of the method; the order is the CLI's.
+METHODS: dict[str, str] = {
+    "fit": "facerecon.methods.fit:FitMethod",
+    "rnet": "facerecon.methods.network:RNetMethod",
+    "auto": "facerecon.methods.network:AutoMethod",
+}
+
+_LAZY = {
+    "Estimate": "facerecon.methods.base",
+    "Method": "facerecon.methods.base",
+    "MethodSpec": "facerecon.methods.base",
+    "crops_target": "facerecon.methods.base",
+    "FitMethod": "facerecon.methods.fit",
+    "RNetMethod": "facerecon.methods.network",
+    "AutoMethod": "facerecon.methods.network",
+}
+
+__all__ = [
+    "METHODS",
+    "AutoMethod",
+    "Estimate",
+    "FitMethod",
+    "Method",
+    "MethodSpec",
+    "RNetMethod",
+    "build_method",
+    "crops_target",
+    "method_class",
+    "method_names",
+    "network_methods",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def method_names() -> list[str]:
+    """The registered method names (the CLI's ``--method`` choices)."""
+    return list(METHODS)
+
+
+def method_class(name: str) -> type:
+    """The class registered as ``name``; a one-line error for an unknown name."""
+    try:
+        module, cls = METHODS[name].split(":")
+    except KeyError:
+        raise FaceReconError(
+            f"unknown method {name!r}; known: {', '.join(method_names())}"
+        ) from None
+    return getattr(importlib.import_module(module), cls)
+
+
+def network_methods() -> tuple[str, ...]:
+    """Names of the methods that need R-Net weights (the shipped ones by default)."""
+    return tuple(name for name in METHODS if method_class(name).uses_rnet)
+
+
+def build_method(name: str, spec: MethodSpec, model: MorphableModel) -> Method:
+    """The method ``name`` built from ``spec`` for ``model`` (loads its nets)."""
+    return method_class(name).from_spec(spec, model)

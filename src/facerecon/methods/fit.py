@@ -1,0 +1,64 @@
+"""``fit``: analysis-by-synthesis from the mean face, as a :mod:`facerecon.methods` method."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from facerecon.errors import FaceReconError
+from facerecon.fit import FitConfig, FitTarget, fit
+from facerecon.methods.base import Embedder, Estimate, MethodSpec
+
+if TYPE_CHECKING:
+    from facerecon.morphable import MorphableModel
+
+__all__ = ["FitMethod", "fit_config_for"]
+
+
+def fit_config_for(cfg: FitConfig, shared_identity: bool, rasterizer: str | None) -> FitConfig:
+    changes: dict[str, Any] = {"shared_identity": shared_identity}
+    if rasterizer is not None:
+        changes["rasterizer"] = rasterizer
+    return dataclasses.replace(cfg, **changes)
+
+
+class FitMethod:
+    """``fit``: analysis-by-synthesis with the hybrid loss from the mean face.
+
+    Args:
+        model: the face model.
+        config: stages and loss weights (``FitConfig()``: the paper's hybrid loss).
+        facerec: embedder of the perceptual term (None: the term is off).
+        rasterizer: overrides ``config.rasterizer`` when given.
+    """
+
+    name: ClassVar[str] = "fit"
+    uses_rnet: ClassVar[bool] = False
+    stage: ClassVar[str] = "fitting"
+
+    def __init__(
+        self,
+        model: MorphableModel,
+        config: FitConfig | None = None,
+        facerec: Embedder | None = None,
+        rasterizer: str | None = None,
+    ):
+        self.model = model
+        self.config = config or FitConfig()
+        self.facerec = facerec
+        self.rasterizer = rasterizer
+
+    @classmethod
+    def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> FitMethod:
+        if spec.cnet is not None:
+            raise FaceReconError("--cnet needs R-Net features: use --method rnet or auto")
+        cfg = FitConfig.fast() if spec.fast else FitConfig()
+        facerec = None if spec.fast else spec.embedder()
+        return cls(model, cfg, facerec, spec.rasterizer)
+
+    def __call__(self, target: FitTarget, shared_identity: bool = False) -> Estimate:
+        t0 = time.perf_counter()
+        cfg = fit_config_for(self.config, shared_identity, self.rasterizer)
+        res = fit(self.model, target, cfg, facerec=self.facerec)
+        return Estimate(res.coeffs.detach(), None, res.history, time.perf_counter() - t0)

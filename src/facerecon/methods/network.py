@@ -1,0 +1,119 @@
+"""``rnet`` and ``auto``: the R-Net's regression, alone or refined by a short fit."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from facerecon.fit import FitConfig, FitTarget, fit
+from facerecon.methods.base import Embedder, Estimate, MethodSpec, load_rnet_checked
+from facerecon.methods.fit import fit_config_for
+
+if TYPE_CHECKING:
+    from facerecon.morphable import MorphableModel
+
+__all__ = ["AutoMethod", "RNetMethod"]
+
+
+class RNetMethod:
+    """``rnet``: one R-Net forward pass per crop.
+
+    For an image set (``shared_identity``) the identities are aggregated: with a C-Net by its
+    confidences and ``strategy`` (:func:`facerecon.aggregate.aggregate_set`; the per-image
+    confidences are returned), else by plain averaging.
+    """
+
+    name: ClassVar[str] = "rnet"
+    uses_rnet: ClassVar[bool] = True
+    stage: ClassVar[str] = "R-Net regression"
+
+    def __init__(self, model: MorphableModel, rnet, cnet=None, strategy: str = "s4"):
+        self.model = model
+        self.rnet = rnet
+        self.cnet = cnet
+        self.strategy = strategy
+
+    @classmethod
+    def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> RNetMethod:
+        return cls(model, *_nets(spec, model, cls.name), strategy=spec.strategy)
+
+    def __call__(self, target: FitTarget, shared_identity: bool = False) -> Estimate:
+        from facerecon.aggregate import aggregate_set, image_confidence
+        from facerecon.nets.rnet import predict_coeffs
+
+        t0 = time.perf_counter()
+        image = target.image
+        if shared_identity and self.cnet is not None:
+            from facerecon.nets.cnet import predict_set
+
+            coeffs, conf = predict_set(self.rnet, self.cnet, image)
+            agg = aggregate_set(coeffs, conf, self.model.layout, self.strategy).to(image.dtype)
+            return Estimate(agg, image_confidence(conf), [], time.perf_counter() - t0)
+        coeffs = predict_coeffs(self.rnet, image).to(image.dtype)
+        if shared_identity:
+            coeffs = aggregate_set(coeffs, None, self.model.layout, "avg")
+        return Estimate(coeffs, None, [], time.perf_counter() - t0)
+
+
+def _nets(spec: MethodSpec, model: MorphableModel, method: str) -> tuple[Any, Any]:
+    """``(rnet, cnet or None)`` of a spec."""
+    rnet = load_rnet_checked(spec.weights, model, spec.device, method)
+    cnet = None
+    if spec.cnet is not None:
+        from facerecon.nets.cnet import load_cnet
+
+        cnet = load_cnet(spec.cnet, device=torch.device(spec.device))
+    return rnet, cnet
+
+
+class AutoMethod:
+    """``auto``: the R-Net's estimate (:class:`RNetMethod`, so image sets start from the
+    aggregated identity) refined by a short fit (:meth:`FitConfig.refine`, by default with the
+    loss weights the net was trained with).
+
+    Args:
+        model, rnet, cnet, strategy: as :class:`RNetMethod`.
+        refine: the refinement's stages and weights.
+        facerec: embedder of the refinement's perceptual term (None: off).
+        rasterizer: overrides ``refine.rasterizer`` when given.
+    """
+
+    name: ClassVar[str] = "auto"
+    uses_rnet: ClassVar[bool] = True
+    stage: ClassVar[str] = "R-Net + fitting"
+
+    def __init__(
+        self,
+        model: MorphableModel,
+        rnet,
+        refine: FitConfig | None = None,
+        facerec: Embedder | None = None,
+        cnet=None,
+        strategy: str = "s4",
+        rasterizer: str | None = None,
+    ):
+        self.model = model
+        self.network = RNetMethod(model, rnet, cnet, strategy)
+        self.refine = refine or FitConfig.refine()
+        self.facerec = facerec
+        self.rasterizer = rasterizer
+
+    @classmethod
+    def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> AutoMethod:
+        from facerecon.nets.rnet import training_loss_config
+
+        rnet, cnet = _nets(spec, model, cls.name)
+        refine = FitConfig.refine(training_loss_config(spec.weights))
+        facerec = None if spec.fast else spec.embedder()
+        return cls(model, rnet, refine, facerec, cnet, spec.strategy, spec.rasterizer)
+
+    def __call__(self, target: FitTarget, shared_identity: bool = False) -> Estimate:
+        t0 = time.perf_counter()
+        init = self.network(target, shared_identity)
+        cfg = fit_config_for(self.refine, shared_identity, self.rasterizer)
+        res = fit(self.model, target, cfg, facerec=self.facerec, init=init.coeffs)
+        return Estimate(
+            res.coeffs.detach(), init.confidences, res.history, time.perf_counter() - t0
+        )
