@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 SHARED = Path(os.environ.get("FACERECON_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 PHOTOS = ("breakingbad.jpg", "takeo.ppm", "einstein.jpg")
@@ -29,7 +28,7 @@ def _read_pts(path: Path) -> np.ndarray:
 
 def run(quick: bool = False) -> list[dict]:
     from facerecon.detect import align, detect_one, load_image
-    from facerecon.fit import FitConfig, FitTarget, fit, fitted_landmarks
+    from facerecon.fit import FitConfig, fitted_landmarks
     from facerecon.morphable import load_face_model
     from facerecon.nets.facerec import embed, load_facerec
     from facerecon.render import CameraConfig
@@ -45,33 +44,21 @@ def run(quick: bool = False) -> list[dict]:
                 "notes": f"{folder} not found",
             }
         ]
-    from facerecon.nets.rnet import load_rnet, predict_coeffs, training_loss_config
+    from facerecon.methods import AutoMethod, FitMethod, RNetMethod, crops_target, refine_config
+    from facerecon.nets.rnet import load_rnet
     from facerecon.nets.shipped import shipped_weights
 
     model = load_face_model("bfm-lite")
     facerec = functools.partial(embed, load_facerec())
     rows = []
-
-    def fitter(cfg, rec):
-        return lambda image, lm: fit(model, FitTarget(image, lm), cfg, facerec=rec).coeffs
-
-    configs = {"fast (no perceptual)": fitter(FitConfig.fast(), None)}
+    configs = {"fast (no perceptual)": FitMethod(model, FitConfig.fast())}
     if not quick:
-        configs["default (hybrid loss incl. perceptual)"] = fitter(FitConfig(), facerec)
+        configs["default (hybrid loss incl. perceptual)"] = FitMethod(model, FitConfig(), facerec)
     weights = os.environ.get("FACERECON_BENCH_RNET") or shipped_weights("rnet", "bfm-lite")
     if weights:
         net = load_rnet(weights)
-        refine = FitConfig.refine(training_loss_config(weights))
-        configs["rnet"] = lambda image, lm: predict_coeffs(net, image)
-        configs["auto (rnet + refine)"] = lambda image, lm: (
-            fit(
-                model,
-                FitTarget(image, lm),
-                refine,
-                facerec=facerec,
-                init=predict_coeffs(net, image),
-            ).coeffs
-        )
+        configs["rnet"] = RNetMethod(model, net)
+        configs["auto (rnet + refine)"] = AutoMethod(model, net, refine_config(weights), facerec)
     for label, method in configs.items():
         secs, nmes = [], []
         for name in PHOTOS:
@@ -79,12 +66,11 @@ def run(quick: bool = False) -> list[dict]:
             truth = _read_pts((folder / name).with_suffix(".pts"))
             face = detect_one(photo)
             aligned = align(photo, face.landmarks68)
-            image = torch.from_numpy(aligned.image).permute(2, 0, 1)[None].float() / 255
-            lm = torch.from_numpy(aligned.landmarks68)[None].float()
+            target = crops_target([aligned], model.mean_shape)
             t0 = time.perf_counter()
-            coeffs = method(image, lm)
+            coeffs = method(target).coeffs
             secs.append(time.perf_counter() - t0)
-            p = model.layout.split(coeffs.detach())
+            p = model.layout.split(coeffs)
             vertices, _ = model(p["id_coeff"], p["exp_coeff"], p["tex_coeff"])
             uv = fitted_landmarks(model, vertices, p["angles"], p["trans"], CameraConfig())
             pred = aligned.transform.to_original(uv[0].detach().numpy())

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import torch
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -21,23 +20,23 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> None:
-    from facerecon.aggregate import image_confidence
     from facerecon.data.synthetic import SynthConfig, SyntheticFaces
     from facerecon.detect import align
+    from facerecon.methods import RNetMethod, crops_target
     from facerecon.morphable import load_face_model
-    from facerecon.nets.cnet import load_cnet, predict_set
+    from facerecon.nets.cnet import load_cnet
     from facerecon.nets.rnet import load_rnet
 
-    rnet, cnet = load_rnet(sys.argv[1]), load_cnet(sys.argv[2])
+    model = load_face_model("bfm-lite")
+    method = RNetMethod(model, load_rnet(sys.argv[1]), load_cnet(sys.argv[2]))
     n_sets = int(sys.argv[3]) if len(sys.argv) > 3 else 30
-    engine = SyntheticFaces(load_face_model("bfm-lite"), SynthConfig(), seed=99)
+    engine = SyntheticFaces(model, SynthConfig(), seed=99)
     rows = []
     for i in range(n_sets):
         samples = [engine.sample(20000 + i, c) for c in range(5)]
         crops = [align(s.image, s.landmarks2d, size=224) for s in samples]
-        image = torch.from_numpy(np.stack([c.image for c in crops])).permute(0, 3, 1, 2) / 255.0
-        _, conf = predict_set(rnet, cnet, image.float())
-        for s, c in zip(samples, image_confidence(conf).numpy(), strict=True):
+        conf = method(crops_target(crops, model.mean_shape), shared_identity=True).confidences
+        for s, c in zip(samples, conf.numpy(), strict=True):
             face = s.parse > 0
             occluded = (s.occluder_mask & face).sum() / max(int(face.sum()), 1)
             rows.append((i, c, occluded, abs(np.degrees(s.coeffs["angles"][1]))))

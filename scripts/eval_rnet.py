@@ -29,9 +29,10 @@ def _load(name: str, path: Path):
 
 
 def main() -> None:
-    from facerecon.fit import FitConfig, FitTarget, fit
+    from facerecon.fit import FitTarget
+    from facerecon.methods import AutoMethod, RNetMethod, refine_config
     from facerecon.morphable import load_face_model
-    from facerecon.nets.rnet import load_rnet, predict_coeffs, training_loss_config
+    from facerecon.nets.rnet import load_rnet
 
     tests = _load("test_shipped_weights", ROOT / "tests" / "test_shipped_weights.py")
     bench_fit = _load("bench_fit", ROOT / "benchmarks" / "bench_fit.py")
@@ -43,9 +44,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for arg in sys.argv[1:]:
         name, path = arg.split("=", 1)
-        coeffs = predict_coeffs(load_rnet(path), image)
-        cfg = FitConfig.refine(training_loss_config(path))
-        refined = fit(model, FitTarget(image, lm), cfg, init=coeffs).coeffs.detach()
+        net, target = load_rnet(path), FitTarget(image, lm)
+        coeffs = RNetMethod(model, net)(target).coeffs
+        refined = AutoMethod(model, net, refine_config(path))(target).coeffs
         shape = {
             k: tests._shape_rmse_mm(model, model.layout.split(c)["id_coeff"].numpy(), samples)
             for k, c in (("rnet", coeffs), ("auto", refined))

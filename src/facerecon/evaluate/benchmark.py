@@ -70,6 +70,8 @@ from facerecon.evaluate.icp import ICPConfig
 from facerecon.evaluate.metrics import REGIONS, evaluate_mesh
 
 __all__ = [
+    "Detections",
+    "MethodRows",
     "Prediction",
     "SyntheticBenchmarkConfig",
     "ablation_methods",
@@ -205,43 +207,17 @@ def _neutral_from_id(model, id_coeff: np.ndarray) -> Prediction:
     return Prediction(v, model.triangles.cpu().numpy(), lm, v, np.asarray(id_coeff), lm)
 
 
-def crop_tensors(faces: list, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Aligned faces (``AlignedFace``) as ``image (B, 3, S, S)`` in 0..1 and ``lm68 (B, 68,
-    2)`` on the device and dtype of ``like``."""
-    import torch
+class Detections:
+    """The product's detect -> align path, cached per sample object: every method row of a
+    benchmark sees the same crops (the cache keeps the sample alive, so its id is not reused).
 
-    image = torch.from_numpy(np.stack([f.image for f in faces])).to(like.device, like.dtype)
-    lm = torch.from_numpy(np.stack([f.landmarks68 for f in faces])).to(like.device, like.dtype)
-    return (image / 255.0).permute(0, 3, 1, 2).contiguous(), lm
-
-
-class FitReconstructor:
-    """Our analysis-by-synthesis fit through the real path: detect -> align -> fit.
-
-    Detection results are cached per sample object (the cache keeps the sample alive, so its
-    id is not reused), so the joint fit of a set reuses the single-image detections.
+    ``detectors`` (:class:`facerecon.detect.Detector`) are tried in order until one finds a
+    face (empty: the default dlib HOG).
     """
 
-    def __init__(
-        self,
-        model,
-        fit_config,
-        facerec=None,
-        detectors: Sequence = (),
-        skin_attention: bool = True,
-        share_detections: FitReconstructor | None = None,
-    ):
-        self.model = model
-        self.fit_config = fit_config
-        self.facerec = facerec
+    def __init__(self, detectors: Sequence = ()):
         self.detectors = list(detectors)
-        self.skin_attention = skin_attention  # False: photometric weight 1 on every face pixel
         self._aligned: dict[int, tuple[Any, Any, str | None]] = {}
-        if share_detections is not None:  # one detection cache (and detectors) for both
-            self.detectors = share_detections.detectors
-            self._aligned = share_detections._aligned
-        self.seconds = 0.0
-        self.images = 0
 
     def aligned(self, sample) -> Any | None:
         """The sample's ``AlignedFace`` or None when no detector finds a face."""
@@ -274,203 +250,132 @@ class FitReconstructor:
         """Forget cached detections (call between identities to bound memory)."""
         self._aligned.clear()
 
-    def _fit(self, faces: list, shared_identity: bool) -> torch.Tensor:
+
+class MethodRows:
+    """A :mod:`facerecon.methods` method run through the benchmark's protocol: its single-image,
+    image-set and multi-view rows, all on the crops of one :class:`Detections`.
+
+    Args:
+        method: a built method (``facerecon.methods``), called on the detected crops.
+        detections: shared detect -> align cache.
+        skin_attention: False gives every face pixel photometric weight 1 (Table-1 ablation).
+
+    ``seconds`` / ``images`` count the single-image calls (seconds per reconstructed image).
+    """
+
+    def __init__(self, method, detections: Detections, skin_attention: bool = True):
+        self.method = method
+        self.model = method.model
+        self.detections = detections
+        self.skin_attention = skin_attention
+        self.seconds = 0.0
+        self.images = 0
+
+    def _coeffs(self, faces: list, shared_identity: bool) -> torch.Tensor:
         import torch
 
-        from facerecon.fit import FitTarget, fit
+        from facerecon.methods import crops_target
 
-        cfg = dataclasses.replace(self.fit_config, shared_identity=shared_identity)
-        image, lm = crop_tensors(faces, self.model.mean_shape)
-        attention = None if self.skin_attention else torch.ones_like(image[:, :1])
-        t0 = time.perf_counter()
-        result = fit(self.model, FitTarget(image, lm, attention), cfg, facerec=self.facerec)
-        self.seconds += time.perf_counter() - t0
-        self.images += len(faces)
-        return result.coeffs.detach()
+        target = crops_target(faces, self.model.mean_shape)
+        if not self.skin_attention:
+            target.attention = torch.ones_like(target.image[:, :1])
+        return self.method(target, shared_identity).coeffs
 
-    def single(self, samples: list) -> list[Prediction | None]:
-        """Independent fits (batched) of every detected sample."""
-        faces = [self.aligned(s) for s in samples]
-        ok = [k for k, f in enumerate(faces) if f is not None]
-        out: list[Prediction | None] = [None] * len(samples)
-        if ok:
-            preds = _model_mesh(self.model, self._fit([faces[k] for k in ok], False))
-            for k, p in zip(ok, preds, strict=True):
-                p.info["detector"] = self.detector_of(samples[k])
-                out[k] = p
-        return out
-
-    def joint(self, samples: list) -> list[Prediction | None]:
-        """One identity for all detected samples; per-sample predictions (None: undetected)."""
-        faces = [self.aligned(s) for s in samples]
-        ok = [k for k, f in enumerate(faces) if f is not None]
-        out: list[Prediction | None] = [None] * len(samples)
-        if ok:
-            preds = _model_mesh(self.model, self._fit([faces[k] for k in ok], True))
-            for k, p in zip(ok, preds, strict=True):
-                out[k] = p
-        return out
-
-    def joint_neutral(self, samples: list, singles: dict | None = None) -> Prediction | None:
-        """Set method: the joint fit's shared identity, expression 0."""
-        preds = [p for p in self.joint(samples) if p is not None]
-        return _neutral_from_id(self.model, preds[0].id_coeff) if preds else None
-
-    def shape_average(self, samples: list, singles: dict) -> Prediction | None:
-        """Set method: mean ``id_coeff`` of the single-image fits, expression 0."""
-        ids = [p.id_coeff for p in singles.get("fit", []) if p is not None]
-        return _neutral_from_id(self.model, np.mean(ids, axis=0)) if ids else None
-
-    def front_only(self, triple: list) -> Prediction | None:
-        """Multi-view method: the middle (frontal) view fitted alone."""
-        return self.single([triple[len(triple) // 2]])[0]
-
-    def joint_front(self, triple: list) -> Prediction | None:
-        """Multi-view method: all views fitted jointly; the frontal view's mesh."""
-        return self.joint(triple)[len(triple) // 2]
-
-
-def fit_methods(
-    model, fit_config, facerec=None, detectors: Sequence = ()
-) -> tuple[dict, dict, dict, FitReconstructor]:
-    """``(single, sets, multiview, reconstructor)`` method dicts for our fit; ``detectors``
-    (``facerecon.detect.Detector``) are tried in order (empty: the default dlib HOG)."""
-    r = FitReconstructor(model, fit_config, facerec, detectors)
-    single = {"fit": r.single}
-    sets = {"fit: shape averaging": r.shape_average, "fit: joint fit": r.joint_neutral}
-    multiview = {"fit: front view only": r.front_only, "fit: joint 3-view": r.joint_front}
-    return single, sets, multiview, r
-
-
-class NetReconstructor:
-    """R-Net regression (``rnet``), R-Net refined by fitting (``auto``) and C-Net aggregation
-    of image sets, through the same detect -> align path as :class:`FitReconstructor` (whose
-    detection cache it shares, so every method sees the same crops)."""
-
-    def __init__(self, model, rnet, detect: FitReconstructor, refine_config=None, cnet=None):
-        self.model = model
-        self.rnet = rnet
-        self.cnet = cnet
-        self.detect = detect
-        self.refine_config = refine_config
-        self.facerec = None  # embedder for the refinement's perceptual term (None: off)
-        self.seconds = {"rnet": 0.0, "auto": 0.0}
-        self.images = {"rnet": 0, "auto": 0}
-
-    def _run(self, samples: list, method: str) -> list[Prediction | None]:
-        from facerecon.fit import FitTarget, fit
-        from facerecon.nets.rnet import predict_coeffs
-
-        faces = [self.detect.aligned(s) for s in samples]
+    def _predict(self, samples: list, shared_identity: bool) -> list[Prediction | None]:
+        faces = [self.detections.aligned(s) for s in samples]
         ok = [k for k, f in enumerate(faces) if f is not None]
         out: list[Prediction | None] = [None] * len(samples)
         if not ok:
             return out
-        image, lm = crop_tensors([faces[k] for k in ok], self.model.mean_shape)
         t0 = time.perf_counter()
-        coeffs = predict_coeffs(self.rnet, image).to(image.dtype)
-        if method == "auto":
-            target = FitTarget(image, lm)
-            res = fit(self.model, target, self.refine_config, facerec=self.facerec, init=coeffs)
-            coeffs = res.coeffs
-        self.seconds[method] += time.perf_counter() - t0
-        self.images[method] += len(ok)
-        for k, pred in zip(ok, _model_mesh(self.model, coeffs.detach()), strict=True):
-            pred.info["detector"] = self.detect.detector_of(samples[k])
+        coeffs = self._coeffs([faces[k] for k in ok], shared_identity)
+        if not shared_identity:
+            self.seconds += time.perf_counter() - t0
+            self.images += len(ok)
+        for k, pred in zip(ok, _model_mesh(self.model, coeffs), strict=True):
+            if not shared_identity:
+                pred.info["detector"] = self.detections.detector_of(samples[k])
             out[k] = pred
         return out
 
     def single(self, samples: list) -> list[Prediction | None]:
-        """R-Net alone, one forward pass per image."""
-        return self._run(samples, "rnet")
+        """Single-image method: each detected sample reconstructed on its own (batched)."""
+        return self._predict(samples, False)
 
-    def auto(self, samples: list) -> list[Prediction | None]:
-        """R-Net estimate refined by the hybrid-loss fit (``FitConfig.refine()``)."""
-        return self._run(samples, "auto")
+    def joint(self, samples: list) -> list[Prediction | None]:
+        """One identity for all detected samples; per-sample predictions (None: undetected)."""
+        return self._predict(samples, True)
 
-    def shape_average(self, samples: list, singles: dict) -> Prediction | None:
-        """Set method: mean R-Net identity, expression 0 (the authors' later recommendation)."""
-        ids = [p.id_coeff for p in singles.get("rnet", []) if p is not None]
-        return _neutral_from_id(self.model, np.mean(ids, axis=0)) if ids else None
+    def joint_neutral(self, samples: list, singles: dict | None = None) -> Prediction | None:
+        """Set method: the method's shared identity over the set, expression 0."""
+        preds = [p for p in self.joint(samples) if p is not None]
+        return _neutral_from_id(self.model, preds[0].id_coeff) if preds else None
 
-    def auto_average(self, samples: list, singles: dict) -> Prediction | None:
-        """Set method: mean of the per-image ``auto`` identities."""
-        ids = [p.id_coeff for p in singles.get("auto", []) if p is not None]
-        return _neutral_from_id(self.model, np.mean(ids, axis=0)) if ids else None
-
-    def auto_joint(self, use_cnet: bool) -> SetMethod:
-        """Set method: what ``reconstruct --set --method auto`` does -- one identity from the
-        R-Net estimates (C-Net S4 when ``use_cnet``, else their mean) refined jointly over the
-        set (``FitConfig.refine`` with a shared identity)."""
+    def shape_average(self, key: str) -> SetMethod:
+        """Set method: mean ``id_coeff`` of the single-image row ``key``, expression 0."""
 
         def run(samples: list, singles: dict) -> Prediction | None:
-            from facerecon.aggregate import aggregate_set
-            from facerecon.fit import FitTarget, fit
-            from facerecon.nets.cnet import predict_set
-            from facerecon.nets.rnet import predict_coeffs
-
-            faces = [f for f in (self.detect.aligned(s) for s in samples) if f is not None]
-            if not faces:
-                return None
-            image, lm = crop_tensors(faces, self.model.mean_shape)
-            if use_cnet:
-                coeffs, conf = predict_set(self.rnet, self.cnet, image)
-                init = aggregate_set(coeffs, conf, self.model.layout, "s4")
-            else:
-                init = aggregate_set(predict_coeffs(self.rnet, image), None, self.model.layout)
-            cfg = dataclasses.replace(self.refine_config, shared_identity=True)
-            res = fit(self.model, FitTarget(image, lm), cfg, facerec=self.facerec, init=init)
-            ids = self.model.layout.split(res.coeffs.detach())["id_coeff"]
-            return _neutral_from_id(self.model, ids[0].double().cpu().numpy())
-
-        return run
-
-    def cnet_set(self, strategy: str) -> SetMethod:
-        """Set method: R-Net identities aggregated with C-Net confidences by ``strategy``."""
-
-        def run(samples: list, singles: dict) -> Prediction | None:
-            from facerecon.aggregate import aggregate
-            from facerecon.nets.cnet import predict_set
-
-            faces = [f for f in (self.detect.aligned(s) for s in samples) if f is not None]
-            if not faces:
-                return None
-            image, _ = crop_tensors(faces, self.model.mean_shape)
-            coeffs, conf = predict_set(self.rnet, self.cnet, image)
-            ids = self.model.layout.split(coeffs)["id_coeff"]
-            agg = aggregate(ids, conf.to(ids.dtype), strategy)
-            return _neutral_from_id(self.model, agg.double().cpu().numpy())
+            ids = [p.id_coeff for p in singles.get(key, []) if p is not None]
+            return _neutral_from_id(self.model, np.mean(ids, axis=0)) if ids else None
 
         return run
 
     def front_only(self, triple: list) -> Prediction | None:
-        """Multi-view method: R-Net on the middle (frontal) view."""
+        """Multi-view method: the middle (frontal) view alone."""
         return self.single([triple[len(triple) // 2]])[0]
+
+    def joint_front(self, triple: list) -> Prediction | None:
+        """Multi-view method: all views with one identity; the frontal view's mesh."""
+        return self.joint(triple)[len(triple) // 2]
+
+
+def fit_methods(
+    model, fit_config, facerec=None, detections: Detections | None = None
+) -> tuple[dict, dict, dict, MethodRows]:
+    """``(single, sets, multiview, rows)`` method dicts for our fit."""
+    from facerecon.methods import FitMethod
+
+    r = MethodRows(FitMethod(model, fit_config, facerec), detections or Detections())
+    single = {"fit": r.single}
+    sets = {"fit: shape averaging": r.shape_average("fit"), "fit: joint fit": r.joint_neutral}
+    multiview = {"fit: front view only": r.front_only, "fit: joint 3-view": r.joint_front}
+    return single, sets, multiview, r
 
 
 def net_methods(
-    model, rnet, detect: FitReconstructor, refine_config=None, cnet=None
-) -> tuple[dict, dict, dict, NetReconstructor]:
-    """``(single, sets, multiview, reconstructor)`` for a trained R-Net (and C-Net)."""
-    r = NetReconstructor(model, rnet, detect, refine_config, cnet)
-    single = {"rnet": r.single, "auto": r.auto}
+    model, rnet, detections: Detections, refine_config=None, cnet=None, facerec=None
+) -> tuple[dict, dict, dict, dict[str, MethodRows]]:
+    """``(single, sets, multiview, rows by method)`` for a trained R-Net (and C-Net):
+    ``rnet`` and ``auto`` (R-Net + ``refine_config``; ``facerec`` for its perceptual term) per
+    image; their shape averaging and ``auto``'s joint refinement per set; with a C-Net the
+    S1-S4 aggregations of the R-Net identities and ``auto`` started from S4."""
+    from facerecon.methods import AutoMethod, RNetMethod
+
+    rnet_rows = MethodRows(RNetMethod(model, rnet), detections)
+    auto_rows = MethodRows(AutoMethod(model, rnet, refine_config, facerec), detections)
+    single = {"rnet": rnet_rows.single, "auto": auto_rows.single}
     sets: dict[str, SetMethod] = {
-        "rnet: shape averaging": r.shape_average,
-        "auto: shape averaging": r.auto_average,
-        "auto: joint refine": r.auto_joint(False),
+        "rnet: shape averaging": rnet_rows.shape_average("rnet"),
+        "auto: shape averaging": auto_rows.shape_average("auto"),
+        "auto: joint refine": auto_rows.joint_neutral,
     }
     if cnet is not None:
         for name in ("s1", "s2", "s3", "s4"):
-            sets[f"rnet + cnet: {name.upper()}"] = r.cnet_set(name)
-        sets["auto + cnet S4: joint refine"] = r.auto_joint(True)
-    return single, sets, {"rnet: front view only": r.front_only}, r
+            rows = MethodRows(RNetMethod(model, rnet, cnet, name), detections)
+            sets[f"rnet + cnet: {name.upper()}"] = rows.joint_neutral
+        auto_cnet = AutoMethod(model, rnet, refine_config, facerec, cnet, "s4")
+        sets["auto + cnet S4: joint refine"] = MethodRows(auto_cnet, detections).joint_neutral
+    multiview = {"rnet: front view only": rnet_rows.front_only}
+    return single, sets, multiview, {"rnet": rnet_rows, "auto": auto_rows}
 
 
-def ablation_methods(model, fit_config, detect: FitReconstructor) -> dict[str, SingleMethod]:
+def ablation_methods(model, fit_config, detections: Detections) -> dict[str, SingleMethod]:
     """Single-image rows in the layout of the paper's Table 1, on the fitting path (same
     stages and steps as ``fit_config``, perceptual term off unless named): landmarks only;
     landmarks + photometric without skin attention; landmarks + photometric with it. The full
-    hybrid loss (+ perceptual) is the ``fit`` row. Detections are shared with ``detect``."""
+    hybrid loss (+ perceptual) is the ``fit`` row."""
+    from facerecon.methods import FitMethod
+
     no_perc = dataclasses.replace(
         fit_config,
         coarse=dataclasses.replace(fit_config.coarse, perceptual=False),
@@ -487,7 +392,7 @@ def ablation_methods(model, fit_config, detect: FitReconstructor) -> dict[str, S
         "fit ablation: landmarks + photo": (no_perc, True),
     }
     return {
-        name: FitReconstructor(model, cfg, skin_attention=skin, share_detections=detect).single
+        name: MethodRows(FitMethod(model, cfg), detections, skin_attention=skin).single
         for name, (cfg, skin) in rows.items()
     }
 
@@ -777,40 +682,36 @@ def run_synthetic_benchmark(
     all_sets: dict[str, SetMethod] = {}
     all_multi: dict[str, MultiviewMethod] = {}
     closers: list[Callable[[], None]] = []
-    recon = nets = None
     from facerecon.detect import Detector, DetectorConfig
     from facerecon.fit import FitConfig
 
     fast = config.fast_fit or config.quick
-    detectors = [Detector(DetectorConfig(backend=b)) for b in config.detectors]
+    detections = Detections([Detector(DetectorConfig(backend=b)) for b in config.detectors])
     facerec = None
     if not fast and ("fit" in config.methods or config.rnet):
         from facerecon.nets.facerec import embed, load_facerec
 
         facerec = functools.partial(embed, load_facerec(device=device))
+    fit_rows, net_rows = None, {}
     if "fit" in config.methods:
-        s1, s2, s3, recon = fit_methods(
-            model, FitConfig.fast() if fast else FitConfig(), facerec, detectors
-        )
+        fit_config = FitConfig.fast() if fast else FitConfig()
+        s1, s2, s3, fit_rows = fit_methods(model, fit_config, facerec, detections)
         all_single.update(s1)
         all_sets.update(s2)
         all_multi.update(s3)
         if config.ablation:
-            all_single.update(ablation_methods(model, recon.fit_config, recon))
+            all_single.update(ablation_methods(model, fit_config, detections))
     if config.rnet:
+        from facerecon.methods import refine_config
+        from facerecon.methods.base import load_rnet_checked
         from facerecon.nets.cnet import load_cnet
-        from facerecon.nets.rnet import load_rnet, training_loss_config
 
-        detect = recon or FitReconstructor(model, None, None, detectors)
-        recon = detect
-        refine = FitConfig.refine(training_loss_config(config.rnet))
+        refine = refine_config(config.rnet)
         if fast:
             refine = dataclasses.replace(refine, fine=dataclasses.replace(refine.fine, iters=0))
         cnet = load_cnet(config.cnet, device=device) if config.cnet else None
-        s1, s2, s3, nets = net_methods(
-            model, load_rnet(config.rnet, device=device), detect, refine, cnet
-        )
-        nets.facerec = facerec
+        rnet = load_rnet_checked(config.rnet, model, device, "rnet")
+        s1, s2, s3, net_rows = net_methods(model, rnet, detections, refine, cnet, facerec)
         all_single.update(s1)
         all_sets.update(s2)
         all_multi.update(s3)
@@ -832,8 +733,7 @@ def run_synthetic_benchmark(
     records: list[dict] = []
     try:
         for i in range(n_id):
-            if recon is not None:
-                recon.clear()
+            detections.clear()
             samples = [engine.sample(i, c) for c in range(n_cond)]
             records += evaluate_identity(samples, all_single, all_sets, config)
             if i < n_tri and all_multi:
@@ -856,12 +756,10 @@ def run_synthetic_benchmark(
         "summary": summary,
         "records": records,
         "seconds": time.perf_counter() - t_start,
-        "seconds_per_fit": (recon.seconds / recon.images) if recon and recon.images else math.nan,
-        "seconds_per_image": {
-            k: nets.seconds[k] / nets.images[k] for k in nets.seconds if nets.images[k]
-        }
-        if nets
-        else {},
+        "seconds_per_fit": fit_rows.seconds / fit_rows.images
+        if fit_rows and fit_rows.images
+        else math.nan,
+        "seconds_per_image": {k: r.seconds / r.images for k, r in net_rows.items() if r.images},
         "notes": sanity_notes(summary),
     }
 

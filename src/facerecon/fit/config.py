@@ -47,7 +47,6 @@ class FitConfig:
     # facerecon.render.rasterize backend: "torch" (any device), "nvdiffrast" (CUDA, needs the
     # package) or "auto" (nvdiffrast when importable and the tensors are on CUDA, else torch)
     rasterizer: str = "torch"
-    seed: int = 0
 
     @classmethod
     def fast(cls) -> FitConfig:

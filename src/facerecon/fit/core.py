@@ -5,8 +5,9 @@ and (computed here unless given) skin attention. The result is a full coefficien
 image in the layout of ``facerecon.morphable.layout`` plus the loss history.
 
 Stages (see :class:`FitConfig`): landmarks only (pose, identity, expression), then the hybrid
-loss coarse (reduced render size) to fine (224, with the perceptual term). Everything is
-deterministic for a given seed on a given device.
+loss coarse (reduced render size) to fine (224, with the perceptual term). Fitting draws no
+random numbers (and leaves the caller's generators alone): the same inputs give the same
+result on a given device and thread count.
 """
 
 from __future__ import annotations
@@ -373,7 +374,6 @@ def fit(
     cfg = cfg or FitConfig()
     camera = camera or CameraConfig()
     start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
     if target.attention is None:
         from facerecon.skin import skin_attention, skin_probability
 

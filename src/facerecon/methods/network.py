@@ -14,7 +14,15 @@ from facerecon.methods.fit import fit_config_for
 if TYPE_CHECKING:
     from facerecon.morphable import MorphableModel
 
-__all__ = ["AutoMethod", "RNetMethod"]
+__all__ = ["AutoMethod", "RNetMethod", "refine_config"]
+
+
+def refine_config(weights) -> FitConfig:
+    """``auto``'s refinement for the R-Net file ``weights``: :meth:`FitConfig.refine` with the
+    loss weights the net was trained with (the paper's when the file does not say)."""
+    from facerecon.nets.rnet import training_loss_config
+
+    return FitConfig.refine(training_loss_config(weights))
 
 
 class RNetMethod:
@@ -102,10 +110,8 @@ class AutoMethod:
 
     @classmethod
     def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> AutoMethod:
-        from facerecon.nets.rnet import training_loss_config
-
         rnet, cnet = _nets(spec, model, cls.name)
-        refine = FitConfig.refine(training_loss_config(spec.weights))
+        refine = refine_config(spec.weights)
         facerec = None if spec.fast else spec.embedder()
         return cls(model, rnet, refine, facerec, cnet, spec.strategy, spec.rasterizer)
 
