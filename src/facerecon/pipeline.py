@@ -56,11 +56,53 @@ class ReconstructOptions:
 class PreparedFace:
     """One detected face, aligned to the 224 crop."""
 
-    source: Path
+    source: Path | None  # None: an array given to reconstruct()
     name: str
     photo: np.ndarray  # (H, W, 3) uint8, the original photo
     aligned: object  # facerecon.detect.align.AlignedFace
     detected_lm68: np.ndarray  # (68, 2) original-photo pixels
+
+
+@dataclass
+class Reconstruction:
+    """One reconstructed face: what :func:`reconstruct` returns and what the writers export.
+
+    Attributes:
+        name: output stem (file stem, ``NAME_faceK`` for further faces of a photo).
+        source: the photo's path, or None for an array given to :func:`reconstruct`.
+        method, model: method and face-model names.
+        coeffs: ``(layout.size,)`` coefficient vector; :attr:`parts` splits it by name.
+        vertices: ``(N, 3)`` mm, model space, identity + expression (the posed mesh).
+        neutral_vertices: ``(N, 3)`` mm, identity alone (expression 0).
+        albedo: ``(N, 3)`` the model's albedo (0..1 before clamping, as rendered).
+        triangles: ``(F, 3)`` int64.
+        lm68: ``(68, 2)`` the reconstruction's landmarks in photo pixels.
+        detected_lm68: ``(68, 2)`` the detector's landmarks in photo pixels.
+        crop_to_original: ``(2, 3)`` affine map from 224-crop pixels to photo pixels.
+        confidence: the method's per-image confidence (C-Net with ``--set``) or None.
+        seconds: time of the reconstruction (per face for a set).
+    """
+
+    name: str
+    source: Path | None
+    method: str
+    model: str
+    coeffs: np.ndarray
+    parts: dict[str, np.ndarray]
+    vertices: np.ndarray
+    neutral_vertices: np.ndarray
+    albedo: np.ndarray
+    triangles: np.ndarray
+    lm68: np.ndarray
+    detected_lm68: np.ndarray
+    crop_to_original: np.ndarray
+    confidence: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def landmark_error_px(self) -> float:
+        """Mean distance of :attr:`lm68` to :attr:`detected_lm68` (photo pixels)."""
+        return float(np.linalg.norm(self.lm68 - self.detected_lm68, axis=1).mean())
 
 
 @dataclass
@@ -216,18 +258,28 @@ def prepare_image(path: Path, name: str, detector, all_faces: bool) -> list[Prep
 
     Every stage's failure is a one-line :class:`FaceReconError` naming the stage.
     """
-    from facerecon.detect import align, load_image
-    from facerecon.errors import NoFaceError
+    from facerecon.detect import load_image
 
     photo = run_stage("loading", load_image, path)
+    return prepare_photo(photo, path, name, detector, all_faces)
+
+
+def prepare_photo(
+    photo: np.ndarray, source: Path | None, name: str, detector, all_faces: bool
+) -> list[PreparedFace]:
+    """Detect and align the faces of a loaded photo ``(H, W, 3)`` uint8 RGB; ``source`` names
+    it in messages (None: an array)."""
+    from facerecon.detect import align
+    from facerecon.errors import NoFaceError
+
     faces = run_stage("face detection", detector.detect, photo, all_faces=all_faces)
     if not faces:
-        raise NoFaceError(f"{path}: no face found")
+        raise NoFaceError(f"{source if source is not None else name}: no face found")
     prepared = []
     for k, face in enumerate(faces):
         aligned = run_stage("alignment", align, photo, face.landmarks68)
         face_name = name if len(faces) == 1 else f"{name}_face{k}"
-        prepared.append(PreparedFace(path, face_name, photo, aligned, face.landmarks68))
+        prepared.append(PreparedFace(source, face_name, photo, aligned, face.landmarks68))
     return prepared
 
 
@@ -255,6 +307,44 @@ class Reconstructor:
         target = crops_target([f.aligned for f in faces], self.model.mean_shape)
         return self.method(target, shared_identity)
 
+    def reconstruction(
+        self,
+        face: PreparedFace,
+        coeffs: torch.Tensor,
+        seconds: float = 0.0,
+        confidence: float | None = None,
+    ) -> Reconstruction:
+        """The mesh, landmarks and coefficients of ``coeffs (layout.size,)`` for ``face``."""
+        from facerecon.fit import fitted_landmarks
+        from facerecon.render import CameraConfig
+
+        model = self.model
+        parts = model.layout.split(coeffs[None])
+        with torch.no_grad():
+            vertices, albedo = model(parts["id_coeff"], parts["exp_coeff"], parts["tex_coeff"])
+            neutral = model.shape(parts["id_coeff"], torch.zeros_like(parts["exp_coeff"]))
+            lm_crop = fitted_landmarks(
+                model, vertices, parts["angles"], parts["trans"], CameraConfig()
+            )
+        transform = face.aligned.transform
+        return Reconstruction(
+            name=face.name,
+            source=face.source,
+            method=self.options.method,
+            model=model.name,
+            coeffs=coeffs.cpu().numpy(),
+            parts={k: v[0].cpu().numpy() for k, v in parts.items()},
+            vertices=vertices[0].cpu().numpy(),
+            neutral_vertices=neutral[0].cpu().numpy(),
+            albedo=albedo[0].cpu().numpy(),
+            triangles=model.triangles.cpu().numpy(),
+            lm68=transform.to_original(lm_crop[0].cpu().numpy()),
+            detected_lm68=face.detected_lm68,
+            crop_to_original=np.asarray(transform.matrix_to_original),
+            confidence=confidence,
+            seconds=seconds,
+        )
+
     def uv(self) -> np.ndarray:
         """``(N, 2)`` texture coordinates of the model, the same for every face it makes."""
         if self._uv is None:
@@ -263,16 +353,8 @@ class Reconstructor:
             self._uv = cylindrical_uv(self.model.mean_shape.cpu().numpy())
         return self._uv
 
-    def write(
-        self,
-        face: PreparedFace,
-        coeffs: torch.Tensor,
-        seconds: float,
-        confidence: float | None = None,
-    ) -> dict:
-        """Write every per-face output; returns a summary dict for the report
-        (``confidence``: the method's per-image confidence, e.g. the C-Net's, or None)."""
-        from facerecon.fit import fitted_landmarks
+    def write(self, face: PreparedFace, rec: Reconstruction) -> dict:
+        """Write every per-face output of ``rec``; returns a summary dict for the report."""
         from facerecon.io import (
             bake_vertex_colors_to_texture,
             draw_landmarks,
@@ -289,22 +371,18 @@ class Reconstructor:
         opts = self.options
         paths = output_paths(opts.out_dir, face.name)
         model = self.model
-        parts = model.layout.split(coeffs[None])
+        parts = {k: torch.from_numpy(v)[None].to(self.device) for k, v in rec.parts.items()}
         with torch.no_grad():
-            vertices, albedo = model(parts["id_coeff"], parts["exp_coeff"], parts["tex_coeff"])
-            camera = CameraConfig()
             out = render(
-                vertices,
-                albedo,
+                torch.from_numpy(rec.vertices)[None].to(self.device),
+                torch.from_numpy(rec.albedo)[None].to(self.device),
                 model.triangles,
                 parts["angles"],
                 parts["trans"],
                 parts["gamma"],
-                camera,
+                CameraConfig(),
             )
-        tri = model.triangles.cpu().numpy()
-        verts = vertices[0].cpu().numpy()
-        colors = albedo[0].clamp(0, 1).cpu().numpy()
+        tri, verts, colors = rec.triangles, rec.vertices, np.clip(rec.albedo, 0.0, 1.0)
         # OBJ: vertex colours (MeshLab) plus a UV texture map (Blender, Unity ignore vertex colours)
         texture = bake_vertex_colors_to_texture(self.uv(), tri, colors, size=1024)
         write_obj(
@@ -318,25 +396,20 @@ class Reconstructor:
         )
         write_glb(paths["glb"], verts, tri, colors=colors, overwrite=opts.overwrite)
 
-        transform = face.aligned.transform
-        lm_crop = fitted_landmarks(model, vertices, parts["angles"], parts["trans"], camera)
-        lm_crop = lm_crop[0].cpu().numpy()
-        lm_orig = transform.to_original(lm_crop)
-        crop_to_orig = transform.matrix_to_original
         h, w = face.photo.shape[:2]
         render_img = out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
         mask = out.mask[0, 0].float().cpu().numpy()
-        render_orig = warp_to_original(render_img, crop_to_orig, (h, w))
-        mask_orig = warp_to_original(mask, crop_to_orig, (h, w))
+        render_orig = warp_to_original(render_img, rec.crop_to_original, (h, w))
+        mask_orig = warp_to_original(mask, rec.crop_to_original, (h, w))
         overlay = overlay_image(face.photo, render_orig, mask_orig)
         overlay = draw_landmarks(overlay, face.detected_lm68, color=(0, 255, 0))
-        overlay = draw_landmarks(overlay, lm_orig, color=(255, 0, 0))
+        overlay = draw_landmarks(overlay, rec.lm68, color=(255, 0, 0))
         save_png(paths["overlay"], overlay, overwrite=opts.overwrite)
 
-        arrays = {k: v[0].cpu().numpy() for k, v in parts.items()}
-        arrays["coeffs"] = coeffs.cpu().numpy()
-        arrays["crop_to_original"] = np.asarray(crop_to_orig)
-        arrays["landmarks68"] = lm_orig
+        arrays = dict(rec.parts)
+        arrays["coeffs"] = rec.coeffs
+        arrays["crop_to_original"] = rec.crop_to_original
+        arrays["landmarks68"] = rec.lm68
         arrays["detected_landmarks68"] = face.detected_lm68
         meta = {
             "model": model.name,
@@ -344,24 +417,105 @@ class Reconstructor:
             "method": opts.method,
             "source": str(face.source),
             "units": "vertices mm (model space); trans in scene units (1 = 100 mm)",
-            "seconds": seconds,
+            "seconds": rec.seconds,
         }
         save_coefficients(paths["npz"], arrays, meta, overwrite=opts.overwrite)
-        err = float(np.linalg.norm(lm_orig - face.detected_lm68, axis=1).mean())
+        err = rec.landmark_error_px
         write_landmarks_json(
             paths["landmarks"],
-            lm_orig,
+            rec.lm68,
             extra={"detected": face.detected_lm68.tolist(), "mean_error_px": err},
             overwrite=opts.overwrite,
         )
         return {
             "name": face.name,
-            "confidence": confidence,
+            "confidence": rec.confidence,
             "source": str(face.source),
             "paths": {k: str(v) for k, v in paths.items()},
-            "seconds": seconds,
+            "seconds": rec.seconds,
             "landmark_error_px": err,
         }
+
+
+def reconstruct(
+    images,
+    method: str | None = None,
+    *,
+    model: str = "bfm-lite",
+    as_set: bool = False,
+    all_faces: bool = False,
+    detector: str = "dlib",
+    device: str = "cpu",
+    weights: str | Path | None = None,
+    cnet: str | Path | None = None,
+    fast: bool = False,
+    shipped: bool = True,
+) -> list[Reconstruction]:
+    """Reconstruct the faces of photos in memory (the Python API; the CLI adds the files).
+
+    Args:
+        images: a path, an ``(H, W, 3)`` uint8 RGB array (gray, RGBA, 16-bit are coerced), or
+            a list of them.
+        method: a :mod:`facerecon.methods` name; None: the CLI's default (``auto`` with the
+            shipped R-Net, else ``fit``).
+        model: face model name or ``.npz`` path.
+        as_set: all faces are one person: one shared identity (C-Net confidences with the
+            shipped nets).
+        all_faces: every face of a photo, not only the largest.
+        detector: ``"dlib"`` or ``"mediapipe"``.
+        device, weights, cnet, fast, shipped: as the CLI's ``--device``, ``--weights``,
+            ``--cnet``, ``--fast``, ``--no-shipped-weights``.
+
+    Returns:
+        One :class:`Reconstruction` per face, in input order.
+
+    Raises:
+        FaceReconError: (one-line message) for an unreadable photo, a photo without a face,
+            or a failing stage.
+    """
+    from facerecon.detect import Detector, DetectorConfig, load_image, to_rgb_uint8
+
+    items = [images] if isinstance(images, (str, Path, np.ndarray)) else list(images)
+    options = ReconstructOptions(
+        model=model,
+        method=method,
+        weights=Path(weights) if weights is not None else None,
+        cnet=Path(cnet) if cnet is not None else None,
+        shipped=shipped,
+        device=device,
+        as_set=as_set,
+        all_faces=all_faces,
+        detector=detector,
+        fast=fast,
+        report=False,
+    )
+    recon = Reconstructor(options)
+    det = Detector(DetectorConfig(backend=detector))
+    paths = [Path(x) for x in items if not isinstance(x, np.ndarray)]
+    stems = iter(unique_names(paths))
+    faces: list[PreparedFace] = []
+    taken: set[str] = set()
+    for k, item in enumerate(items):
+        if isinstance(item, np.ndarray):
+            photo, source, name = to_rgb_uint8(item), None, f"image{k}"
+        else:
+            source, name = Path(item), next(stems)
+            photo = run_stage("loading", load_image, source)
+        for face in prepare_photo(photo, source, name, det, all_faces):
+            faces.append(dataclasses.replace(face, name=claim_name(face.name, taken)))
+    stage = recon.method.stage
+    out: list[Reconstruction] = []
+    groups = [faces] if as_set else [[f] for f in faces]
+    for group in groups:
+        start = time.perf_counter()
+        est = run_stage(("joint " if as_set else "") + stage, recon.estimate, group, as_set)
+        seconds = (time.perf_counter() - start) / len(group)
+        conf = est.confidences.tolist() if est.confidences is not None else [None] * len(group)
+        out += [
+            recon.reconstruction(f, c, seconds, k)
+            for f, c, k in zip(group, est.coeffs, conf, strict=True)
+        ]
+    return out
 
 
 def resolve_options(options: ReconstructOptions) -> ReconstructOptions:
@@ -416,8 +570,12 @@ def write_face(
     :class:`FaceReconError` is raised."""
     paths = list(output_paths(recon.options.out_dir, face.name).values())
     existed = {p for p in paths if p.exists()}
+
+    def write() -> dict:
+        return recon.write(face, recon.reconstruction(face, coeffs, seconds, confidence))
+
     try:
-        return run_stage("writing outputs", recon.write, face, coeffs, seconds, confidence)
+        return run_stage("writing outputs", write)
     except FaceReconError:
         for p in paths:
             if p not in existed:
