@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facerecon.detect import Detector, DetectorConfig, load_image
+from facerecon.detect import DetectorConfig, load_image, make_detector
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACERECON_SHARED", REPO.parent / "shared")) / "data" / "faces_68pt"
@@ -44,7 +44,7 @@ def run(quick: bool = False, only: tuple[str, ...] | None = None) -> list[dict]:
         backends = [b for b in backends if b[0] in only]
     repeats = 3 if quick else 5
     for name, cfg in backends:
-        det = Detector(cfg)
+        det = make_detector(cfg)
         times, errs, stems = [], [], []
         for stem, im, gt in photos:
             det.detect(im, all_faces=True)  # warm-up (loads models)

@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 from scipy.optimize import nnls
 
-from facerecon.detect.faces import Detector, DetectorConfig
+from facerecon.detect.faces import DetectorConfig, FaceDetector, make_detector
 from facerecon.detect.image_io import load_image
-from facerecon.detect.mediapipe_backend import _models, mesh_in_crop
+from facerecon.detect.mediapipe_backend import mesh_in_crop
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def iod(lm: np.ndarray) -> float:
     return float(np.linalg.norm(lm[36] - lm[45]))
 
 
-def collect(sources, det: Detector, mp_det, mp_mesh):
+def collect(sources, det: FaceDetector, mp_det, mp_mesh):
     """Samples: list of dicts(face, aug, mesh (478,2), dlib (68,2), pts (68,2)|None)."""
     samples = []
     for name, image, annot in sources:
@@ -215,9 +215,9 @@ def main() -> None:
     mpl = Path(os.path.dirname(matplotlib.__file__)) / "mpl-data/sample_data/grace_hopper.jpg"
     sources.append(("grace_hopper", load_image(mpl), None))
 
-    det = Detector(DetectorConfig(backend="dlib", detector="hog"))
-    mpd = Detector(DetectorConfig(backend="mediapipe"))
-    mp_det, mp_mesh = _models(mpd)
+    det = make_detector(DetectorConfig(backend="dlib", detector="hog"))
+    mpd = make_detector(DetectorConfig(backend="mediapipe"))
+    mp_det, mp_mesh = mpd.models()
     samples = collect(sources, det, mp_det, mp_mesh)
     faces = sorted({s["face"] for s in samples})
     print(f"{len(samples)} samples from {len(faces)} faces: {faces}")

@@ -406,7 +406,7 @@ def test_every_output_is_checked_before_any_work(tmp_path, faces_68pt, monkeypat
     from facerecon import pipeline
 
     monkeypatch.setattr(pipeline, "Reconstructor", _NoWork)
-    monkeypatch.setattr(facerecon.detect, "Detector", _NoWork)
+    monkeypatch.setattr(facerecon.detect, "make_detector", _NoWork)
     out = tmp_path / "out"
     out.mkdir()
     (out / existing).write_text("the user's file")

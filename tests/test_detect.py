@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from facerecon.detect import Detector, DetectorConfig, detect, detect_one, load_image
-from facerecon.detect.faces import inner_centre, mmod_landmarks, recentre_box
+from facerecon.detect import DetectorConfig, detect, detect_one, load_image, make_detector
+from facerecon.detect.dlib_backend import inner_centre, mmod_landmarks, recentre_box
 from facerecon.detect.mp68 import load_mp68_table, mesh_to_68
 from facerecon.errors import ImageError, ModelFileError, NoFaceError
 
@@ -58,12 +58,12 @@ def photos(faces_68pt):
 
 @pytest.fixture(scope="module")
 def hog():
-    return Detector(DetectorConfig(backend="dlib", detector="hog"))
+    return make_detector(DetectorConfig(backend="dlib", detector="hog"))
 
 
 @pytest.fixture(scope="module")
 def mediapipe_det():
-    det = Detector(DetectorConfig(backend="mediapipe"))
+    det = make_detector(DetectorConfig(backend="mediapipe"))
     yield det
     det.close()
 
@@ -91,7 +91,7 @@ def test_dlib_hog_landmarks_vs_annotation(photos, hog):
 
 @pytest.fixture(scope="module")
 def mmod():
-    return Detector(DetectorConfig(backend="dlib", detector="mmod"))
+    return make_detector(DetectorConfig(backend="dlib", detector="mmod"))
 
 
 def test_dlib_mmod_landmarks_vs_annotation(photos, mmod):
@@ -251,8 +251,8 @@ def test_faces_sorted_and_largest_only(photos, hog):
 def test_downscaled_detection_maps_back(photos):
     im, _ = photos["takeo"]
     big = cv2.resize(im, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC)  # 900 x 1350
-    ref = Detector(DetectorConfig(max_side=2048, upsample=0)).detect(big)[0]
-    small = Detector(DetectorConfig(max_side=300)).detect(big)[0]
+    ref = make_detector(DetectorConfig(max_side=2048, upsample=0)).detect(big)[0]
+    small = make_detector(DetectorConfig(max_side=300)).detect(big)[0]
     # Same face, boxes of the same size in original pixels; landmarks predicted at full res.
     assert abs(small.width - ref.width) / ref.width < 0.25
     assert nme(small.landmarks68, ref.landmarks68).mean() < 0.05
@@ -266,7 +266,7 @@ def test_no_face_raises(hog):
 
 
 def test_missing_model_file(tmp_path):
-    det = Detector(DetectorConfig(model_dir=str(tmp_path)))
+    det = make_detector(DetectorConfig(model_dir=str(tmp_path)))
     with pytest.raises(ModelFileError, match="shape_predictor_68"):
         det.dlib_landmarks(np.zeros((64, 64, 3), np.uint8), np.array([0, 0, 32, 32]))
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from facerecon.detect import Detector, DetectorConfig, load_image
+from facerecon.detect import DetectorConfig, load_image, make_detector
 from facerecon.detect import parsing as P
 from facerecon.detect.parsing import (
     dfmvr_weight_map,
@@ -126,7 +126,7 @@ def test_mesh_contours_match_mediapipe_connections():
 @pytest.fixture(scope="module")
 def mesh_faces(faces_68pt):
     """MediaPipe detections on the 300-W photos: name -> (mesh (478, 3), annotation, (H, W))."""
-    det = Detector(DetectorConfig(backend="mediapipe"))
+    det = make_detector(DetectorConfig(backend="mediapipe"))
     out = {}
     for n, e in (("einstein", "jpg"), ("breakingbad", "jpg"), ("takeo", "ppm")):
         im = load_image(faces_68pt / f"{n}.{e}")

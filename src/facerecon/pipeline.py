@@ -473,7 +473,7 @@ def reconstruct(
         FaceReconError: (one-line message) for an unreadable photo, a photo without a face,
             or a failing stage.
     """
-    from facerecon.detect import Detector, DetectorConfig, load_image, to_rgb_uint8
+    from facerecon.detect import DetectorConfig, load_image, make_detector, to_rgb_uint8
 
     items = [images] if isinstance(images, (str, Path, np.ndarray)) else list(images)
     options = ReconstructOptions(
@@ -490,7 +490,7 @@ def reconstruct(
         report=False,
     )
     recon = Reconstructor(options)
-    det = Detector(DetectorConfig(backend=detector))
+    det = make_detector(DetectorConfig(backend=detector))
     paths = [Path(x) for x in items if not isinstance(x, np.ndarray)]
     stems = iter(unique_names(paths))
     faces: list[PreparedFace] = []
@@ -633,9 +633,9 @@ def run(
     )
     prepare_out_dir(out_dir)
 
-    from facerecon.detect import Detector, DetectorConfig
+    from facerecon.detect import DetectorConfig, make_detector
 
-    detector = Detector(DetectorConfig(backend=options.detector))
+    detector = make_detector(DetectorConfig(backend=options.detector))
     recon = Reconstructor(options)
     prepared: list[PreparedFace] = []
     taken = set(names)

@@ -10,7 +10,15 @@ from .align import (
     five_points,
     template_from_model,
 )
-from .faces import Detector, DetectorConfig, Face, detect, detect_one, get_detector
+from .faces import (
+    DetectorConfig,
+    Face,
+    FaceDetector,
+    detect,
+    detect_one,
+    get_detector,
+    make_detector,
+)
 from .image_io import load_image, to_rgb_uint8
 from .parsing import dfmvr_weight_map, one_hot, parse_from_landmarks, parse_from_render
 
@@ -18,9 +26,9 @@ __all__ = [
     "DEFAULT_TEMPLATE_224",
     "AlignedFace",
     "CropTransform",
-    "Detector",
     "DetectorConfig",
     "Face",
+    "FaceDetector",
     "align",
     "align_batch",
     "crop_to_original",
@@ -30,6 +38,7 @@ __all__ = [
     "five_points",
     "get_detector",
     "load_image",
+    "make_detector",
     "one_hot",
     "parse_from_landmarks",
     "parse_from_render",

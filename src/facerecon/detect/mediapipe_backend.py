@@ -12,46 +12,19 @@ is ``x * W - 0.5``; ``z`` is scaled like ``x`` (``z * W``), more negative = clos
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
-from .faces import Face, _nms, _rank, _resize_for_detection, _sort_largest_first, _unscale_box
+from .boxes import nms, rank, resize_for_detection, sort_largest_first, unscale_box
+from .faces import DetectorConfig, Face, FaceDetector
 from .mp68 import mesh_to_68
-
-if TYPE_CHECKING:
-    from .faces import Detector
 
 CROP_FACTOR = 2.0
 CROP_PX = 384
 
-__all__ = ["detect_mediapipe", "mesh_in_crop"]
-
-
-def _models(det: Detector) -> tuple[object, object]:
-    import mediapipe as mp
-
-    m = det._models
-    if "mp_detect" not in m:
-        m["mp_detect"] = mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=0.5
-        )
-    if "mp_mesh1" not in m:
-        m["mp_mesh1"] = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, refine_landmarks=True, max_num_faces=1
-        )
-    return m["mp_detect"], m["mp_mesh1"]
-
-
-def _mesh_many(det: Detector) -> object:
-    import mediapipe as mp
-
-    if "mp_meshN" not in det._models:
-        det._models["mp_meshN"] = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, refine_landmarks=True, max_num_faces=det.config.max_faces
-        )
-    return det._models["mp_meshN"]
+__all__ = ["MediapipeDetector", "mesh_in_crop"]
 
 
 def _landmarks_px(lms: object, w: int, h: int) -> np.ndarray:
@@ -84,43 +57,79 @@ def mesh_in_crop(
     return np.stack([pts[:, 0] / f + ox, pts[:, 1] / f + oy, pts[:, 2] / f], axis=-1)
 
 
-def detect_mediapipe(det: Detector, image: np.ndarray, all_faces: bool) -> list[Face]:
-    """MediaPipe detection for :meth:`Detector.detect` (see module docstring)."""
-    fd, mesh1 = _models(det)
-    small, fx, fy = _resize_for_detection(image, det.config.max_side or 1920)
-    sh, sw = small.shape[:2]
-    res = fd.process(small)
-    boxes, scores = [], []
-    for d in res.detections or []:
-        rb = d.location_data.relative_bounding_box
-        b = np.array(
-            [rb.xmin * sw, rb.ymin * sh, (rb.xmin + rb.width) * sw, (rb.ymin + rb.height) * sh]
-        )
-        boxes.append(_unscale_box(b, fx, fy))
-        scores.append(float(d.score[0]))
-    faces: list[Face] = []
-    keep = _nms(boxes, scores)
-    keep = sorted(keep, key=lambda i: -_rank(boxes[i], scores[i]))
-    for i in keep:
-        if not all_faces and faces:
-            break
-        pts = mesh_in_crop(mesh1, image, boxes[i])
-        if pts is None or float(scores[i]) < det.config.min_score:
-            continue
-        faces.append(
-            Face(box=boxes[i], landmarks68=mesh_to_68(pts[:, :2]), score=scores[i], landmarks3d=pts)
-        )
-    if not faces and not boxes:
-        meshN = _mesh_many(det)
-        r = meshN.process(small)
-        for lms in r.multi_face_landmarks or []:
-            pts = _landmarks_px(lms, sw, sh)
-            pts[:, 0] = (pts[:, 0] + 0.5) / fx - 0.5
-            pts[:, 1] = (pts[:, 1] + 0.5) / fy - 0.5
-            pts[:, 2] = pts[:, 2] / fx
-            box = np.concatenate([pts[:, :2].min(0), pts[:, :2].max(0) + 1.0])
-            faces.append(
-                Face(box=box, landmarks68=mesh_to_68(pts[:, :2]), score=1.0, landmarks3d=pts)
+class MediapipeDetector(FaceDetector):
+    """MediaPipe face detection + Face Mesh (module docstring); graphs load on first use."""
+
+    backend: ClassVar[str] = "mediapipe"
+
+    def __init__(self, config: DetectorConfig | None = None):
+        super().__init__(config)
+
+    def models(self) -> tuple[Any, Any]:
+        """``(face detector, single-face mesh)`` MediaPipe graphs."""
+        import mediapipe as mp
+
+        m = self._models
+        if "mp_detect" not in m:
+            m["mp_detect"] = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=0.5
             )
-    faces = _sort_largest_first(faces)
-    return faces if all_faces else faces[:1]
+        if "mp_mesh1" not in m:
+            m["mp_mesh1"] = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, refine_landmarks=True, max_num_faces=1
+            )
+        return m["mp_detect"], m["mp_mesh1"]
+
+    def _mesh_many(self) -> Any:
+        import mediapipe as mp
+
+        if "mp_meshN" not in self._models:
+            self._models["mp_meshN"] = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, refine_landmarks=True, max_num_faces=self.config.max_faces
+            )
+        return self._models["mp_meshN"]
+
+    def _detect(self, image: np.ndarray, all_faces: bool) -> list[Face]:
+        fd, mesh1 = self.models()
+        small, fx, fy = resize_for_detection(image, self.config.max_side or 1920)
+        sh, sw = small.shape[:2]
+        res = fd.process(small)
+        boxes, scores = [], []
+        for d in res.detections or []:
+            rb = d.location_data.relative_bounding_box
+            b = np.array(
+                [rb.xmin * sw, rb.ymin * sh, (rb.xmin + rb.width) * sw, (rb.ymin + rb.height) * sh]
+            )
+            boxes.append(unscale_box(b, fx, fy))
+            scores.append(float(d.score[0]))
+        faces: list[Face] = []
+        keep = nms(boxes, scores)
+        keep = sorted(keep, key=lambda i: -rank(boxes[i], scores[i]))
+        for i in keep:
+            if not all_faces and faces:
+                break
+            pts = mesh_in_crop(mesh1, image, boxes[i])
+            if pts is None or float(scores[i]) < self.config.min_score:
+                continue
+            faces.append(
+                Face(
+                    box=boxes[i],
+                    landmarks68=mesh_to_68(pts[:, :2]),
+                    score=scores[i],
+                    landmarks3d=pts,
+                )
+            )
+        if not faces and not boxes:
+            meshN = self._mesh_many()
+            r = meshN.process(small)
+            for lms in r.multi_face_landmarks or []:
+                pts = _landmarks_px(lms, sw, sh)
+                pts[:, 0] = (pts[:, 0] + 0.5) / fx - 0.5
+                pts[:, 1] = (pts[:, 1] + 0.5) / fy - 0.5
+                pts[:, 2] = pts[:, 2] / fx
+                box = np.concatenate([pts[:, :2].min(0), pts[:, :2].max(0) + 1.0])
+                faces.append(
+                    Face(box=box, landmarks68=mesh_to_68(pts[:, :2]), score=1.0, landmarks3d=pts)
+                )
+        faces = sort_largest_first(faces)
+        return faces if all_faces else faces[:1]

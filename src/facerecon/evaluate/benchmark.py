@@ -211,7 +211,7 @@ class Detections:
     """The product's detect -> align path, cached per sample object: every method row of a
     benchmark sees the same crops (the cache keeps the sample alive, so its id is not reused).
 
-    ``detectors`` (:class:`facerecon.detect.Detector`) are tried in order until one finds a
+    ``detectors`` (:class:`facerecon.detect.FaceDetector`) are tried in order until one finds a
     face (empty: the default dlib HOG).
     """
 
@@ -682,11 +682,11 @@ def run_synthetic_benchmark(
     all_sets: dict[str, SetMethod] = {}
     all_multi: dict[str, MultiviewMethod] = {}
     closers: list[Callable[[], None]] = []
-    from facerecon.detect import Detector, DetectorConfig
+    from facerecon.detect import DetectorConfig, make_detector
     from facerecon.fit import FitConfig
 
     fast = config.fast_fit or config.quick
-    detections = Detections([Detector(DetectorConfig(backend=b)) for b in config.detectors])
+    detections = Detections([make_detector(DetectorConfig(backend=b)) for b in config.detectors])
     facerec = None
     if not fast and ("fit" in config.methods or config.rnet):
         from facerecon.nets.facerec import embed, load_facerec
