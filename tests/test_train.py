@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from facerecon.data.augment import flip_sample, random_similarity, warp_sample
 from facerecon.data.datasets import AlignedFaceDataset, PreparedFaceDataset, rendered_faces
 from facerecon.data.prepared import write_item
 from facerecon.morphable import load_face_model
@@ -28,7 +29,6 @@ from facerecon.train import (
     save_config,
     train_rnet,
 )
-from facerecon.train.augment import flip_sample, random_similarity, warp_sample
 from facerecon.train.cli import build_parser, config_from_args
 from facerecon.train.loop import epoch_batches, steps_per_epoch
 

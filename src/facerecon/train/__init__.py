@@ -2,17 +2,17 @@
 
 Public API::
 
-    TrainConfig, AugmentConfig, load_config, save_config     # config.py
+    TrainConfig, load_config, save_config                    # config.py
     train_rnet(config) -> dict                               # loop.py
     rnet_terms, rnet_loss                                    # objective.py
-    FLIP_68, augment_sample                                  # augment.py
+    AugmentConfig, FLIP_68, augment_sample                   # facerecon.data.augment
     main_train(argv) -> int                                  # cli.py (``facerecon train``)
 """
 
 from collections.abc import Sequence
 
-from facerecon.train.augment import FLIP_68, augment_sample
-from facerecon.train.config import AugmentConfig, ConfigError, TrainConfig, load_config, save_config
+from facerecon.data.augment import FLIP_68, AugmentConfig, augment_sample
+from facerecon.train.config import ConfigError, TrainConfig, load_config, save_config
 from facerecon.train.loop import load_checkpoint, save_checkpoint, train_rnet
 from facerecon.train.objective import rnet_loss, rnet_terms
 

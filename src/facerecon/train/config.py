@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from facerecon.data.augment import AugmentConfig
 from facerecon.errors import FaceReconError
 from facerecon.losses import HybridLossConfig
 
@@ -28,26 +29,6 @@ __all__ = ["AugmentConfig", "ConfigError", "TrainConfig", "load_config", "save_c
 
 class ConfigError(FaceReconError):
     """A training configuration file or value is invalid."""
-
-
-@dataclass
-class AugmentConfig:
-    """Random similarity warp of the aligned crop (released recipe) and horizontal flip.
-
-    Attributes:
-        shift: max translation in crop pixels (uniform in ±shift, per axis).
-        scale: max relative scale change (uniform in 1 ± scale).
-        rotation: max in-plane rotation in degrees (uniform in ±rotation).
-        flip: probability of a horizontal flip (landmarks re-ordered with the 68-point flip
-            permutation so that index i keeps naming the same facial point).
-        enabled: False turns every augmentation off.
-    """
-
-    shift: float = 10.0
-    scale: float = 0.1
-    rotation: float = 10.0
-    flip: float = 0.5
-    enabled: bool = True
 
 
 @dataclass
