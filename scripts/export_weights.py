@@ -19,7 +19,7 @@ def export(checkpoint: Path, out: Path, note: str = "") -> Path:
     from facerecon.nets.cnet import CNet, CNetConfig, export_cnet_weights
     from facerecon.nets.rnet import RNet, RNetConfig, export_weights
 
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     meta = {"step": int(ckpt["step"]), "train_config": ckpt["train_config"], "note": note}
     if "rnet_config" in ckpt:
         net = RNet.from_config(RNetConfig.from_dict(ckpt["rnet_config"]))

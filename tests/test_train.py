@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from facerecon.data.augment import flip_sample, random_similarity, warp_sample
 from facerecon.data.datasets import AlignedFaceDataset, PreparedFaceDataset, rendered_faces
 from facerecon.data.prepared import write_item
 from facerecon.morphable import load_face_model
@@ -28,9 +29,8 @@ from facerecon.train import (
     save_config,
     train_rnet,
 )
-from facerecon.train.augment import flip_sample, random_similarity, warp_sample
 from facerecon.train.cli import build_parser, config_from_args
-from facerecon.train.loop import epoch_batches, steps_per_epoch
+from facerecon.train.engine import epoch_batches, steps_per_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -238,6 +238,47 @@ def test_resume_gives_identical_next_step(data_dir, tmp_path):
     assert float(rows[2]["lr"]) == pytest.approx(2e-5)
 
 
+class _Payload:
+    """Unpickling this object opens (creates) ``path``: a stand-in for code in a checkpoint."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def _crafted_checkpoint(path: Path, marker: Path, fmt: str) -> Path:
+    payload = {"format": fmt, "step": 1, "rng": _Payload(marker), "model": {}}
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["rnet", "cnet"])
+def test_crafted_checkpoint_is_refused_and_runs_no_code(kind, data_dir, tmp_path):
+    from facerecon.errors import FaceReconError
+    from facerecon.train.cnet import load_cnet_checkpoint
+    from facerecon.train.rnet import load_checkpoint
+
+    load = {"rnet": load_checkpoint, "cnet": load_cnet_checkpoint}[kind]
+    fmt = f"facerecon-{kind}-train-2"
+    # the payload is live: an unrestricted load would create the marker
+    control = tmp_path / "control"
+    live = torch.load(_crafted_checkpoint(tmp_path / "c.pt", control, fmt), weights_only=False)
+    live["rng"].close()
+    assert control.exists()
+    marker = tmp_path / "marker"
+    ckpt = _crafted_checkpoint(tmp_path / "evil.pt", marker, fmt)
+    with pytest.raises(FaceReconError) as err:
+        load(ckpt, torch.nn.Linear(2, 2))
+    assert not marker.exists()
+    assert "\n" not in str(err.value) and "cannot read checkpoint" in str(err.value)
+    if kind == "rnet":  # resuming a run from it fails the same way
+        with pytest.raises(FaceReconError, match="cannot read checkpoint"):
+            train_rnet(_tiny(data_dir, tmp_path / "r", resume=str(ckpt)))
+        assert not marker.exists()
+
+
 def test_validation_split_by_person(data_dir, tmp_path):
     cfg = _tiny(data_dir, tmp_path / "v", max_steps=2, val_fraction=0.25, val_every=2)
     res = train_rnet(cfg)
@@ -281,7 +322,7 @@ def test_ddp_two_processes_gloo(data_dir, tmp_path):
 def test_synthetic_data_aligned_and_trains(model, tmp_path):
     from facerecon.data.datasets import SyntheticFaceDataset
     from facerecon.detect.align import DEFAULT_TEMPLATE_224, fit_scale_translation, five_points
-    from facerecon.train.loop import build_datasets
+    from facerecon.train.data import build_datasets
 
     ds = SyntheticFaceDataset(model, 2, 2, seed=0, image_size=160)
     assert len(ds) == 4 and ds.persons == ["0", "0", "1", "1"]
@@ -313,7 +354,7 @@ def test_skin_attention_switch_for_the_ablation():
     """``skin_attention: false`` (Table-1 ablation) weighs every face pixel 1; the default uses
     the stored attention, or computes it from the image when the item has none."""
     from facerecon.skin import skin_attention, skin_probability
-    from facerecon.train.loop import _prepare_batch
+    from facerecon.train.data import prepare_batch as _prepare_batch
 
     g = torch.Generator().manual_seed(0)
     image = torch.rand(2, 3, 32, 32, generator=g)

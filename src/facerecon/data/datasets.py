@@ -2,7 +2,7 @@
 
 Every dataset returns dicts ``{"image": (3, S, S) float32 0..1, "lm68": (68, 2) float32 crop
 pixels, "attention": (1, S, S) float32 (only when known), "index": int}``. Augmentation (see
-``facerecon.train.augment``) is drawn from ``numpy.random.default_rng([seed, epoch, index])``:
+``facerecon.data.augment``) is drawn from ``numpy.random.default_rng([seed, epoch, index])``:
 a sample's augmentation depends only on (seed, epoch, index), never on worker scheduling, so a
 resumed run sees exactly the batches of an uninterrupted one. Call :meth:`set_epoch` per epoch.
 
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facerecon.data.augment import AugmentConfig, augment_sample
 from facerecon.errors import FaceReconError
-from facerecon.train.config import AugmentConfig
 
 __all__ = [
     "AlignedFaceDataset",
@@ -51,8 +51,6 @@ class _AugmentedFaces(Dataset):
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from facerecon.train.augment import augment_sample
-
         image, lm, att = self._load(index)
         lm = np.asarray(lm, np.float64)
         if att is not None:

@@ -8,10 +8,11 @@ albedo, pose and lighting. The loss is the hybrid loss of the re-renders with th
 weights (photometric 1.9, landmarks 1.6e-3, perceptual 0.1; :func:`set_stage_loss`): only the
 C-Net is updated, so it learns to trust the images whose identity explains the whole set.
 
-The infrastructure is R-Net training's (:mod:`facerecon.train.loop`): the same config fields
-and YAML, data sources (``synthetic`` identity sets with mixed poses and occluders, or prepared
-folders with one sub-folder per person), seeded data order, metrics CSV, checkpoints with exact
-resume and DDP under torchrun. Run layout (``config.out_dir``)::
+The trainer is a step function (:class:`SetStep`) and a net spec (:data:`CNET`) for the
+training engine (:mod:`facerecon.train.engine`), so the infrastructure is R-Net training's:
+the same config fields and YAML, data sources (``synthetic`` identity sets with mixed poses and
+occluders, or prepared folders with one sub-folder per person), seeded data order, metrics CSV,
+checkpoints with exact resume and DDP under torchrun. Run layout (``config.out_dir``)::
 
     config.yaml, metrics.csv, checkpoints/last.pt, checkpoints/step_N.pt
     cnet.pt                final weights (``facerecon.nets.cnet.load_cnet``)
@@ -20,46 +21,41 @@ resume and DDP under torchrun. Run layout (``config.out_dir``)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import math
 import os
-import shutil
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-import yaml
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from facerecon.aggregate import aggregate_set
 from facerecon.errors import FaceReconError
-from facerecon.losses import HybridLossConfig, hybrid_loss
+from facerecon.losses import HybridLossConfig
 from facerecon.morphable import MorphableModel
-from facerecon.nets.cnet import CNet, CNetConfig, rnet_outputs, save_cnet
-from facerecon.train.config import ConfigError, TrainConfig, save_config
-from facerecon.train.loop import (
-    _batches,
-    _device,
-    _dist_env,
-    _MetricsCSV,
-    _prepare_batch,
-    _resume_path,
-    _rng_states,
-    _set_rng_states,
-    build_datasets,
-    steps_per_epoch,
+from facerecon.nets.cnet import CNet, rnet_outputs, save_cnet
+from facerecon.train.cli import (
+    TRAIN_FLAGS,
+    TrainCommand,
+    build_parser,
+    config_from_args,
+    run_command,
 )
-from facerecon.train.objective import rnet_terms
+from facerecon.train.config import ConfigError, TrainConfig, load_config
+from facerecon.train.data import build_datasets
+from facerecon.train.engine import NetSpec, RunParts, train
+from facerecon.train.objective import HybridStep, rnet_terms
 
 __all__ = [
+    "CNET",
+    "CNET_COMMAND",
     "CNetTrainConfig",
     "ImageSetDataset",
+    "SetStep",
+    "build_cnet_parser",
+    "cnet_config_from_args",
     "load_cnet_checkpoint",
     "load_cnet_config",
     "main_train_cnet",
@@ -69,10 +65,7 @@ __all__ = [
     "train_cnet",
 ]
 
-CKPT_FORMAT = "facerecon-cnet-train-1"
 TRAIN_STRATEGIES = ("s1", "s2", "s4")  # differentiable in the confidences (S3 is an argmax)
-
-Embedder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def set_stage_loss() -> HybridLossConfig:
@@ -117,24 +110,11 @@ class CNetTrainConfig(TrainConfig):
                 f"({self.set_size})"
             )
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CNetTrainConfig:
-        return super().from_dict(d)  # type: ignore[return-value]
-
 
 def load_cnet_config(path: str | os.PathLike[str], **overrides: Any) -> CNetTrainConfig:
-    """Read a YAML file of :class:`CNetTrainConfig` fields and apply ``overrides``."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"training config not found: {p}")
-    try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({type(exc).__name__})") from exc
-    if not isinstance(d, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
-    d.update(overrides)
-    return CNetTrainConfig.from_dict(d)
+    """Read a YAML file of :class:`CNetTrainConfig` fields and apply ``overrides``
+    (:func:`facerecon.train.config.load_config`)."""
+    return load_config(path, CNetTrainConfig, **overrides)
 
 
 # ============================================================================ data
@@ -183,9 +163,7 @@ def set_terms(
     strategy: str = "s4",
     loss: HybridLossConfig | None = None,
     render_size: int = 224,
-    facerec: Embedder | None = None,
-    target_embedding: torch.Tensor | None = None,
-    rasterizer: str = "torch",
+    **render: Any,
 ) -> dict[str, torch.Tensor]:
     """Unweighted hybrid-loss terms of every image re-rendered with the set's identity.
 
@@ -196,8 +174,8 @@ def set_terms(
         image: ``(S, M, 3, H, W)`` aligned crops in 0..1; lm68 ``(S, M, 68, 2)``;
             attention ``(S, M, 1, H, W)`` skin attention.
         strategy: aggregation (:data:`facerecon.aggregate.STRATEGIES`).
-        loss, render_size, facerec, target_embedding, rasterizer: as in
-            :func:`facerecon.train.objective.rnet_terms` (``target_embedding (S*M, D)``).
+        loss, render_size, render: as in :func:`facerecon.train.objective.rnet_terms`
+            (``facerec``, ``target_embedding (S*M, D)``, ``rasterizer``, ``camera``).
 
     Returns:
         name -> scalar tensor (photo, landmark, coef, tex, light, perceptual as enabled).
@@ -211,173 +189,53 @@ def set_terms(
         attention.flatten(0, 1),
         loss,
         render_size=render_size,
-        facerec=facerec,
-        target_embedding=target_embedding,
-        rasterizer=rasterizer,
+        **render,
     )
 
 
-class _SetStep:
-    """Forward + loss of one batch of sets (training and validation)."""
+class SetStep(HybridStep):
+    """Hybrid loss of a batch of sets ``(S, M, 3, H, W)`` re-rendered with their aggregated
+    identities (:func:`set_terms`); the R-Net is frozen, only the C-Net gets gradients.
 
-    def __init__(self, cfg: CNetTrainConfig, model: Any, rnet: Any, device: torch.device):
-        self.cfg, self.model, self.rnet, self.device = cfg, model, rnet, device
-        self.facerec = None
-        if cfg.perceptual and cfg.loss.w_perceptual:
-            import functools
+    Args:
+        cfg, model, device: as in :class:`facerecon.train.objective.HybridStep`.
+        rnet: the frozen R-Net (features and coefficients at its ``input_size``).
+    """
 
-            from facerecon.nets.facerec import embed, load_facerec
+    def __init__(
+        self, cfg: CNetTrainConfig, model: MorphableModel, rnet: Any, device: torch.device
+    ) -> None:
+        super().__init__(cfg, model, device)
+        self.rnet = rnet
 
-            self.facerec = functools.partial(embed, load_facerec(device=device))
-        self.autocast = cfg.amp == "bf16" and device.type == "cuda"
+    def flat(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.flatten(0, 1) for k, v in batch.items() if k != "index"}
 
-    def __call__(
-        self, cnet: torch.nn.Module, batch: dict[str, Any]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        cfg = self.cfg
+    def forward(self, cnet: torch.nn.Module, image: torch.Tensor) -> tuple[Any, Any]:
+        with torch.no_grad():
+            coeffs, feats = rnet_outputs(self.rnet, image)  # at the R-Net's input_size
+        return coeffs, cnet(feats["shallow"], feats["pooled"])
+
+    def terms(self, batch, out, image, lm68, attention, **render) -> dict[str, torch.Tensor]:
         s, m = batch["image"].shape[:2]
-        flat = {k: v.flatten(0, 1) for k, v in batch.items() if k != "index"}
-        image, lm68, att = _prepare_batch(flat, self.device, self.cfg.skin_attention)
-        ctx = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.autocast
-            else contextlib.nullcontext()
-        )
-        with ctx:
-            with torch.no_grad():
-                coeffs, feats = rnet_outputs(self.rnet, image)  # at the R-Net's input_size
-            conf = cnet(feats["shallow"], feats["pooled"])
-        target_emb = None
-        if self.facerec is not None:
-            with torch.no_grad():
-                target_emb = self.facerec(image, lm68)
-        terms = set_terms(
+        coeffs, conf = out
+        return set_terms(
             self.model,
             coeffs.float().view(s, m, -1),
             conf.float().view(s, m, -1),
             image.view(s, m, *image.shape[1:]),
             lm68.view(s, m, 68, 2),
-            att.view(s, m, *att.shape[1:]),
-            cfg.strategy,
-            cfg.loss,
-            render_size=cfg.render_size,
-            facerec=self.facerec,
-            target_embedding=target_emb,
-            rasterizer=cfg.rasterizer,
+            attention.view(s, m, *attention.shape[1:]),
+            self.cfg.strategy,
+            self.cfg.loss,
+            **render,
         )
-        return hybrid_loss(terms, cfg.loss)
-
-
-@torch.no_grad()
-def _validate(step_fn: _SetStep, net: torch.nn.Module, ds: Dataset, cfg: TrainConfig) -> dict:
-    was = net.training
-    net.eval()
-    sums: dict[str, float] = {}
-    n = 0
-    for batch in DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers):
-        total, parts = step_fn(net, batch)
-        b = batch["image"].shape[0]
-        sums["loss"] = sums.get("loss", 0.0) + float(total) * b
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * b
-        n += b
-    net.train(was)
-    return {k: v / max(n, 1) for k, v in sums.items()}
-
-
-# ============================================================================ checkpoints
-def save_cnet_checkpoint(
-    path: str | os.PathLike[str],
-    net: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    step: int,
-    config: CNetTrainConfig,
-) -> Path:
-    """Everything needed to continue C-Net training at ``step`` (written atomically)."""
-    raw = getattr(net, "module", net)
-    payload = {
-        "format": CKPT_FORMAT,
-        "step": int(step),
-        "cnet_config": dataclasses.asdict(raw.config),
-        "model": raw.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": _rng_states(),
-        "train_config": config.to_dict(),
-    }
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, p)
-    return p
-
-
-def load_cnet_checkpoint(
-    path: str | os.PathLike[str],
-    net: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    restore_rng: bool = True,
-) -> int:
-    """Restore a :func:`save_cnet_checkpoint` file; returns its step."""
-    p = Path(path)
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise FaceReconError(f"cannot read checkpoint {p}: {type(exc).__name__}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CKPT_FORMAT:
-        raise FaceReconError(f"{p} is not a C-Net training checkpoint")
-    raw = getattr(net, "module", net)
-    if CNetConfig.from_dict(payload["cnet_config"]) != raw.config:
-        raise FaceReconError(f"checkpoint {p} is for another C-Net configuration")
-    raw.load_state_dict(payload["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(payload["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(payload["scheduler"])
-    if restore_rng:
-        _set_rng_states(payload["rng"])
-    return int(payload["step"])
 
 
 # ============================================================================ training
-def train_cnet(config: CNetTrainConfig) -> dict[str, Any]:
-    """Train a C-Net on image sets with a frozen R-Net (see the module docstring).
-
-    Returns:
-        ``{"start_step", "steps", "steps_per_epoch", "losses", "final_loss", "val",
-        "weights" (cnet.pt), "checkpoint", "seconds", "world_size"}`` as ``train_rnet``.
-    """
-    from facerecon.morphable import load_face_model
-
-    cfg = config
-    rank, world, local_rank = _dist_env()
-    own_group = False
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-        own_group = True
-    try:
-        return _train(cfg, rank, world, local_rank, load_face_model)
-    finally:
-        if own_group:
-            dist.destroy_process_group()
-
-
-def _train(cfg: CNetTrainConfig, rank: int, world: int, local_rank: int, load_face_model):
-    from tqdm import tqdm
-
+def _prepare(cfg: CNetTrainConfig, model: MorphableModel, device: torch.device) -> RunParts:
     from facerecon.nets.rnet import load_rnet
 
-    t_start = time.perf_counter()
-    if cfg.rnet is None:
-        raise ConfigError("C-Net training needs trained R-Net weights (rnet: PATH / --rnet)")
-    device = _device(cfg, local_rank)
-    is_main = rank == 0
-    out = Path(cfg.out_dir)
-    model = load_face_model(cfg.face_model, device=device)
     rnet = load_rnet(cfg.rnet, device=device).requires_grad_(False).eval()
     if rnet.layout != model.layout:
         raise ConfigError(
@@ -385,164 +243,76 @@ def _train(cfg: CNetTrainConfig, rank: int, world: int, local_rank: int, load_fa
             f"has {model.layout}"
         )
     items_train, items_val = build_datasets(cfg, model)
-    train_ds = ImageSetDataset(items_train, cfg.set_size)
-    val_ds = ImageSetDataset(items_val, cfg.set_size) if items_val is not None else None
-
-    torch.manual_seed(cfg.seed)
-    cnet = CNet.for_rnet(rnet, n_id=1 if cfg.strategy == "s1" else None).to(device)
-    opt = torch.optim.Adam(cnet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    spe = steps_per_epoch(len(train_ds), cfg.batch_size, world)
-    total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * spe
-    milestones = sorted({max(1, round(m * spe)) for m in cfg.lr_milestones})
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg.lr_gamma)
-
-    resume = _resume_path(cfg)
-    start_step = load_cnet_checkpoint(resume, cnet, opt, sched) if resume is not None else 0
-    step_fn = _SetStep(cfg, model, rnet, device)
-    train_net: torch.nn.Module = cnet
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        train_net = torch.nn.parallel.DistributedDataParallel(cnet, device_ids=ids)
-
-    metrics = None
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        metrics = _MetricsCSV(out / "metrics.csv", start_step if resume is not None else None)
-    bar = tqdm(
-        total=total_steps,
-        initial=start_step,
-        disable=not (is_main and cfg.progress),
-        desc="train cnet",
-        unit="step",
-    )
-    losses: list[float] = []
-    val_result = None
-    ckpt_dir = out / "checkpoints"
-    last_ckpt = ckpt_dir / "last.pt"
-    train_net.train()
-    step = start_step
-    data = _batches(train_ds, cfg, start_step, spe, rank, world)
-    try:
-        while step < total_steps:
-            t0 = time.perf_counter()
-            epoch, batch = next(data)
-            lr = opt.param_groups[0]["lr"]
-            total, parts = step_fn(train_net, batch)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            loss = float(total.detach())
-            if not math.isfinite(loss):
-                raise FaceReconError(f"C-Net training diverged at step {step} (loss {loss})")
-            losses.append(loss)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            if metrics is not None and cfg.log_every and step % cfg.log_every == 0:
-                row = {k: float(v.detach()) for k, v in parts.items()}
-                row.update(step=step, epoch=epoch, split="train", loss=loss, lr=lr)
-                metrics.write({**row, "seconds": time.perf_counter() - t0})
-            if is_main and val_ds is not None and cfg.val_every and step % cfg.val_every == 0:
-                tv = time.perf_counter()
-                val_result = _validate(step_fn, cnet, val_ds, cfg)
-                if metrics is not None:
-                    metrics.write(
-                        {
-                            **val_result,
-                            "step": step,
-                            "epoch": epoch,
-                            "split": "val",
-                            "lr": lr,
-                            "seconds": time.perf_counter() - tv,
-                        }
-                    )
-            if is_main and cfg.ckpt_every and step % cfg.ckpt_every == 0:
-                p = save_cnet_checkpoint(
-                    ckpt_dir / f"step_{step:08d}.pt", cnet, opt, sched, step, cfg
-                )
-                tmp = last_ckpt.with_name(f".last.pt.tmp{os.getpid()}")
-                shutil.copyfile(p, tmp)
-                os.replace(tmp, last_ckpt)
-    finally:
-        bar.close()
-        if metrics is not None:
-            metrics.close()
-    weights = out / "cnet.pt"
-    if is_main:
-        save_cnet_checkpoint(last_ckpt, cnet, opt, sched, step, cfg)
-        meta = {
-            "step": step,
+    return RunParts(
+        ImageSetDataset(items_train, cfg.set_size),
+        ImageSetDataset(items_val, cfg.set_size) if items_val is not None else None,
+        build_net=lambda: CNet.for_rnet(rnet, n_id=1 if cfg.strategy == "s1" else None),
+        build_step=lambda: SetStep(cfg, model, rnet, device),
+        weights_meta={
             "face_model": cfg.face_model,
             "rnet": str(cfg.rnet),
             "rnet_config": dataclasses.asdict(rnet.config),
             "strategy": cfg.strategy,
-        }
-        save_cnet(cnet, weights, meta=meta)
-    if world > 1:
-        dist.barrier()
-    return {
-        "start_step": start_step,
-        "steps": step,
-        "steps_per_epoch": spe,
-        "losses": losses,
-        "final_loss": losses[-1] if losses else None,
-        "val": val_result,
-        "weights": str(weights),
-        "checkpoint": str(last_ckpt),
-        "seconds": time.perf_counter() - t_start,
-        "world_size": world,
-    }
+        },
+    )
+
+
+#: C-Net training: ``cnet.pt`` (``facerecon.nets.cnet.save_cnet``), checkpoints
+#: ``facerecon-cnet-train-2``.
+CNET = NetSpec(
+    "cnet", "a C-Net", save_cnet, _prepare, progress="train cnet", run_name="C-Net training"
+)
+
+save_cnet_checkpoint = CNET.save_checkpoint
+load_cnet_checkpoint = CNET.load_checkpoint
+
+
+def train_cnet(config: CNetTrainConfig) -> dict[str, Any]:
+    """Train a C-Net on image sets with a frozen R-Net (see the module docstring).
+
+    Returns:
+        ``{"start_step", "steps", "steps_per_epoch", "losses", "final_loss", "val",
+        "weights" (cnet.pt), "checkpoint", "seconds", "world_size"}`` as ``train_rnet``.
+    """
+    if config.rnet is None:
+        raise ConfigError("C-Net training needs trained R-Net weights (rnet: PATH / --rnet)")
+    return train(config, CNET)
 
 
 # ============================================================================ command line
-def build_cnet_parser() -> argparse.ArgumentParser:
-    """``facerecon train``'s flags (``--backbone`` is ignored) plus ``--rnet``,
-    ``--set-size`` and ``--strategy``."""
-    from facerecon.train.cli import build_parser
-
-    ap = build_parser()
-    ap.prog = "facerecon train cnet"
-    ap.description = (
-        "Train the C-Net (image-set confidences) with a frozen R-Net on sets of images of one "
-        "person. Multi-GPU: torchrun --nproc_per_node N -m facerecon.train.cnet ..."
-    )
+def _cnet_flags(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--rnet", help="trained R-Net weights (required)")
     ap.add_argument("--set-size", dest="set_size", type=int, help="images per set (M)")
     ap.add_argument("--strategy", choices=TRAIN_STRATEGIES, help="aggregation (default s4)")
-    return ap
+
+
+#: ``facerecon train cnet``: ``facerecon train``'s flags (``--backbone`` is ignored) plus
+#: ``--rnet``, ``--set-size`` and ``--strategy``.
+CNET_COMMAND = TrainCommand(
+    prog="facerecon train cnet",
+    description="Train the C-Net (image-set confidences) with a frozen R-Net on sets of images "
+    "of one person. Multi-GPU: torchrun --nproc_per_node N -m facerecon.train.cnet ...",
+    config_type=CNetTrainConfig,
+    flags=(*(f for f in TRAIN_FLAGS if f != "backbone"), "rnet", "set_size", "strategy"),
+    train=train_cnet,
+    trained="trained C-Net",
+    add_flags=_cnet_flags,
+)
+
+
+def build_cnet_parser() -> argparse.ArgumentParser:
+    """The parser of ``facerecon train cnet`` (:data:`CNET_COMMAND`)."""
+    return build_parser(CNET_COMMAND)
 
 
 def cnet_config_from_args(args: argparse.Namespace) -> CNetTrainConfig:
     """Defaults <- ``--config`` file <- explicit flags <- ``--set`` overrides."""
-    from facerecon.train.cli import TRAIN_FLAGS, config_dict_from_args
-
-    cfg = load_cnet_config(args.config) if args.config else CNetTrainConfig()
-    flags = (*(f for f in TRAIN_FLAGS if f != "backbone"), "rnet", "set_size", "strategy")
-    return CNetTrainConfig.from_dict(config_dict_from_args(args, cfg, flags))
+    return config_from_args(args, CNET_COMMAND)
 
 
 def main_train_cnet(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, train the C-Net, print a one-line summary; returns the exit code."""
-    args = build_cnet_parser().parse_args(argv)
-    try:
-        cfg = cnet_config_from_args(args)
-        if args.print_config:
-            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
-            return 0
-        res = train_cnet(cfg)
-    except FaceReconError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if res.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
-        final = res["final_loss"]
-        loss = f"{final:.4f}" if final is not None else "n/a"
-        print(
-            f"trained C-Net steps {res['start_step']}..{res['steps']} in {res['seconds']:.1f} s, "
-            f"last loss {loss}; weights: {res['weights']}"
-        )
-    return 0
+    return run_command(CNET_COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -16,38 +16,21 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from facerecon.data.augment import AugmentConfig
 from facerecon.errors import FaceReconError
 from facerecon.losses import HybridLossConfig
 
 __all__ = ["AugmentConfig", "ConfigError", "TrainConfig", "load_config", "save_config"]
 
+ConfigT = typing.TypeVar("ConfigT", bound="TrainConfig")
+
 
 class ConfigError(FaceReconError):
     """A training configuration file or value is invalid."""
-
-
-@dataclass
-class AugmentConfig:
-    """Random similarity warp of the aligned crop (released recipe) and horizontal flip.
-
-    Attributes:
-        shift: max translation in crop pixels (uniform in ±shift, per axis).
-        scale: max relative scale change (uniform in 1 ± scale).
-        rotation: max in-plane rotation in degrees (uniform in ±rotation).
-        flip: probability of a horizontal flip (landmarks re-ordered with the 68-point flip
-            permutation so that index i keeps naming the same facial point).
-        enabled: False turns every augmentation off.
-    """
-
-    shift: float = 10.0
-    scale: float = 0.1
-    rotation: float = 10.0
-    flip: float = 0.5
-    enabled: bool = True
 
 
 @dataclass
@@ -88,7 +71,7 @@ class TrainConfig:
     val_fraction: float = 0.05
     out_dir: str = "runs/rnet"
     face_model: str = "bfm-lite"
-    backbone: str = "resnet50"
+    backbone: Literal["resnet50", "mobilenet_v2"] = "resnet50"
     width_mult: float = 1.0
     pretrained: bool = False
     input_size: int = 224
@@ -109,8 +92,8 @@ class TrainConfig:
     log_every: int = 1
     resume: str | None = "auto"
     seed: int = 0
-    amp: str = "none"
-    rasterizer: str = "torch"
+    amp: Literal["none", "bf16"] = "none"
+    rasterizer: Literal["torch", "nvdiffrast", "auto"] = "torch"
     device: str = "auto"
     num_workers: int = 0
     progress: bool = True
@@ -138,7 +121,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls: type[ConfigT], d: dict[str, Any]) -> ConfigT:
+        """Build from a mapping of field values (nested dataclass fields as mappings)."""
         return _from_dict(cls, d, "config")
 
 
@@ -188,9 +172,24 @@ def _to_float(value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a number, got {value!r}") from None
 
 
-def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-    """Read a YAML file (any subset of :class:`TrainConfig`'s keys; nested ``augment`` and
-    ``loss`` mappings) and apply keyword ``overrides`` on top."""
+def load_config(
+    path: str | os.PathLike[str], config_type: type[ConfigT] = TrainConfig, **overrides: Any
+) -> ConfigT:
+    """Read a YAML file of ``config_type``'s fields and apply keyword ``overrides`` on top.
+
+    Args:
+        path: YAML mapping with any subset of the fields (nested ``augment`` and ``loss``
+            mappings).
+        config_type: :class:`TrainConfig` or a subclass (e.g. C-Net training's
+            ``CNetTrainConfig``).
+        overrides: field values that win over the file's.
+
+    Returns:
+        ``config_type.from_dict(file mapping | overrides)``.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, not a mapping, or has bad keys or values.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"training config not found: {p}")
@@ -201,7 +200,7 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
     if not isinstance(d, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     d.update(overrides)
-    return TrainConfig.from_dict(d)
+    return config_type.from_dict(d)
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> Path:

@@ -9,12 +9,19 @@ instead of the fitter's free parameters, so fitting and training cannot drift ap
 * perceptual: face-recognition embeddings of the photo and of the render composited over the
   photo, both cropped with 5 points (the render's from its predicted landmarks),
 * coefficient regularisation, albedo flatness over ``model.skin_mask``, optional lighting.
+
+:class:`HybridStep` applies the objective to a training batch: it is the step function the
+training engine (:mod:`facerecon.train.engine`) calls for R-Net and C-Net training.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,8 +30,12 @@ from facerecon.fit.core import FitTarget, hybrid_terms
 from facerecon.losses import HybridLossConfig, hybrid_loss
 from facerecon.morphable import MorphableModel
 from facerecon.render import CameraConfig
+from facerecon.train.data import prepare_batch
 
-__all__ = ["CoeffView", "rnet_loss", "rnet_terms"]
+if TYPE_CHECKING:
+    from facerecon.train.config import TrainConfig
+
+__all__ = ["CoeffView", "HybridStep", "rnet_loss", "rnet_terms"]
 
 Embedder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -99,15 +110,91 @@ def rnet_terms(
 
 
 def rnet_loss(
-    model: MorphableModel,
-    coeffs: torch.Tensor,
-    image: torch.Tensor,
-    lm68: torch.Tensor,
-    attention: torch.Tensor,
-    loss: HybridLossConfig | None = None,
-    **kwargs,
+    model: MorphableModel, coeffs: torch.Tensor, *args: Any, **kwargs: Any
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Weighted total and weighted terms (see :func:`rnet_terms` for the arguments)."""
-    loss = loss or HybridLossConfig()
-    terms = rnet_terms(model, coeffs, image, lm68, attention, loss, **kwargs)
-    return hybrid_loss(terms, loss)
+    """Weighted total and weighted terms: :func:`rnet_terms` (same arguments; ``loss`` holds
+    the weights, the paper's when None) weighed by :func:`facerecon.losses.hybrid_loss`."""
+    call = inspect.signature(rnet_terms).bind(model, coeffs, *args, **kwargs)
+    loss = call.arguments["loss"] = call.arguments.get("loss") or HybridLossConfig()
+    return hybrid_loss(rnet_terms(*call.args, **call.kwargs), loss)
+
+
+class HybridStep:
+    """Forward + hybrid loss of one batch: the engine's step function (training and
+    validation) for networks trained with the hybrid loss.
+
+    ``step(net, batch) -> (total, parts)``: the batch (:meth:`flat` of it) goes to ``device``
+    (:func:`facerecon.train.data.prepare_batch`: image ``(N, 3, S, S)``, lm68 ``(N, 68, 2)``,
+    attention ``(N, 1, S, S)``), :meth:`forward` runs the network (under bf16 autocast when
+    ``cfg.amp == "bf16"`` on CUDA), the photos are embedded for the perceptual term without
+    gradient, and :meth:`terms` gives the unweighted terms; the result is
+    ``hybrid_loss(terms, cfg.loss)``: the scalar total and the weighted terms.
+
+    Subclasses define :meth:`forward` and :meth:`terms` (and :meth:`flat` for batches with
+    more than one leading axis).
+
+    Args:
+        cfg: the run (``loss``, ``perceptual``, ``skin_attention``, ``amp``, ``render_size``,
+            ``rasterizer``).
+        model: face model of the predicted coefficients.
+        device: where the batch, the networks and the face model live.
+    """
+
+    def __init__(self, cfg: TrainConfig, model: MorphableModel, device: torch.device) -> None:
+        self.cfg, self.model, self.device = cfg, model, device
+        self.facerec: Embedder | None = None
+        if cfg.perceptual and cfg.loss.w_perceptual:
+            from facerecon.nets.facerec import embed, load_facerec
+
+            self.facerec = functools.partial(embed, load_facerec(device=device))
+        self.autocast = cfg.amp == "bf16" and device.type == "cuda"
+
+    def flat(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch with one leading axis ``N`` (as the data loader gives it by default)."""
+        return batch
+
+    def forward(self, net: torch.nn.Module, image: torch.Tensor) -> Any:
+        """The network's outputs for ``image (N, 3, S, S)`` (run under autocast)."""
+        raise NotImplementedError
+
+    def terms(
+        self,
+        batch: dict[str, Any],
+        out: Any,
+        image: torch.Tensor,
+        lm68: torch.Tensor,
+        attention: torch.Tensor,
+        **render: Any,
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted terms of :meth:`forward`'s ``out``; ``render`` holds ``render_size``,
+        ``facerec``, ``target_embedding (N, D)`` and ``rasterizer`` for :func:`rnet_terms`."""
+        raise NotImplementedError
+
+    def __call__(
+        self, net: torch.nn.Module, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        image, lm68, att = prepare_batch(self.flat(batch), self.device, cfg.skin_attention)
+        ctx = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.autocast
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            out = self.forward(net, image)
+        target_emb = None
+        if self.facerec is not None:
+            with torch.no_grad():
+                target_emb = self.facerec(image, lm68)
+        terms = self.terms(
+            batch,
+            out,
+            image,
+            lm68,
+            att,
+            render_size=cfg.render_size,
+            facerec=self.facerec,
+            target_embedding=target_emb,
+            rasterizer=cfg.rasterizer,
+        )
+        return hybrid_loss(terms, cfg.loss)

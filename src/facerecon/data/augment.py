@@ -8,13 +8,40 @@ sample's augmentation is a pure function of its seed.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from facerecon.train.config import AugmentConfig
+__all__ = [
+    "FLIP_68",
+    "AugmentConfig",
+    "augment_sample",
+    "flip_sample",
+    "random_similarity",
+    "warp_sample",
+]
 
-__all__ = ["FLIP_68", "augment_sample", "flip_sample", "random_similarity", "warp_sample"]
+
+@dataclass
+class AugmentConfig:
+    """Random similarity warp of the aligned crop (released recipe) and horizontal flip.
+
+    Attributes:
+        shift: max translation in crop pixels (uniform in ±shift, per axis).
+        scale: max relative scale change (uniform in 1 ± scale).
+        rotation: max in-plane rotation in degrees (uniform in ±rotation).
+        flip: probability of a horizontal flip (landmarks re-ordered with the 68-point flip
+            permutation so that index i keeps naming the same facial point).
+        enabled: False turns every augmentation off.
+    """
+
+    shift: float = 10.0
+    scale: float = 0.1
+    rotation: float = 10.0
+    flip: float = 0.5
+    enabled: bool = True
+
 
 #: 68-point (iBUG 300-W) index permutation under a horizontal flip: after mirroring the image,
 #: ``lm_flipped = mirrored_lm[FLIP_68]`` keeps point i on the same facial feature.
