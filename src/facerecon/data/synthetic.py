@@ -109,6 +109,11 @@ class SynthConfig:
         background: ``"procedural"``, ``"photo"``, ``"mixed"`` or ``"flat"``.
         occluder_prob, blur_prob, noise_prob, jpeg_prob: degradation probabilities.
         clean: no occluders, blur, noise or JPEG (for unit tests).
+        albedo: ``"model"`` (the model's albedo basis x skin tone + smooth noise) or
+            ``"photo"`` (photo textures, :mod:`facerecon.data.photo_albedo`: one per identity,
+            times the skin tone and the albedo basis' variation; photo-like eyes, brows,
+            lips and skin detail).
+        texture_dir: the photo textures (None: the ones shipped with facerecon).
     """
 
     image_size: int = 256
@@ -129,8 +134,12 @@ class SynthConfig:
     noise_prob: float = 0.3
     jpeg_prob: float = 0.5
     clean: bool = False
+    albedo: str = "model"
+    texture_dir: str | None = None
 
     def __post_init__(self) -> None:
+        if self.albedo not in ("model", "photo"):
+            raise SynthError(f"unknown albedo {self.albedo!r}: use 'model' or 'photo'")
         if self.pose not in ("wide", "frontal"):
             raise SynthError(f"unknown pose mode {self.pose!r}: use 'wide' or 'frontal'")
         if self.background not in ("procedural", "photo", "mixed", "flat"):
@@ -371,6 +380,7 @@ class _Identity:
     noise_amp: np.ndarray  # (6, 3)
     eye_colour: np.ndarray  # (3,)
     hair_colour: np.ndarray  # (3,)
+    texture: int = -1  # photo texture index (albedo="photo")
 
 
 @dataclass
@@ -399,6 +409,15 @@ class SyntheticFaces:
         self.config = config or SynthConfig()
         self.seed = int(seed)
         self._info = _model_info(model)
+        self._photo = None
+        if self.config.albedo == "photo":
+            from facerecon.data.photo_albedo import PhotoAlbedo
+
+            self._photo = PhotoAlbedo(
+                model.mean_shape.detach().cpu().double().numpy(),
+                self._info.landmarks,
+                self.config.texture_dir,
+            )
         S = self.config.image_size
         self._d0 = (
             self.config.focal * (self._info.width_mm / _MM_PER_UNIT) / (_FACE_WIDTH_FRACTION * S)
@@ -418,7 +437,11 @@ class SyntheticFaces:
         eye = np.array(
             [[0.25, 0.14, 0.07], [0.35, 0.45, 0.55], [0.3, 0.35, 0.2], [0.12, 0.08, 0.05]]
         )
+        texture = -1
+        if self._photo is not None:  # own stream: the other draws stay those of albedo="model"
+            texture = int(self._rng(_TAG_IDENTITY, identity, 7).integers(0, len(self._photo)))
         return _Identity(
+            texture=texture,
             id_coeff=id_coeff.astype(np.float32),
             tex_coeff=tex_coeff.astype(np.float32),
             tone=tone / info.ref_skin,
@@ -575,6 +598,11 @@ class SyntheticFaces:
         v_model = verts[0].cpu().numpy().astype(np.float32)
         v_neutral = neutral[0].cpu().numpy().astype(np.float32)
         albedo = self._albedo(albedo0[0].cpu().double().numpy(), v_neutral, ident)
+        if self._photo is not None:  # the texture times the tone and the basis' variation
+            base = model.tex_mean.detach().cpu().double().numpy()
+            skin = self._photo.skin[ident.texture]
+            variation = np.clip(albedo / np.maximum(base * ident.tone, 1e-3), 0.6, 1.6)
+            albedo = (variation * (ident.tone * info.ref_skin / skin)).astype(np.float32)
 
         # Place the face: its centre on the ray through (centre + offset) at the drawn depth.
         R = euler_matrix_np(cond.angles)
@@ -599,6 +627,9 @@ class SyntheticFaces:
                 torch.as_tensor(cond.gamma, device=dev, dtype=dt)[None],
                 cam,
             )
+        if self._photo is not None:
+            tex = self._photo.pixels(ident.texture, out.fragments, model.triangles)
+            out.image = out.image * tex[None].to(out.image)
         face_rgb = out.image[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)
         mask = out.mask[0, 0].cpu().numpy() > 0.5
         face_idx = out.face_idx[0].cpu().numpy()
