@@ -61,8 +61,8 @@ def run(quick: bool = False, only: tuple[str, ...] | None = None) -> list[dict]:
                 dict(section="detect", name=f"{name} {stem}", value=ms, unit="ms", notes=note)
             )
             if gt is not None and faces:
-                f = min(faces, key=lambda f: np.linalg.norm(f.landmarks68.mean(0) - gt.mean(0)))
-                e = np.linalg.norm(f.landmarks68 - gt, axis=1) / np.linalg.norm(gt[36] - gt[45])
+                f = min(faces, key=lambda f: np.linalg.norm(f.lm68.mean(0) - gt.mean(0)))
+                e = np.linalg.norm(f.lm68 - gt, axis=1) / np.linalg.norm(gt[36] - gt[45])
                 errs.append(float(e.mean()))
                 stems.append(stem)
         det.close()

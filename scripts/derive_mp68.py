@@ -104,14 +104,12 @@ def collect(sources, det: FaceDetector, mp_det, mp_mesh):
                             )
                         )
                     for fi, bf in enumerate(base):
-                        ref = mapper(bf.landmarks68)
+                        ref = mapper(bf.lm68)
                         r = iod(ref)
                         if r < 20:
                             continue
                         c = ref.mean(0)
-                        dl = [
-                            f for f in faces if np.linalg.norm(f.landmarks68.mean(0) - c) < 0.5 * r
-                        ]
+                        dl = [f for f in faces if np.linalg.norm(f.lm68.mean(0) - c) < 0.5 * r]
                         bx = [b for b in boxes if np.linalg.norm((b[:2] + b[2:]) / 2 - c) < 0.8 * r]
                         if not dl or not bx:
                             continue
@@ -128,7 +126,7 @@ def collect(sources, det: FaceDetector, mp_det, mp_mesh):
                                 face=f"{name}#{fi}",
                                 orig=(angle == 0.0 and scale == 1.0 and not flip),
                                 mesh=mesh[:, :2],
-                                dlib=dl[0].landmarks68,
+                                dlib=dl[0].lm68,
                                 pts=pts,
                             )
                         )

@@ -45,7 +45,7 @@ def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 def _annotated_face(faces, gt):
     assert faces, "no face detected"
-    return min(faces, key=lambda f: np.linalg.norm(f.landmarks68.mean(0) - gt.mean(0)))
+    return min(faces, key=lambda f: np.linalg.norm(f.lm68.mean(0) - gt.mean(0)))
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,8 @@ def test_dlib_hog_landmarks_vs_annotation(photos, hog):
     errs = {}
     for n, (im, gt) in photos.items():
         face = _annotated_face(hog.detect(im, all_faces=True), gt)
-        assert face.landmarks68.shape == (68, 2) and face.box.shape == (4,)
-        errs[n] = nme(face.landmarks68, gt)
+        assert face.lm68.shape == (68, 2) and face.box.shape == (4,)
+        errs[n] = nme(face.lm68, gt)
     _report("dlib-hog", errs)
     # Measured: einstein 6.7%, breakingbad 4.3%, takeo 3.8%.
     assert np.mean([e.mean() for e in errs.values()]) < 0.08
@@ -100,7 +100,7 @@ def test_dlib_mmod_landmarks_vs_annotation(photos, mmod):
     for n in ("breakingbad", "takeo"):
         im, gt = photos[n]
         face = _annotated_face(mmod.detect(im, all_faces=True), gt)
-        errs[n] = nme(face.landmarks68, gt)
+        errs[n] = nme(face.lm68, gt)
         raw[n] = nme(mmod.dlib_landmarks(im, face.box), gt).mean()
     _report("dlib-mmod", errs)
     print("dlib-mmod raw-box NME:", {k: round(float(v), 4) for k, v in raw.items()})
@@ -147,8 +147,8 @@ def test_mediapipe_mapped_68_vs_annotation(photos, mediapipe_det):
     errs = {}
     for n, (im, gt) in photos.items():
         face = _annotated_face(mediapipe_det.detect(im, all_faces=True), gt)
-        assert face.landmarks3d is not None and face.landmarks3d.shape == (478, 3)
-        errs[n] = nme(face.landmarks68, gt)
+        assert face.mp478 is not None and face.mp478.shape == (478, 3)
+        errs[n] = nme(face.lm68, gt)
     _report("mediapipe->68", errs)
     # Measured: einstein 9.8%, breakingbad 7.6%, takeo 4.0% (mean 7.1%). The bound is looser
     # than dlib's because the iBUG jaw is a silhouette contour that fixed mesh vertices only
@@ -228,7 +228,7 @@ def test_mediapipe_no_face(mediapipe_det):
 def test_mediapipe_depth_is_pixel_scaled(photos, mediapipe_det):
     im, _ = photos["takeo"]
     face = mediapipe_det.detect(im)[0]
-    pts = face.landmarks3d
+    pts = face.mp478
     # Face depth range (nose tip to cheek) is a sizeable fraction of the face width in pixels.
     width = np.ptp(pts[:, 0])
     assert 0.3 * width < np.ptp(pts[:, 2]) < 1.5 * width
@@ -255,7 +255,7 @@ def test_downscaled_detection_maps_back(photos):
     small = make_detector(DetectorConfig(max_side=300)).detect(big)[0]
     # Same face, boxes of the same size in original pixels; landmarks predicted at full res.
     assert abs(small.width - ref.width) / ref.width < 0.25
-    assert nme(small.landmarks68, ref.landmarks68).mean() < 0.05
+    assert nme(small.lm68, ref.lm68).mean() < 0.05
 
 
 def test_no_face_raises(hog):
@@ -365,5 +365,5 @@ def test_variants_still_detect(tmp_path, astro_ref, hog):
         out = load_image(path)
         assert out.shape == im.shape and out.dtype == np.uint8, kind
         face = detect_one(out, detector_obj=hog, name=kind)
-        err = nme(face.landmarks68, ref.landmarks68).mean()
+        err = nme(face.lm68, ref.lm68).mean()
         assert err < 0.05, (kind, err)

@@ -133,8 +133,8 @@ def mesh_faces(faces_68pt):
         gt = _pts(faces_68pt / f"{n}.pts")
         faces = det.detect(im, all_faces=True)
         assert faces, n
-        face = min(faces, key=lambda f: np.linalg.norm(f.landmarks68.mean(0) - gt.mean(0)))
-        out[n] = (face.landmarks3d, gt, im.shape[:2])
+        face = min(faces, key=lambda f: np.linalg.norm(f.lm68.mean(0) - gt.mean(0)))
+        out[n] = (face.mp478, gt, im.shape[:2])
     det.close()
     return out
 

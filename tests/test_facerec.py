@@ -106,7 +106,7 @@ def test_aligned_crop_parity(net, dlib_models, faces) -> None:
         a = align(img, _lm(shape)[0].numpy(), size=224)
         assert a.image.shape == (224, 224, 3)
         with torch.no_grad():
-            o = embed(net, _img(a.image), torch.from_numpy(a.landmarks68)[None])[0].numpy()
+            o = embed(net, _img(a.image), torch.from_numpy(a.lm68)[None])[0].numpy()
         cosines.append(_cos(o.astype(np.float64), t))
         assert np.linalg.norm(o - t) < 0.15
     assert min(cosines) > 0.995

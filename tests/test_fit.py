@@ -163,9 +163,9 @@ def test_fit_lands_on_hand_placed_landmarks(model, faces_68pt):
         photo = load_image(faces_68pt / name)
         truth = _read_pts((faces_68pt / name).with_suffix(".pts")) - 1.0  # 1-based pixels
         face = detect_one(photo)
-        aligned = align(photo, face.landmarks68)
+        aligned = align(photo, face.lm68)
         image = torch.from_numpy(aligned.image).permute(2, 0, 1)[None].float() / 255
-        lm = torch.from_numpy(aligned.landmarks68)[None].float()
+        lm = torch.from_numpy(aligned.lm68)[None].float()
         result = fit(model, FitTarget(image, lm), FitConfig.fast())
         p = model.layout.split(result.coeffs)
         vertices, _ = model(p["id_coeff"], p["exp_coeff"], p["tex_coeff"])

@@ -33,9 +33,9 @@ def heldout(model):
         model, SynthConfig(max_yaw_deg=45, max_pitch_deg=20, max_roll_deg=15), seed=99
     )
     samples = [engine.sample(10000 + i, 0) for i in range(N_FACES)]
-    crops = [align(s.image, s.landmarks2d, size=224) for s in samples]
+    crops = [align(s.image, s.lm68, size=224) for s in samples]
     image = torch.from_numpy(np.stack([c.image for c in crops])).permute(0, 3, 1, 2) / 255.0
-    lm = torch.from_numpy(np.stack([c.landmarks68 for c in crops])).float()
+    lm = torch.from_numpy(np.stack([c.lm68 for c in crops])).float()
     return samples, image.float(), lm
 
 

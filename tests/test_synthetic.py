@@ -76,8 +76,8 @@ def test_landmarks_match_camera_and_renderer(frontal: FaceSample):
     p = s.vertices_camera[s.landmark_indices].astype(np.float64)
     u = cam["center"] + cam["focal"] * p[:, 0] / -p[:, 2]
     v = cam["center"] - cam["focal"] * p[:, 1] / -p[:, 2]
-    assert np.abs(s.landmarks2d - np.stack([u, v], 1)).max() < 1e-3
-    assert np.array_equal(s.landmarks3d, s.vertices_model[s.landmark_indices])
+    assert np.abs(s.lm68 - np.stack([u, v], 1)).max() < 1e-3
+    assert np.array_equal(s.lm68_3d, s.vertices_model[s.landmark_indices])
     assert s.nose_index == s.landmark_indices[30]
     # the renderer's own transform/projection of the model-space mesh agrees
     scene = transform(
@@ -87,17 +87,17 @@ def test_landmarks_match_camera_and_renderer(frontal: FaceSample):
         CameraConfig(**cam),
     )
     uv, _ = project(scene, CameraConfig(**cam))
-    assert np.abs(uv[0].numpy()[s.landmark_indices] - s.landmarks2d).max() < 1e-3
+    assert np.abs(uv[0].numpy()[s.landmark_indices] - s.lm68).max() < 1e-3
     cam_mm = (scene[0].numpy() - [0, 0, cam["cam_dist"]]) * cam["mm_per_unit"]
     assert np.abs(cam_mm - s.vertices_camera).max() < 1e-3
     # a frontal face: nose tip is in front of the camera, about 55 % of the width
     assert s.vertices_camera[s.nose_index, 2] < -800
-    width = np.ptp(s.landmarks2d[:17, 0])
+    width = np.ptp(s.lm68[:17, 0])
     assert 0.3 * SIZE < width < 0.8 * SIZE
     # visible landmarks fall on face pixels (3x3 neighbourhood, parse > 0)
     assert s.landmark_visible.sum() >= 60
     face = s.parse > 0
-    for (x, y), vis in zip(np.round(s.landmarks2d).astype(int), s.landmark_visible, strict=True):
+    for (x, y), vis in zip(np.round(s.lm68).astype(int), s.landmark_visible, strict=True):
         if vis:
             assert face[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].any()
 
@@ -119,7 +119,7 @@ def test_parse_labels(frontal: FaceSample):
     assert left[0].mean() < lips[0].mean() - 10
     assert cols.min() > 0 and cols.max() < SIZE - 1  # frontal face fully in frame
     # eye labels sit on the eye landmarks
-    eye_lm = np.round(s.landmarks2d[42:48].mean(0)).astype(int)
+    eye_lm = np.round(s.lm68[42:48].mean(0)).astype(int)
     assert s.parse[eye_lm[1], eye_lm[0]] == Region.LEFT_EYE
     assert not s.occluder_mask.any()
 
@@ -138,7 +138,7 @@ def test_triple_yaws(bfm):
     # positive yaw turns the nose towards the image right of the face centre
     offs = []
     for v in views:
-        lm = v.landmarks2d
+        lm = v.lm68
         offs.append(lm[30, 0] - 0.5 * (lm[0, 0] + lm[16, 0]))
     assert offs[0] < -5 and abs(offs[1]) < 5 and offs[2] > 5
     # identity_set: m conditions of one identity
@@ -160,7 +160,7 @@ def test_shards_round_trip(bfm, tmp_path):
     for s in back:
         ref = gen.sample(s.identity, s.condition)
         for key in ("image", "vertices_model", "vertices_neutral", "vertices_camera", "parse",
-                    "landmarks2d", "occluder_mask", "triangles", "landmark_visible"):  # fmt: skip
+                    "lm68", "occluder_mask", "triangles", "landmark_visible"):  # fmt: skip
             assert np.array_equal(getattr(s, key), getattr(ref, key)), key
         for k, v in ref.coeffs.items():
             assert np.array_equal(s.coeffs[k], v), k
@@ -186,7 +186,7 @@ def test_ict_model(ict_npz):
     assert counts[Region.SKIN] > 0.1 * SIZE * SIZE
     p = s.vertices_camera[s.landmark_indices].astype(np.float64)
     u = s.camera["center"] + s.camera["focal"] * p[:, 0] / -p[:, 2]
-    assert np.abs(s.landmarks2d[:, 0] - u).max() < 1e-3
+    assert np.abs(s.lm68[:, 0] - u).max() < 1e-3
 
 
 def test_occluders_keep_face_labels(bfm):
@@ -199,7 +199,7 @@ def test_occluders_keep_face_labels(bfm):
     for c in range(3):
         a, b = clean.sample(0, c), occl.sample(0, c)
         assert np.array_equal(a.parse, b.parse)  # occluded pixels keep their face label
-        assert np.array_equal(a.landmarks2d, b.landmarks2d)
+        assert np.array_equal(a.lm68, b.lm68)
         assert not a.occluder_mask.any()
         on_face = b.occluder_mask & (b.parse > 0)
         covered += on_face.sum()
@@ -214,7 +214,7 @@ def test_occluder_kinds(frontal: FaceSample, kind):
 
     photo = frontal.image.astype(np.float32) / 255
     rng = np.random.default_rng(0)
-    out, occ = add_occluders(rng, photo, frontal.landmarks2d, np.array([0.8, 0.6, 0.5]), (kind,))
+    out, occ = add_occluders(rng, photo, frontal.lm68, np.array([0.8, 0.6, 0.5]), (kind,))
     assert out.shape == photo.shape and out.dtype == np.float32
     assert occ.sum() > 20 and (occ & (frontal.parse > 0)).sum() > 10
     assert np.abs(out - photo)[~occ].max() < 0.6  # only anti-aliased edges change outside
@@ -226,7 +226,7 @@ def test_wide_pose_ranges_and_framing(bfm):
     angles, widths = [], []
     for s in gen.stream(10):
         angles.append(np.rad2deg(s.coeffs["angles"]))
-        assert ((s.landmarks2d >= 0) & (s.landmarks2d < SIZE)).all()  # face in frame
+        assert ((s.lm68 >= 0) & (s.lm68 < SIZE)).all()  # face in frame
         cols = np.nonzero((s.parse > 0).any(0))[0]
         widths.append((cols.max() - cols.min() + 1) / SIZE)
     a = np.array(angles)
@@ -262,7 +262,7 @@ def test_prepared_layout_for_training(bfm, tmp_path):
     assert item["image"].shape == (224, 224, 3) and item["attention"].shape == (224, 224)
     sample = gen.sample(7, 1)
     _, _, scale, tx, ty = item["crop"]
-    np.testing.assert_allclose(sample.landmarks2d * scale + [tx, ty], item["lm68"], atol=1e-3)
+    np.testing.assert_allclose(sample.lm68 * scale + [tx, ty], item["lm68"], atol=1e-3)
     # the face fills the crop as the paper's alignment does: eyes ~ 60 px apart, inside
     lm = item["lm68"]
     assert (lm > 0).all() and (lm < 224).all()

@@ -172,7 +172,7 @@ def prepare_folder(
         try:
             image = load_image(src / rel)
             face = detect_one(image, backend=backend, detector=detector, name=rel.name)
-            aligned = align(image, face.landmarks68, size=size)
+            aligned = align(image, face.lm68, size=size)
             att = None
             if attention:
                 from facerecon.skin import skin_attention, skin_probability
@@ -181,7 +181,7 @@ def prepare_folder(
             write_item(
                 target,
                 aligned.image,
-                aligned.landmarks68,
+                aligned.lm68,
                 att,
                 aligned.transform.as_paper_params(),
                 key,

@@ -25,7 +25,7 @@ import numpy as np
 
 from facerecon.errors import FaceReconError, OutputExistsError
 from facerecon.evaluate.errors import EvaluationError
-from facerecon.evaluate.metrics import REGIONS, EvalResult, evaluate_mesh
+from facerecon.evaluate.metrics import DEFAULT_CROP_MM, REGIONS, EvalResult, evaluate_mesh
 
 MESH_SUFFIXES = (".npz", ".obj", ".ply")
 TABLE_METRICS = ("rmse_plane", "mean_plane", "rmse_surface", "rmse_point", "mean_point")
@@ -256,7 +256,7 @@ def evaluate_dirs(
     pred_dir,
     gt_dir,
     out_json=None,
-    crop_mm: float = 95.0,
+    crop_mm: float = DEFAULT_CROP_MM,
     align: bool = True,
     *,
     error_maps: bool = True,
@@ -320,8 +320,8 @@ def evaluate_dirs(
                 p.triangles,
                 g.vertices,
                 g.triangles,
-                gt_landmarks68=g.landmarks,
-                pred_landmarks68=p.landmarks,
+                gt_landmarks=g.landmarks,
+                pred_landmarks=p.landmarks,
                 nose_index=g.nose_index,
                 crop_mm=crop_mm,
                 align=align,
@@ -371,12 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="facerecon evaluate",
         description="Accuracy of predicted meshes against ground-truth meshes (paper protocol: "
-        "95 mm nose crop, ICP with scale, point-to-plane RMSE in mm).",
+        f"{DEFAULT_CROP_MM:g} mm nose crop, ICP with scale, point-to-plane RMSE in mm).",
     )
     p.add_argument("--pred", type=Path, required=True, help="folder of predicted meshes")
     p.add_argument("--gt", type=Path, required=True, help="folder of ground-truth meshes")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON output")
-    p.add_argument("--crop-mm", type=float, default=95.0, help="GT crop radius around the nose")
+    p.add_argument(
+        "--crop-mm", type=float, default=DEFAULT_CROP_MM, help="GT crop radius around the nose"
+    )
     p.add_argument("--no-align", dest="align", action="store_false", help="skip ICP alignment")
     p.add_argument(
         "--no-error-maps",
