@@ -50,7 +50,6 @@ which landmarks are not hidden by the face itself (occluders are ignored).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -61,6 +60,7 @@ import numpy as np
 import torch
 
 from facerecon.errors import FaceReconError
+from facerecon.geometry import euler_matrix, project_points
 from facerecon.labels import Region
 from facerecon.morphable import MorphableModel
 from facerecon.render import AMBIENT_OFFSET, CameraConfig, render, sh_basis
@@ -190,45 +190,28 @@ class FaceSample:
 
 
 # ---------------------------------------------------------------------------- pure helpers
-def euler_matrix_np(angles: np.ndarray) -> np.ndarray:
-    """``(3, 3)`` rotation ``R = Rz @ Ry @ Rx`` from ``angles (3,)`` radians (float64)."""
-    x, y, z = (float(a) for a in angles)
-    cx, sx, cy, sy, cz, sz = (
-        math.cos(x),
-        math.sin(x),
-        math.cos(y),
-        math.sin(y),
-        math.cos(z),
-        math.sin(z),
-    )
-    Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return Rz @ Ry @ Rx
-
-
 def camera_vertices(
     vertices_mm: np.ndarray, angles: np.ndarray, trans: np.ndarray, camera: dict
 ) -> np.ndarray:
     """``(N, 3)`` mm in the camera frame (camera at the origin looking down -z).
 
-    Scene point ``p = (v / mm_per_unit) @ R^T + trans`` maps to ``(p.x, p.y, p.z - cam_dist) *
+    Scene point ``p = (v / mm_per_unit) @ R^T + trans`` (the render camera's pose, numpy:
+    :func:`facerecon.geometry.euler_matrix`) maps to ``(p.x, p.y, p.z - cam_dist) *
     mm_per_unit``. Computed in float64, returned as float32.
     """
     unit = float(camera["mm_per_unit"])
-    R = euler_matrix_np(angles)
+    R = euler_matrix(angles)
     p = (vertices_mm.astype(np.float64) / unit) @ R.T + np.asarray(trans, np.float64)
     p[:, 2] -= float(camera["cam_dist"])
     return (p * unit).astype(np.float32)
 
 
 def project_camera(points_camera_mm: np.ndarray, camera: dict) -> np.ndarray:
-    """``(K, 2)`` pixels of camera-frame points ``(K, 3)`` mm: ``u = c + f x / -z``, ``v = c - f
-    y / -z``."""
-    p = np.asarray(points_camera_mm, np.float64)
-    d = -p[:, 2]
+    """``(K, 2)`` pixels of camera-frame points ``(K, 3)`` mm: the render camera's projection
+    (:func:`facerecon.geometry.project_points`) with the camera at the frame's origin,
+    ``u = c + f x / -z``, ``v = c - f y / -z``."""
     f, c = float(camera["focal"]), float(camera["center"])
-    return np.stack([c + f * p[:, 0] / d, c - f * p[:, 1] / d], axis=1)
+    return project_points(points_camera_mm, f, c, cam_dist=0.0)
 
 
 @lru_cache(maxsize=1)
@@ -579,7 +562,7 @@ class SyntheticFaces:
         albedo = self._albedo(albedo0[0].cpu().double().numpy(), v_neutral, ident)
 
         # Place the face: its centre on the ray through (centre + offset) at the drawn depth.
-        R = euler_matrix_np(cond.angles)
+        R = euler_matrix(cond.angles)
         c_rot = (info.centre_mm / _MM_PER_UNIT) @ R.T
         target = np.array(
             [

@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facerecon.geometry import project_points
 from facerecon.labels import FIVE_POINT_GROUPS
 
 __all__ = [
@@ -81,10 +82,7 @@ def template_from_model(
     """
     mean = _to_numpy(model.mean_shape)
     idx = _to_numpy(model.landmarks68).astype(np.int64)
-    scene = mean[idx] / 100.0
-    d = cam_dist - scene[:, 2]
-    uv = np.stack([center + focal * scene[:, 0] / d, center - focal * scene[:, 1] / d], axis=-1)
-    return five_points(uv)
+    return five_points(project_points(mean[idx] / 100.0, focal, center, cam_dist))
 
 
 def template_for_size(size: int, template: np.ndarray | None = None) -> np.ndarray:

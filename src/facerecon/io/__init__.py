@@ -1,8 +1,10 @@
 """facerecon.io: mesh exports, result files, overlays and the HTML report.
 
 Meshes are millimetres in OBJ/PLY and metres in GLB (glTF's unit); see :mod:`.mesh`.
+``vertex_normals`` is :func:`facerecon.geometry.vertex_normals` (what the GLB writer uses).
 """
 
+from facerecon.geometry import vertex_normals
 from facerecon.io.mesh import (
     MeshData,
     bake_vertex_colors_to_texture,
@@ -11,7 +13,6 @@ from facerecon.io.mesh import (
     read_glb,
     read_obj,
     read_ply,
-    vertex_normals,
     write_glb,
     write_obj,
     write_ply,

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from facerecon.geometry import vertex_normals
 from facerecon.io._convert import as_numpy, check_shape
 from facerecon.io.paths import ensure_writable
 
@@ -75,27 +76,6 @@ def _mesh_arrays(
             raise ValueError(f"colors has {len(c)} rows, vertices has {len(v)}")
         c = np.clip(c, 0.0, 1.0)
     return v, f, c
-
-
-# ----------------------------------------------------------------------------- normals
-
-
-def vertex_normals(vertices: Any, triangles: Any) -> np.ndarray:
-    """Area-weighted unit vertex normals ``(N, 3)`` for counter-clockwise triangles ``(F, 3)``.
-
-    Vertices used by no triangle get ``(0, 0, 1)``.
-    """
-    v, f, _ = _mesh_arrays(vertices, triangles)
-    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    face_n = np.cross(b - a, c - a)  # length = 2 * area
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], face_n)
-    length = np.linalg.norm(n, axis=1, keepdims=True)
-    out = np.tile(np.array([0.0, 0.0, 1.0]), (len(v), 1))
-    ok = length[:, 0] > 0
-    out[ok] = n[ok] / length[ok]
-    return out
 
 
 # ----------------------------------------------------------------------------- UV + texture

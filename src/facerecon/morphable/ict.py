@@ -30,8 +30,9 @@ import numpy as np
 
 from facerecon.cache import cache_dir
 from facerecon.errors import ModelFileError
+from facerecon.geometry import vertex_normals
 from facerecon.morphable.albedo import procedural_albedo
-from facerecon.morphable.mesh import remove_unreferenced, vertex_normals
+from facerecon.morphable.mesh import remove_unreferenced
 from facerecon.morphable.model import save_npz
 from facerecon.morphable.regions import vertex_regions
 
