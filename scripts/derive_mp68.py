@@ -28,6 +28,7 @@ from scipy.optimize import nnls
 from facerecon.detect.faces import DetectorConfig, FaceDetector, make_detector
 from facerecon.detect.image_io import load_image
 from facerecon.detect.mediapipe_backend import mesh_in_crop
+from facerecon.io.pts import read_pts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,13 +50,6 @@ GROUPS = {
     "mouth_outer": range(48, 60),
     "mouth_inner": range(60, 68),
 }
-
-
-def read_pts(path: Path) -> np.ndarray:
-    """300-W .pts -> (68, 2) 0-based pixel coordinates."""
-    text = path.read_text()
-    vals = text.split("{", 1)[1].split("}", 1)[0].split()
-    return np.asarray(vals, dtype=np.float64).reshape(-1, 2) - 1.0
 
 
 def augment(image: np.ndarray, angle: float, scale: float, flip: bool):

@@ -15,6 +15,7 @@ from facerecon.detect import DetectorConfig, detect, detect_one, load_image, mak
 from facerecon.detect.dlib_backend import inner_centre, mmod_landmarks, recentre_box
 from facerecon.detect.mp68 import load_mp68_table, mesh_to_68
 from facerecon.errors import ImageError, ModelFileError, NoFaceError
+from facerecon.io import read_pts
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "src/facerecon/assets/astronaut.jpg"
 PHOTOS = (("einstein", "jpg"), ("breakingbad", "jpg"), ("takeo", "ppm"))
@@ -25,17 +26,6 @@ GROUPS = {
     "eyes": range(36, 48),
     "mouth": range(48, 68),
 }
-
-
-def read_pts(path: Path) -> np.ndarray:
-    """300-W .pts -> 0-based (68, 2).
-
-    The 300-W / iBUG .pts convention is 1-based (Matlab). Checked on these files: dlib's
-    points minus the annotation average (-1.65, -0.34) px (einstein) and (-1.70, -0.65) px
-    (takeo), and subtracting 1 lowers dlib's NME on both (7.38% -> 6.66%, 4.67% -> 3.78%).
-    """
-    vals = path.read_text().split("{", 1)[1].split("}", 1)[0].split()
-    return np.asarray(vals, dtype=np.float64).reshape(68, 2) - 1.0
 
 
 def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

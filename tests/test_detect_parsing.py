@@ -17,17 +17,13 @@ from facerecon.detect.parsing import (
     parse_from_landmarks,
     parse_from_render,
 )
+from facerecon.io import read_pts
 from facerecon.labels import FEATURE_REGIONS, Region
-
-
-def _pts(path):
-    vals = path.read_text().split("{", 1)[1].split("}", 1)[0].split()
-    return np.asarray(vals, dtype=np.float64).reshape(68, 2) - 1.0
 
 
 @pytest.fixture(scope="module")
 def takeo_mask(faces_68pt):
-    lm = _pts(faces_68pt / "takeo.pts")
+    lm = read_pts(faces_68pt / "takeo.pts")
     return lm, parse_from_landmarks(lm, (225, 150))
 
 
@@ -130,7 +126,7 @@ def mesh_faces(faces_68pt):
     out = {}
     for n, e in (("einstein", "jpg"), ("breakingbad", "jpg"), ("takeo", "ppm")):
         im = load_image(faces_68pt / f"{n}.{e}")
-        gt = _pts(faces_68pt / f"{n}.pts")
+        gt = read_pts(faces_68pt / f"{n}.pts")
         faces = det.detect(im, all_faces=True)
         assert faces, n
         face = min(faces, key=lambda f: np.linalg.norm(f.lm68.mean(0) - gt.mean(0)))

@@ -13,6 +13,7 @@ from facerecon.fit import (
     fitted_landmarks,
     landmark_vertices,
 )
+from facerecon.io import read_pts
 from facerecon.morphable import load_face_model
 from facerecon.render import CameraConfig, render
 
@@ -146,12 +147,6 @@ def _flip68() -> list[int]:
     return jaw + brows + nose + eyes + mouth
 
 
-def _read_pts(path) -> np.ndarray:
-    lines = path.read_text().splitlines()
-    start = lines.index("{") + 1
-    return np.array([[float(v) for v in line.split()] for line in lines[start : start + 68]])
-
-
 @pytest.mark.slow
 def test_fit_lands_on_hand_placed_landmarks(model, faces_68pt):
     """Real photos: fitted-mesh landmarks vs the hand-placed points, normalised by the
@@ -161,7 +156,7 @@ def test_fit_lands_on_hand_placed_landmarks(model, faces_68pt):
     errors = {}
     for name in ("breakingbad.jpg", "takeo.ppm", "einstein.jpg"):
         photo = load_image(faces_68pt / name)
-        truth = _read_pts((faces_68pt / name).with_suffix(".pts")) - 1.0  # 1-based pixels
+        truth = read_pts((faces_68pt / name).with_suffix(".pts"))  # 0-based pixels
         face = detect_one(photo)
         aligned = align(photo, face.lm68)
         image = torch.from_numpy(aligned.image).permute(2, 0, 1)[None].float() / 255

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from facerecon.errors import ImageError, ModelFileError
+from facerecon.io import read_pts
 from facerecon.skin import (
     SkinModel,
     is_grayscale,
     landmark_face_region,
     load_skin_model,
-    read_pts,
     skin_attention,
     skin_probability,
 )
@@ -44,7 +44,7 @@ def uci(shared_data: Path):
 def _photo(faces_68pt: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     path = next(faces_68pt.glob(f"{name}.*[!s]"))  # .jpg / .ppm, not .pts
     image = np.asarray(Image.open(path).convert("RGB"))
-    lm = read_pts((faces_68pt / f"{name}.pts").read_text()) - 1.0  # 300-W is 1-based
+    lm = read_pts(faces_68pt / f"{name}.pts")  # 0-based (the file is 1-based)
     return image, landmark_face_region(image.shape[0], image.shape[1], lm)
 
 
@@ -181,7 +181,7 @@ def test_em_recovers_two_gaussians_and_weights_equal_repeats():
 # ---------------------------------------------------------------- real photos
 def test_face_region_geometry(faces_68pt: Path):
     image, region = _photo(faces_68pt, "breakingbad")
-    lm = read_pts((faces_68pt / "breakingbad.pts").read_text()) - 1.0
+    lm = read_pts(faces_68pt / "breakingbad.pts")
     assert region.shape == image.shape[:2]
 
     def r(p: np.ndarray) -> bool:

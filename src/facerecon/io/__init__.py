@@ -19,6 +19,7 @@ from facerecon.io.mesh import (
 )
 from facerecon.io.overlay import draw_landmarks, overlay_image, save_png, warp_to_original
 from facerecon.io.paths import ensure_writable
+from facerecon.io.pts import read_pts
 from facerecon.io.report import ReportEntry, report_conflicts, write_report
 from facerecon.io.results import (
     load_coefficients,
@@ -41,6 +42,7 @@ __all__ = [
     "read_landmarks_json",
     "read_obj",
     "read_ply",
+    "read_pts",
     "report_conflicts",
     "save_coefficients",
     "save_png",
