@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from facerecon.errors import FaceReconError
+from facerecon.fileio import atomic_savez
 from facerecon.geometry import euler_matrix, project_points
 from facerecon.labels import Region
 from facerecon.morphable import MorphableModel
@@ -808,10 +809,7 @@ def _write_shard(path: Path, samples: list[FaceSample]) -> None:
         "cameras": [s.camera for s in samples],
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    tmp.replace(path)
+    atomic_savez(path, arrays, compressed=True)
 
 
 def write_shards(

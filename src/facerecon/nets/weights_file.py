@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from facerecon.errors import ModelFileError
+from facerecon.fileio import atomic_write
 
 
 def weights_payload(
@@ -36,13 +37,9 @@ def weights_payload(
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` through a temporary file, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    """``torch.save`` through a temporary file (:func:`facerecon.fileio.atomic_write`), so a
+    crash never leaves half a file."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def read_weights_file(path: str | os.PathLike[str], file_format: str, what: str) -> dict[str, Any]:
