@@ -15,10 +15,8 @@ from facerecon.detect import DetectorConfig, detect, detect_one, load_image, mak
 from facerecon.detect.dlib_backend import inner_centre, mmod_landmarks, recentre_box
 from facerecon.detect.mp68 import load_mp68_table, mesh_to_68
 from facerecon.errors import ImageError, ModelFileError, NoFaceError
-from facerecon.io import read_pts
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "src/facerecon/assets/astronaut.jpg"
-PHOTOS = (("einstein", "jpg"), ("breakingbad", "jpg"), ("takeo", "ppm"))
 GROUPS = {
     "jaw": range(17),
     "brows": range(17, 27),
@@ -36,14 +34,6 @@ def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def _annotated_face(faces, gt):
     assert faces, "no face detected"
     return min(faces, key=lambda f: np.linalg.norm(f.lm68.mean(0) - gt.mean(0)))
-
-
-@pytest.fixture(scope="module")
-def photos(faces_68pt):
-    return {
-        n: (load_image(faces_68pt / f"{n}.{e}"), read_pts(faces_68pt / f"{n}.pts"))
-        for n, e in PHOTOS
-    }
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +57,9 @@ def _report(name, errs):
     print(f"{name} NME per group:", per)
 
 
-def test_dlib_hog_landmarks_vs_annotation(photos, hog):
+def test_dlib_hog_landmarks_vs_annotation(photos_68pt, hog):
     errs = {}
-    for n, (im, gt) in photos.items():
+    for n, (im, gt) in photos_68pt.items():
         face = _annotated_face(hog.detect(im, all_faces=True), gt)
         assert face.lm68.shape == (68, 2) and face.box.shape == (4,)
         errs[n] = nme(face.lm68, gt)
@@ -84,11 +74,11 @@ def mmod():
     return make_detector(DetectorConfig(backend="dlib", detector="mmod"))
 
 
-def test_dlib_mmod_landmarks_vs_annotation(photos, mmod):
+def test_dlib_mmod_landmarks_vs_annotation(photos_68pt, mmod):
     """MMOD boxes re-centred before the shape predictor (the raw box fails on the 3/4 face)."""
     errs, raw = {}, {}
     for n in ("breakingbad", "takeo"):
-        im, gt = photos[n]
+        im, gt = photos_68pt[n]
         face = _annotated_face(mmod.detect(im, all_faces=True), gt)
         errs[n] = nme(face.lm68, gt)
         raw[n] = nme(mmod.dlib_landmarks(im, face.box), gt).mean()
@@ -127,7 +117,7 @@ def test_mmod_landmarks_recentres_until_still():
     assert np.allclose(recentre_box(box0, np.array([0.0, 0.0])), [-50, -50, 50, 50])
 
 
-def test_mediapipe_mapped_68_vs_annotation(photos, mediapipe_det):
+def test_mediapipe_mapped_68_vs_annotation(photos_68pt, mediapipe_det):
     """In-sample: the 478->68 table was fitted on these very photos (scripts/derive_mp68.py).
 
     So this checks the pipeline end to end, not generalisation; the held-out figure is the
@@ -135,7 +125,7 @@ def test_mediapipe_mapped_68_vs_annotation(photos, mediapipe_det):
     test_mp68_table_reports_leave_one_face_out.
     """
     errs = {}
-    for n, (im, gt) in photos.items():
+    for n, (im, gt) in photos_68pt.items():
         face = _annotated_face(mediapipe_det.detect(im, all_faces=True), gt)
         assert face.mp478 is not None and face.mp478.shape == (478, 3)
         errs[n] = nme(face.lm68, gt)
@@ -215,8 +205,8 @@ def test_mediapipe_no_face(mediapipe_det):
         detect_one(blank, detector_obj=mediapipe_det, name="blank.png")
 
 
-def test_mediapipe_depth_is_pixel_scaled(photos, mediapipe_det):
-    im, _ = photos["takeo"]
+def test_mediapipe_depth_is_pixel_scaled(photos_68pt, mediapipe_det):
+    im, _ = photos_68pt["takeo"]
     face = mediapipe_det.detect(im)[0]
     pts = face.mp478
     # Face depth range (nose tip to cheek) is a sizeable fraction of the face width in pixels.
@@ -228,8 +218,8 @@ def test_mediapipe_depth_is_pixel_scaled(photos, mediapipe_det):
     assert (pts[:, 0] > b[0] - m).all() and (pts[:, 0] < b[2] + m).all()
 
 
-def test_faces_sorted_and_largest_only(photos, hog):
-    im, _ = photos["breakingbad"]
+def test_faces_sorted_and_largest_only(photos_68pt, hog):
+    im, _ = photos_68pt["breakingbad"]
     faces = hog.detect(im, all_faces=True)
     assert len(faces) >= 2
     areas = [f.area for f in faces]
@@ -238,8 +228,8 @@ def test_faces_sorted_and_largest_only(photos, hog):
     assert len(one) == 1 and np.allclose(one[0].box, faces[0].box)
 
 
-def test_downscaled_detection_maps_back(photos):
-    im, _ = photos["takeo"]
+def test_downscaled_detection_maps_back(photos_68pt):
+    im, _ = photos_68pt["takeo"]
     big = cv2.resize(im, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC)  # 900 x 1350
     ref = make_detector(DetectorConfig(max_side=2048, upsample=0)).detect(big)[0]
     small = make_detector(DetectorConfig(max_side=300)).detect(big)[0]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from facerecon.detect import DetectorConfig, load_image, make_detector
+from facerecon.detect import DetectorConfig, make_detector
 from facerecon.detect import parsing as P
 from facerecon.detect.parsing import (
     dfmvr_weight_map,
@@ -120,13 +120,11 @@ def test_mesh_contours_match_mediapipe_connections():
 
 
 @pytest.fixture(scope="module")
-def mesh_faces(faces_68pt):
+def mesh_faces(photos_68pt):
     """MediaPipe detections on the 300-W photos: name -> (mesh (478, 3), annotation, (H, W))."""
     det = make_detector(DetectorConfig(backend="mediapipe"))
     out = {}
-    for n, e in (("einstein", "jpg"), ("breakingbad", "jpg"), ("takeo", "ppm")):
-        im = load_image(faces_68pt / f"{n}.{e}")
-        gt = read_pts(faces_68pt / f"{n}.pts")
+    for n, (im, gt) in photos_68pt.items():
         faces = det.detect(im, all_faces=True)
         assert faces, n
         face = min(faces, key=lambda f: np.linalg.norm(f.lm68.mean(0) - gt.mean(0)))

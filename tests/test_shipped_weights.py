@@ -13,13 +13,6 @@ N_FACES = 16
 
 
 @pytest.fixture(scope="module")
-def model():
-    from facerecon.morphable import load_face_model
-
-    return load_face_model("bfm-lite")
-
-
-@pytest.fixture(scope="module")
 def heldout(model):
     """16 engine renders of identities the training folder does not have (seed 99, ids 10000+;
     training: seed 1, ids < 1222), aligned and scored on their true landmarks, as the training

@@ -16,26 +16,15 @@ from facerecon.data.synthetic import (
     write_shards,
 )
 from facerecon.labels import Region
-from facerecon.morphable import load_face_model
 from facerecon.render import CameraConfig, project, transform
 
 SIZE = 128
 FOCAL = 1015.0 * SIZE / 224
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: the generator renders small images; 2 threads on a busy 2-core
-    machine were ~10x slower (oversubscription)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def bfm():
-    return load_face_model("bfm-lite")
+# One intra-op thread: the generator renders small images; 2 threads on a busy 2-core machine
+# were ~10x slower (oversubscription).
+pytestmark = pytest.mark.usefixtures("one_torch_thread_module")
 
 
 def _cfg(**kw) -> SynthConfig:
@@ -45,13 +34,13 @@ def _cfg(**kw) -> SynthConfig:
 
 
 @pytest.fixture(scope="module")
-def frontal(bfm) -> FaceSample:
-    return SyntheticFaces(bfm, _cfg(pose="frontal"), seed=3).sample(1, 0)
+def frontal(model) -> FaceSample:
+    return SyntheticFaces(model, _cfg(pose="frontal"), seed=3).sample(1, 0)
 
 
-def test_determinism_and_identity(bfm):
-    gen = SyntheticFaces(bfm, _cfg(clean=False, background="mixed"), seed=7)
-    a, b = gen.sample(2, 5), SyntheticFaces(bfm, gen.config, seed=7).sample(2, 5)
+def test_determinism_and_identity(model):
+    gen = SyntheticFaces(model, _cfg(clean=False, background="mixed"), seed=7)
+    a, b = gen.sample(2, 5), SyntheticFaces(model, gen.config, seed=7).sample(2, 5)
     assert np.array_equal(a.image, b.image)
     assert np.array_equal(a.vertices_camera, b.vertices_camera)
     assert np.array_equal(a.parse, b.parse)
@@ -61,7 +50,7 @@ def test_determinism_and_identity(bfm):
     assert not np.allclose(a.coeffs["angles"], c.coeffs["angles"])
     d = gen.sample(3, 5)
     assert np.abs(a.vertices_neutral - d.vertices_neutral).max() > 1.0  # mm
-    other_seed = SyntheticFaces(bfm, gen.config, seed=8).sample(2, 5)
+    other_seed = SyntheticFaces(model, gen.config, seed=8).sample(2, 5)
     assert not np.array_equal(a.vertices_neutral, other_seed.vertices_neutral)
     # identity + expression, and expression 0 gives the neutral mesh
     exp_part = a.vertices_model - a.vertices_neutral
@@ -124,8 +113,8 @@ def test_parse_labels(frontal: FaceSample):
     assert not s.occluder_mask.any()
 
 
-def test_triple_yaws(bfm):
-    gen = SyntheticFaces(bfm, _cfg(), seed=1)
+def test_triple_yaws(model):
+    gen = SyntheticFaces(model, _cfg(), seed=1)
     yaws = (-45.0, 0.0, 70.0)
     views = gen.triple(4, yaws)
     assert len(views) == 3
@@ -147,8 +136,8 @@ def test_triple_yaws(bfm):
     assert all(np.array_equal(s.vertices_neutral, views[0].vertices_neutral) for s in ims)
 
 
-def test_shards_round_trip(bfm, tmp_path):
-    gen = SyntheticFaces(bfm, _cfg(clean=False), seed=5)
+def test_shards_round_trip(model, tmp_path):
+    gen = SyntheticFaces(model, _cfg(clean=False), seed=5)
     out = write_shards(tmp_path / "ds", gen, n_identities=2, m_per_identity=2, shard_size=3)
     assert sorted(p.name for p in out.glob("shard-*.npz")) == ["shard-00000.npz", "shard-00001.npz"]
     card = (out / "README.md").read_text()
@@ -168,10 +157,7 @@ def test_shards_round_trip(bfm, tmp_path):
         assert s.model_name == "bfm-lite" and s.seed == 5
 
 
-def test_ict_model(ict_npz):
-    if not ict_npz.is_file():
-        pytest.skip("ICT npz absent")
-    ict = load_face_model(ict_npz)
+def test_ict_model(ict):
     gen = SyntheticFaces(ict, _cfg(pose="frontal"), seed=0)
     samples = gen.identity_set(0, 4)
     exps = np.stack([s.coeffs["exp_coeff"] for s in samples])
@@ -189,12 +175,12 @@ def test_ict_model(ict_npz):
     assert np.abs(s.lm68[:, 0] - u).max() < 1e-3
 
 
-def test_occluders_keep_face_labels(bfm):
-    clean = SyntheticFaces(bfm, _cfg(pose="frontal"), seed=11)
+def test_occluders_keep_face_labels(model):
+    clean = SyntheticFaces(model, _cfg(pose="frontal"), seed=11)
     cfg = _cfg(
         pose="frontal", clean=False, occluder_prob=1.0, blur_prob=0, noise_prob=0, jpeg_prob=0
     )
-    occl = SyntheticFaces(bfm, cfg, seed=11)
+    occl = SyntheticFaces(model, cfg, seed=11)
     covered = 0
     for c in range(3):
         a, b = clean.sample(0, c), occl.sample(0, c)
@@ -221,8 +207,8 @@ def test_occluder_kinds(frontal: FaceSample, kind):
     assert np.abs(out - photo).sum(-1)[occ].mean() > 0.02
 
 
-def test_wide_pose_ranges_and_framing(bfm):
-    gen = SyntheticFaces(bfm, _cfg(max_yaw_deg=90.0), seed=2)
+def test_wide_pose_ranges_and_framing(model):
+    gen = SyntheticFaces(model, _cfg(max_yaw_deg=90.0), seed=2)
     angles, widths = [], []
     for s in gen.stream(10):
         angles.append(np.rad2deg(s.coeffs["angles"]))
@@ -237,12 +223,12 @@ def test_wide_pose_ranges_and_framing(bfm):
     assert min(widths) > 0.35 and max(widths) < 0.8
     fr = [
         np.rad2deg(s.coeffs["angles"][1])
-        for s in SyntheticFaces(bfm, _cfg(pose="frontal")).stream(6)
+        for s in SyntheticFaces(model, _cfg(pose="frontal")).stream(6)
     ]
     assert np.abs(fr).max() <= 30
 
 
-def test_prepared_layout_for_training(bfm, tmp_path):
+def test_prepared_layout_for_training(model, tmp_path):
     """Synthetic faces written as a prepare folder: aligned crops whose landmarks are the
     sample's GT landmarks mapped through the stored crop transform; resumable; one person per
     identity, readable by the training dataset."""
@@ -250,7 +236,7 @@ def test_prepared_layout_for_training(bfm, tmp_path):
     from facerecon.data.prepared import read_item
     from facerecon.data.synthetic_prepared import item_path, write_prepared, write_prepared_card
 
-    gen = SyntheticFaces(bfm, _cfg(clean=False), seed=4)
+    gen = SyntheticFaces(model, _cfg(clean=False), seed=4)
     out = tmp_path / "prep"
     assert write_prepared(out, gen, [3, 7], 2) == (4, 0)
     assert write_prepared(out, gen, [3, 7, 8], 2) == (2, 4)  # resumes: only identity 8 is new
