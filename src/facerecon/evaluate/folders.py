@@ -44,6 +44,7 @@ class MeshFile:
 
 
 def _npz_landmarks(z) -> tuple[np.ndarray | None, int | None]:
+    # the keys are the documented NAME.npz input format (module docstring): they stay as they are
     lm = None
     if "landmarks3d" in z.files and z["landmarks3d"].ndim == 2 and z["landmarks3d"].shape[1] == 3:
         lm = z["landmarks3d"]
