@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from facerecon.detect import DetectorConfig, load_image, make_detector
+from facerecon.io import read_pts
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACERECON_SHARED", REPO.parent / "shared")) / "data" / "faces_68pt"
@@ -24,8 +25,7 @@ def _photos() -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     for stem, ext in (("einstein", "jpg"), ("breakingbad", "jpg"), ("takeo", "ppm")):
         p = SHARED / f"{stem}.{ext}"
         if p.is_file():
-            vals = (SHARED / f"{stem}.pts").read_text().split("{")[1].split("}")[0].split()
-            gt = np.asarray(vals, dtype=np.float64).reshape(68, 2) - 1.0  # 1-based file
+            gt = read_pts(SHARED / f"{stem}.pts")  # 0-based (the file is 1-based)
             out.append((stem, load_image(p), gt))
     if not out:
         out.append(("astronaut", load_image(REPO / "src/facerecon/assets/astronaut.jpg"), None))
@@ -61,8 +61,8 @@ def run(quick: bool = False, only: tuple[str, ...] | None = None) -> list[dict]:
                 dict(section="detect", name=f"{name} {stem}", value=ms, unit="ms", notes=note)
             )
             if gt is not None and faces:
-                f = min(faces, key=lambda f: np.linalg.norm(f.landmarks68.mean(0) - gt.mean(0)))
-                e = np.linalg.norm(f.landmarks68 - gt, axis=1) / np.linalg.norm(gt[36] - gt[45])
+                f = min(faces, key=lambda f: np.linalg.norm(f.lm68.mean(0) - gt.mean(0)))
+                e = np.linalg.norm(f.lm68 - gt, axis=1) / np.linalg.norm(gt[36] - gt[45])
                 errs.append(float(e.mean()))
                 stems.append(stem)
         det.close()

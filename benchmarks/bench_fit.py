@@ -20,15 +20,10 @@ SHARED = Path(os.environ.get("FACERECON_SHARED", Path(__file__).resolve().parent
 PHOTOS = ("breakingbad.jpg", "takeo.ppm", "einstein.jpg")
 
 
-def _read_pts(path: Path) -> np.ndarray:
-    lines = path.read_text().splitlines()
-    start = lines.index("{") + 1
-    return np.array([[float(v) for v in ln.split()] for ln in lines[start : start + 68]]) - 1.0
-
-
 def run(quick: bool = False) -> list[dict]:
     from facerecon.detect import align, detect_one, load_image
     from facerecon.fit import FitConfig, fitted_landmarks
+    from facerecon.io import read_pts
     from facerecon.morphable import load_face_model
     from facerecon.nets.facerec import embed, load_facerec
     from facerecon.render import CameraConfig
@@ -63,9 +58,9 @@ def run(quick: bool = False) -> list[dict]:
         secs, nmes = [], []
         for name in PHOTOS:
             photo = load_image(folder / name)
-            truth = _read_pts((folder / name).with_suffix(".pts"))
+            truth = read_pts((folder / name).with_suffix(".pts"))
             face = detect_one(photo)
-            aligned = align(photo, face.landmarks68)
+            aligned = align(photo, face.lm68)
             target = crops_target([aligned], model.mean_shape)
             t0 = time.perf_counter()
             coeffs = method(target).coeffs

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facerecon.io import read_pts
 from facerecon.losses import (
     coefficient_regularization,
     landmark_loss,
     perceptual_loss,
     photometric_loss,
 )
-from facerecon.skin import landmark_face_region, load_skin_model, read_pts, skin_probability
+from facerecon.skin import landmark_face_region, load_skin_model, skin_probability
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACERECON_SHARED", REPO.parent / "shared")) / "data"
@@ -143,7 +144,7 @@ def _quality() -> list[dict]:
     photo = faces / "breakingbad.jpg"
     if photo.is_file():
         image = np.asarray(Image.open(photo).convert("RGB"))
-        lm = read_pts((faces / "breakingbad.pts").read_text()) - 1.0
+        lm = read_pts(faces / "breakingbad.pts")
         region = landmark_face_region(image.shape[0], image.shape[1], lm)
         frac = float(np.mean(skin_probability(image)[region] > 0.5))
         rows.append(

@@ -28,6 +28,7 @@ from scipy.optimize import nnls
 from facerecon.detect.faces import DetectorConfig, FaceDetector, make_detector
 from facerecon.detect.image_io import load_image
 from facerecon.detect.mediapipe_backend import mesh_in_crop
+from facerecon.io.pts import read_pts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,13 +50,6 @@ GROUPS = {
     "mouth_outer": range(48, 60),
     "mouth_inner": range(60, 68),
 }
-
-
-def read_pts(path: Path) -> np.ndarray:
-    """300-W .pts -> (68, 2) 0-based pixel coordinates."""
-    text = path.read_text()
-    vals = text.split("{", 1)[1].split("}", 1)[0].split()
-    return np.asarray(vals, dtype=np.float64).reshape(-1, 2) - 1.0
 
 
 def augment(image: np.ndarray, angle: float, scale: float, flip: bool):
@@ -104,14 +98,12 @@ def collect(sources, det: FaceDetector, mp_det, mp_mesh):
                             )
                         )
                     for fi, bf in enumerate(base):
-                        ref = mapper(bf.landmarks68)
+                        ref = mapper(bf.lm68)
                         r = iod(ref)
                         if r < 20:
                             continue
                         c = ref.mean(0)
-                        dl = [
-                            f for f in faces if np.linalg.norm(f.landmarks68.mean(0) - c) < 0.5 * r
-                        ]
+                        dl = [f for f in faces if np.linalg.norm(f.lm68.mean(0) - c) < 0.5 * r]
                         bx = [b for b in boxes if np.linalg.norm((b[:2] + b[2:]) / 2 - c) < 0.8 * r]
                         if not dl or not bx:
                             continue
@@ -128,7 +120,7 @@ def collect(sources, det: FaceDetector, mp_det, mp_mesh):
                                 face=f"{name}#{fi}",
                                 orig=(angle == 0.0 and scale == 1.0 and not flip),
                                 mesh=mesh[:, :2],
-                                dlib=dl[0].landmarks68,
+                                dlib=dl[0].lm68,
                                 pts=pts,
                             )
                         )

@@ -34,7 +34,7 @@ def main() -> None:
     rows = []
     for i in range(n_sets):
         samples = [engine.sample(20000 + i, c) for c in range(5)]
-        crops = [align(s.image, s.landmarks2d, size=224) for s in samples]
+        crops = [align(s.image, s.lm68, size=224) for s in samples]
         conf = method(crops_target(crops, model.mean_shape), shared_identity=True).confidences
         for s, c in zip(samples, conf.numpy(), strict=True):
             face = s.parse > 0

@@ -10,7 +10,6 @@ import torch
 
 from facerecon.aggregate import image_confidence
 from facerecon.losses import hybrid_loss
-from facerecon.morphable import load_face_model
 from facerecon.nets.cnet import CNet, load_cnet, rnet_outputs
 from facerecon.nets.rnet import RNet, save_rnet
 from facerecon.render import CameraConfig, project, render, transform
@@ -30,17 +29,7 @@ SIZE = 32  # image and render side (landmarks stay in 224-crop pixels)
 M = 3  # images per set
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_face_model("bfm-lite")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _frozen_rnet(layout, calib: torch.Tensor) -> RNet:

@@ -17,7 +17,6 @@ from facerecon.detect.mp68 import load_mp68_table, mesh_to_68
 from facerecon.errors import ImageError, ModelFileError, NoFaceError
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "src/facerecon/assets/astronaut.jpg"
-PHOTOS = (("einstein", "jpg"), ("breakingbad", "jpg"), ("takeo", "ppm"))
 GROUPS = {
     "jaw": range(17),
     "brows": range(17, 27),
@@ -27,17 +26,6 @@ GROUPS = {
 }
 
 
-def read_pts(path: Path) -> np.ndarray:
-    """300-W .pts -> 0-based (68, 2).
-
-    The 300-W / iBUG .pts convention is 1-based (Matlab). Checked on these files: dlib's
-    points minus the annotation average (-1.65, -0.34) px (einstein) and (-1.70, -0.65) px
-    (takeo), and subtracting 1 lowers dlib's NME on both (7.38% -> 6.66%, 4.67% -> 3.78%).
-    """
-    vals = path.read_text().split("{", 1)[1].split("}", 1)[0].split()
-    return np.asarray(vals, dtype=np.float64).reshape(68, 2) - 1.0
-
-
 def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Per-point error / outer-eye-corner distance (36, 45)."""
     return np.linalg.norm(pred - gt, axis=1) / np.linalg.norm(gt[36] - gt[45])
@@ -45,15 +33,7 @@ def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 def _annotated_face(faces, gt):
     assert faces, "no face detected"
-    return min(faces, key=lambda f: np.linalg.norm(f.landmarks68.mean(0) - gt.mean(0)))
-
-
-@pytest.fixture(scope="module")
-def photos(faces_68pt):
-    return {
-        n: (load_image(faces_68pt / f"{n}.{e}"), read_pts(faces_68pt / f"{n}.pts"))
-        for n, e in PHOTOS
-    }
+    return min(faces, key=lambda f: np.linalg.norm(f.lm68.mean(0) - gt.mean(0)))
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +57,12 @@ def _report(name, errs):
     print(f"{name} NME per group:", per)
 
 
-def test_dlib_hog_landmarks_vs_annotation(photos, hog):
+def test_dlib_hog_landmarks_vs_annotation(photos_68pt, hog):
     errs = {}
-    for n, (im, gt) in photos.items():
+    for n, (im, gt) in photos_68pt.items():
         face = _annotated_face(hog.detect(im, all_faces=True), gt)
-        assert face.landmarks68.shape == (68, 2) and face.box.shape == (4,)
-        errs[n] = nme(face.landmarks68, gt)
+        assert face.lm68.shape == (68, 2) and face.box.shape == (4,)
+        errs[n] = nme(face.lm68, gt)
     _report("dlib-hog", errs)
     # Measured: einstein 6.7%, breakingbad 4.3%, takeo 3.8%.
     assert np.mean([e.mean() for e in errs.values()]) < 0.08
@@ -94,13 +74,13 @@ def mmod():
     return make_detector(DetectorConfig(backend="dlib", detector="mmod"))
 
 
-def test_dlib_mmod_landmarks_vs_annotation(photos, mmod):
+def test_dlib_mmod_landmarks_vs_annotation(photos_68pt, mmod):
     """MMOD boxes re-centred before the shape predictor (the raw box fails on the 3/4 face)."""
     errs, raw = {}, {}
     for n in ("breakingbad", "takeo"):
-        im, gt = photos[n]
+        im, gt = photos_68pt[n]
         face = _annotated_face(mmod.detect(im, all_faces=True), gt)
-        errs[n] = nme(face.landmarks68, gt)
+        errs[n] = nme(face.lm68, gt)
         raw[n] = nme(mmod.dlib_landmarks(im, face.box), gt).mean()
     _report("dlib-mmod", errs)
     print("dlib-mmod raw-box NME:", {k: round(float(v), 4) for k, v in raw.items()})
@@ -137,7 +117,7 @@ def test_mmod_landmarks_recentres_until_still():
     assert np.allclose(recentre_box(box0, np.array([0.0, 0.0])), [-50, -50, 50, 50])
 
 
-def test_mediapipe_mapped_68_vs_annotation(photos, mediapipe_det):
+def test_mediapipe_mapped_68_vs_annotation(photos_68pt, mediapipe_det):
     """In-sample: the 478->68 table was fitted on these very photos (scripts/derive_mp68.py).
 
     So this checks the pipeline end to end, not generalisation; the held-out figure is the
@@ -145,10 +125,10 @@ def test_mediapipe_mapped_68_vs_annotation(photos, mediapipe_det):
     test_mp68_table_reports_leave_one_face_out.
     """
     errs = {}
-    for n, (im, gt) in photos.items():
+    for n, (im, gt) in photos_68pt.items():
         face = _annotated_face(mediapipe_det.detect(im, all_faces=True), gt)
-        assert face.landmarks3d is not None and face.landmarks3d.shape == (478, 3)
-        errs[n] = nme(face.landmarks68, gt)
+        assert face.mp478 is not None and face.mp478.shape == (478, 3)
+        errs[n] = nme(face.lm68, gt)
     _report("mediapipe->68", errs)
     # Measured: einstein 9.8%, breakingbad 7.6%, takeo 4.0% (mean 7.1%). The bound is looser
     # than dlib's because the iBUG jaw is a silhouette contour that fixed mesh vertices only
@@ -225,10 +205,10 @@ def test_mediapipe_no_face(mediapipe_det):
         detect_one(blank, detector_obj=mediapipe_det, name="blank.png")
 
 
-def test_mediapipe_depth_is_pixel_scaled(photos, mediapipe_det):
-    im, _ = photos["takeo"]
+def test_mediapipe_depth_is_pixel_scaled(photos_68pt, mediapipe_det):
+    im, _ = photos_68pt["takeo"]
     face = mediapipe_det.detect(im)[0]
-    pts = face.landmarks3d
+    pts = face.mp478
     # Face depth range (nose tip to cheek) is a sizeable fraction of the face width in pixels.
     width = np.ptp(pts[:, 0])
     assert 0.3 * width < np.ptp(pts[:, 2]) < 1.5 * width
@@ -238,8 +218,8 @@ def test_mediapipe_depth_is_pixel_scaled(photos, mediapipe_det):
     assert (pts[:, 0] > b[0] - m).all() and (pts[:, 0] < b[2] + m).all()
 
 
-def test_faces_sorted_and_largest_only(photos, hog):
-    im, _ = photos["breakingbad"]
+def test_faces_sorted_and_largest_only(photos_68pt, hog):
+    im, _ = photos_68pt["breakingbad"]
     faces = hog.detect(im, all_faces=True)
     assert len(faces) >= 2
     areas = [f.area for f in faces]
@@ -248,14 +228,14 @@ def test_faces_sorted_and_largest_only(photos, hog):
     assert len(one) == 1 and np.allclose(one[0].box, faces[0].box)
 
 
-def test_downscaled_detection_maps_back(photos):
-    im, _ = photos["takeo"]
+def test_downscaled_detection_maps_back(photos_68pt):
+    im, _ = photos_68pt["takeo"]
     big = cv2.resize(im, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC)  # 900 x 1350
     ref = make_detector(DetectorConfig(max_side=2048, upsample=0)).detect(big)[0]
     small = make_detector(DetectorConfig(max_side=300)).detect(big)[0]
     # Same face, boxes of the same size in original pixels; landmarks predicted at full res.
     assert abs(small.width - ref.width) / ref.width < 0.25
-    assert nme(small.landmarks68, ref.landmarks68).mean() < 0.05
+    assert nme(small.lm68, ref.lm68).mean() < 0.05
 
 
 def test_no_face_raises(hog):
@@ -365,5 +345,5 @@ def test_variants_still_detect(tmp_path, astro_ref, hog):
         out = load_image(path)
         assert out.shape == im.shape and out.dtype == np.uint8, kind
         face = detect_one(out, detector_obj=hog, name=kind)
-        err = nme(face.landmarks68, ref.landmarks68).mean()
+        err = nme(face.lm68, ref.lm68).mean()
         assert err < 0.05, (kind, err)

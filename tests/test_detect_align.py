@@ -40,15 +40,15 @@ def test_round_trip_and_template_fit():
     lm = _face_like_landmarks(rng)
     img = rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)
     a = align(img, lm)
-    assert a.image.shape == (224, 224, 3) and a.landmarks68.shape == (68, 2)
-    assert np.abs(a.transform.to_original(a.landmarks68) - lm).max() < 0.5
-    assert np.abs(a.transform.to_original(a.landmarks68) - lm).max() < 1e-9
+    assert a.image.shape == (224, 224, 3) and a.lm68.shape == (68, 2)
+    assert np.abs(a.transform.to_original(a.lm68) - lm).max() < 0.5
+    assert np.abs(a.transform.to_original(a.lm68) - lm).max() < 1e-9
     # landmarks were built as a scaled template -> the 5 points land on it exactly
-    assert np.abs(five_points(a.landmarks68) - DEFAULT_TEMPLATE_224).max() < 1e-9
+    assert np.abs(five_points(a.lm68) - DEFAULT_TEMPLATE_224).max() < 1e-9
     # 2x3 matrices are inverse of each other and agree with to_crop
     M, Minv = a.transform.matrix_to_crop, a.transform.matrix_to_original
     assert np.allclose(np.vstack([M, [0, 0, 1]]) @ np.vstack([Minv, [0, 0, 1]]), np.eye(3))
-    assert np.allclose(lm @ M[:, :2].T + M[:, 2], a.landmarks68)
+    assert np.allclose(lm @ M[:, :2].T + M[:, 2], a.lm68)
     # torch points keep their dtype
     pt = torch.tensor(lm[:3], dtype=torch.float32)
     assert a.transform.to_crop(pt).dtype == torch.float32
@@ -112,9 +112,6 @@ def test_crop_to_original_pastes_back():
     assert back[c[1], c[0]].min() == 255 and back[0, 0].max() == 0
 
 
-def test_template_constants_match_face_model():
-    from facerecon.morphable import load_face_model
-
-    model = load_face_model("bfm-lite")  # the default model: a broken one must fail, not skip
+def test_template_constants_match_face_model(model):
     tm = template_from_model(model)
     assert np.abs(tm - DEFAULT_TEMPLATE_224).max() < 0.01

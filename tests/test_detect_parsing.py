@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from facerecon.detect import DetectorConfig, load_image, make_detector
+from facerecon.detect import DetectorConfig, make_detector
 from facerecon.detect import parsing as P
 from facerecon.detect.parsing import (
     dfmvr_weight_map,
@@ -17,17 +17,13 @@ from facerecon.detect.parsing import (
     parse_from_landmarks,
     parse_from_render,
 )
+from facerecon.io import read_pts
 from facerecon.labels import FEATURE_REGIONS, Region
-
-
-def _pts(path):
-    vals = path.read_text().split("{", 1)[1].split("}", 1)[0].split()
-    return np.asarray(vals, dtype=np.float64).reshape(68, 2) - 1.0
 
 
 @pytest.fixture(scope="module")
 def takeo_mask(faces_68pt):
-    lm = _pts(faces_68pt / "takeo.pts")
+    lm = read_pts(faces_68pt / "takeo.pts")
     return lm, parse_from_landmarks(lm, (225, 150))
 
 
@@ -124,17 +120,15 @@ def test_mesh_contours_match_mediapipe_connections():
 
 
 @pytest.fixture(scope="module")
-def mesh_faces(faces_68pt):
+def mesh_faces(photos_68pt):
     """MediaPipe detections on the 300-W photos: name -> (mesh (478, 3), annotation, (H, W))."""
     det = make_detector(DetectorConfig(backend="mediapipe"))
     out = {}
-    for n, e in (("einstein", "jpg"), ("breakingbad", "jpg"), ("takeo", "ppm")):
-        im = load_image(faces_68pt / f"{n}.{e}")
-        gt = _pts(faces_68pt / f"{n}.pts")
+    for n, (im, gt) in photos_68pt.items():
         faces = det.detect(im, all_faces=True)
         assert faces, n
-        face = min(faces, key=lambda f: np.linalg.norm(f.landmarks68.mean(0) - gt.mean(0)))
-        out[n] = (face.landmarks3d, gt, im.shape[:2])
+        face = min(faces, key=lambda f: np.linalg.norm(f.lm68.mean(0) - gt.mean(0)))
+        out[n] = (face.mp478, gt, im.shape[:2])
     det.close()
     return out
 

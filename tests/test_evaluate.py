@@ -113,13 +113,13 @@ def test_landmark_initialisation_and_point_to_point_icp(face):
     res = icp(v, gt, t, init=init, config=ICPConfig(correspondence="vertex", trim_fraction=1.0))
     assert res.similarity.scale == pytest.approx(1.1, abs=1e-9)
     np.testing.assert_allclose(res.similarity.R, true.R, atol=1e-9)
-    res68 = evaluate_mesh(v, t, gt, t, gt_landmarks68=lm, pred_landmarks68=noisy)
+    res68 = evaluate_mesh(v, t, gt, t, gt_landmarks=lm, pred_landmarks=noisy)
     assert res68.similarity.scale == pytest.approx(1.1, abs=1e-6)
 
 
 def test_mesh_against_itself_is_zero(face):
     v, t, lm = face
-    res = evaluate_mesh(v, t, v, t, gt_landmarks68=lm, pred_landmarks68=lm)
+    res = evaluate_mesh(v, t, v, t, gt_landmarks=lm, pred_landmarks=lm)
     for name, value in res.metrics().items():
         assert value < 1e-6, name
     assert res.n_points == len(res.per_vertex_error) > 2000
@@ -181,15 +181,15 @@ def test_crop_radius_respected(face):
     nose = v[lm[30]]
     dist = np.linalg.norm(v - nose, axis=1)
     pred = v + np.array([0.0, 0.0, 0.5])
-    res = evaluate_mesh(pred, t, v, t, gt_landmarks68=lm, crop_mm=50.0, align=False)
+    res = evaluate_mesh(pred, t, v, t, gt_landmarks=lm, crop_mm=50.0, align=False)
     assert res.n_points == int((dist <= 50.0).sum())
     assert dist[res.gt_indices].max() <= 50.0
     far_gt = v.copy()
     out = dist > 50.0
     far_gt[out] = nose + 1.5 * (v[out] - nose)  # pushed outwards: must not change anything
-    res_far = evaluate_mesh(pred, t, far_gt, t, gt_landmarks68=lm, crop_mm=50.0, align=False)
+    res_far = evaluate_mesh(pred, t, far_gt, t, gt_landmarks=lm, crop_mm=50.0, align=False)
     assert res_far.rmse_plane == pytest.approx(res.rmse_plane, abs=1e-12)
-    assert evaluate_mesh(pred, t, far_gt, t, gt_landmarks68=lm, align=False).rmse_plane > 1.0
+    assert evaluate_mesh(pred, t, far_gt, t, gt_landmarks=lm, align=False).rmse_plane > 1.0
 
 
 def test_regions_and_colours(face):
@@ -197,7 +197,7 @@ def test_regions_and_colours(face):
     labels = region_labels(v[lm], v[lm])
     assert REGIONS[labels[30]] == "nose" and REGIONS[labels[37]] == "eyes"
     assert REGIONS[labels[62]] == "mouth" and REGIONS[labels[8]] == "other"
-    res = evaluate_mesh(v + 0.3, t, v, t, gt_landmarks68=lm, align=False)
+    res = evaluate_mesh(v + 0.3, t, v, t, gt_landmarks=lm, align=False)
     assert set(res.per_region) == set(REGIONS)
     assert sum(res.region_counts.values()) == res.n_points
     rgb = error_colors(np.array([0.0, 2.5, 5.0, 50.0]), vmax_mm=5.0)
@@ -291,8 +291,8 @@ def test_evaluate_dirs(face, tmp_path, capsys):
 
 def test_point_cloud_ground_truth(face):
     v, t, lm = face
-    res = evaluate_mesh(v + 0.2, t, v, None, gt_landmarks68=lm, align=False)
-    ref = evaluate_mesh(v + 0.2, t, v, t, gt_landmarks68=lm, align=False)
+    res = evaluate_mesh(v + 0.2, t, v, None, gt_landmarks=lm, align=False)
+    ref = evaluate_mesh(v + 0.2, t, v, t, gt_landmarks=lm, align=False)
     assert res.rmse_plane == pytest.approx(ref.rmse_plane, abs=1e-12) and res.rmse_plane > 0.05
 
 

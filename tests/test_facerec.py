@@ -9,7 +9,6 @@ import dlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from facerecon.detect import align
 from facerecon.nets.facerec import (
@@ -38,13 +37,13 @@ def dlib_models():
 
 
 @pytest.fixture(scope="module")
-def faces(faces_68pt: Path, dlib_models):
+def faces(photos_68pt, dlib_models):
     """(name, image uint8 RGB, dlib box, dlib 68-point shape) for every detected face."""
     _, sp = dlib_models
     det = dlib.get_frontal_face_detector()
     out = []
-    for name, upsample in (("einstein.jpg", 0), ("breakingbad.jpg", 1), ("takeo.ppm", 0)):
-        img = np.array(Image.open(faces_68pt / name).convert("RGB"))
+    for name, upsample in (("einstein", 0), ("breakingbad", 1), ("takeo", 0)):
+        img = np.array(photos_68pt[name][0])  # writable copy, as torch.from_numpy wants
         for box in det(img, upsample):
             out.append((name, img, box, sp(img, box)))
     assert len(out) == 5  # 1 + 3 people + 1
@@ -106,7 +105,7 @@ def test_aligned_crop_parity(net, dlib_models, faces) -> None:
         a = align(img, _lm(shape)[0].numpy(), size=224)
         assert a.image.shape == (224, 224, 3)
         with torch.no_grad():
-            o = embed(net, _img(a.image), torch.from_numpy(a.landmarks68)[None])[0].numpy()
+            o = embed(net, _img(a.image), torch.from_numpy(a.lm68)[None])[0].numpy()
         cosines.append(_cos(o.astype(np.float64), t))
         assert np.linalg.norm(o - t) < 0.15
     assert min(cosines) > 0.995

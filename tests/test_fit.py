@@ -13,13 +13,7 @@ from facerecon.fit import (
     fitted_landmarks,
     landmark_vertices,
 )
-from facerecon.morphable import load_face_model
 from facerecon.render import CameraConfig, render
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_face_model("bfm-lite")
 
 
 def _rendered_target(model, seed: int):
@@ -146,26 +140,19 @@ def _flip68() -> list[int]:
     return jaw + brows + nose + eyes + mouth
 
 
-def _read_pts(path) -> np.ndarray:
-    lines = path.read_text().splitlines()
-    start = lines.index("{") + 1
-    return np.array([[float(v) for v in line.split()] for line in lines[start : start + 68]])
-
-
 @pytest.mark.slow
-def test_fit_lands_on_hand_placed_landmarks(model, faces_68pt):
+def test_fit_lands_on_hand_placed_landmarks(model, photos_68pt):
     """Real photos: fitted-mesh landmarks vs the hand-placed points, normalised by the
     inter-ocular distance (outer eye corners)."""
-    from facerecon.detect import align, detect_one, load_image
+    from facerecon.detect import align, detect_one
 
     errors = {}
-    for name in ("breakingbad.jpg", "takeo.ppm", "einstein.jpg"):
-        photo = load_image(faces_68pt / name)
-        truth = _read_pts((faces_68pt / name).with_suffix(".pts")) - 1.0  # 1-based pixels
+    for name in ("breakingbad", "takeo", "einstein"):
+        photo, truth = photos_68pt[name]  # truth: 0-based pixels
         face = detect_one(photo)
-        aligned = align(photo, face.landmarks68)
+        aligned = align(photo, face.lm68)
         image = torch.from_numpy(aligned.image).permute(2, 0, 1)[None].float() / 255
-        lm = torch.from_numpy(aligned.landmarks68)[None].float()
+        lm = torch.from_numpy(aligned.lm68)[None].float()
         result = fit(model, FitTarget(image, lm), FitConfig.fast())
         p = model.layout.split(result.coeffs)
         vertices, _ = model(p["id_coeff"], p["exp_coeff"], p["tex_coeff"])
@@ -177,9 +164,8 @@ def test_fit_lands_on_hand_placed_landmarks(model, faces_68pt):
     assert max(errors.values()) < 0.10, errors
 
 
-def test_fit_is_model_agnostic_ict(ict_npz):
+def test_fit_is_model_agnostic_ict(ict):
     """The same fitting code runs on ICT-FaceKit (other topology, 100/57 components)."""
-    ict = load_face_model(ict_npz)
     assert ict.layout.n_id == 100
     _, _, target, _ = _rendered_target(ict, seed=2)
     cfg = FitConfig.fast()

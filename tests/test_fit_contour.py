@@ -7,12 +7,10 @@ import scipy.ndimage as ndi
 import torch
 
 from facerecon.fit import fitted_landmarks, landmark_table
-from facerecon.morphable import load_face_model
 from facerecon.render import CameraConfig, render
 
 
-def test_contour_landmarks_follow_the_silhouette():
-    model = load_face_model("bfm-lite")
+def test_contour_landmarks_follow_the_silhouette(model):
     table = landmark_table(model, contour=True)
     assert table.shape[0] == 68
     assert torch.equal(table[17:, 0], model.landmarks68[17:])
@@ -49,7 +47,7 @@ def test_contour_landmarks_follow_the_silhouette():
     assert np.allclose(fixed[17:], moved[17:])
 
 
-def test_hybrid_stages_use_contour_landmarks():
+def test_hybrid_stages_use_contour_landmarks(model):
     """Every stage scores the silhouette landmarks when ``contour_landmarks`` is on (the hybrid
     stages once used the fixed jaw vertices): with learning rates 0 the parameters stay at the
     start and the logged landmark term must equal the contour landmarks' loss."""
@@ -58,7 +56,6 @@ def test_hybrid_stages_use_contour_landmarks():
     from facerecon.fit import FitConfig, FitTarget, StageConfig, fit
     from facerecon.losses import landmark_loss
 
-    model = load_face_model("bfm-lite")
     camera = CameraConfig()
     layout = model.layout
     init = torch.zeros(1, layout.size)

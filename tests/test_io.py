@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facerecon.errors import FaceReconError, OutputExistsError
+from facerecon.errors import FaceReconError, ImageError, OutputExistsError
 from facerecon.io import (
     ReportEntry,
     bake_vertex_colors_to_texture,
@@ -26,6 +26,7 @@ from facerecon.io import (
     read_landmarks_json,
     read_obj,
     read_ply,
+    read_pts,
     save_coefficients,
     save_png,
     vertex_normals,
@@ -310,6 +311,15 @@ def test_landmarks_json_round_trip(tmp_path):
     assert json.loads(path.read_text())["format"] == "facerecon-landmarks"
     with pytest.raises(ValueError, match=r"\(68, 2\)"):
         write_landmarks_json(tmp_path / "bad.json", np.zeros((5, 2)))
+
+
+def test_read_pts_is_zero_based_and_rejects_malformed_files(tmp_path):
+    path = tmp_path / "a.pts"
+    path.write_text("version: 1\nn_points: 3\n{\n1 1\n10.5 20.25\n3 4\n}\n")
+    np.testing.assert_array_equal(read_pts(path), [[0.0, 0.0], [9.5, 19.25], [2.0, 3.0]])
+    path.write_text("version: 1\n1 1\n")
+    with pytest.raises(ImageError, match=r"malformed \.pts"):
+        read_pts(path)
 
 
 # ----------------------------------------------------------------------------- report

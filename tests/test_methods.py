@@ -24,13 +24,6 @@ from facerecon.methods import (
 
 
 @pytest.fixture(scope="module")
-def model():
-    from facerecon.morphable import load_face_model
-
-    return load_face_model("bfm-lite")
-
-
-@pytest.fixture(scope="module")
 def target(model):
     """Two renders of the model with known pose: crops and their projected landmarks."""
     from facerecon.fit import fitted_landmarks

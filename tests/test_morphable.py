@@ -7,15 +7,10 @@ import pytest
 import torch
 
 from facerecon.errors import FaceReconError, ModelFileError
+from facerecon.geometry import face_normals, vertex_normals
 from facerecon.labels import Region
 from facerecon.morphable import MorphableModel, load_face_model, load_npz
-from facerecon.morphable.mesh import (
-    edge_lengths,
-    is_consistently_oriented,
-    triangle_normals,
-    undirected_edges,
-    vertex_normals,
-)
+from facerecon.morphable.mesh import edge_lengths, is_consistently_oriented, undirected_edges
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +58,7 @@ def test_bfm_lite_mesh_manifold_and_oriented(bfm):
     vn = vertex_normals(v, tri)
     lm = _np(bfm.landmarks68)
     assert vn[lm[30], 2] > 0.8
-    fn = triangle_normals(v, tri)
+    fn = face_normals(v, tri)
     centre_faces = np.abs(v[tri].mean(1)[:, 0]) < 40
     assert (fn[centre_faces, 2] > 0).mean() > 0.95
     el = edge_lengths(v, tri)

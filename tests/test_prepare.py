@@ -17,7 +17,7 @@ from facerecon.data.prepared import (
     read_rejected,
 )
 from facerecon.detect.align import DEFAULT_TEMPLATE_224, fit_scale_translation, five_points
-from facerecon.skin import read_pts
+from facerecon.io import read_pts
 
 
 @pytest.fixture()
@@ -66,7 +66,7 @@ def test_prepare_folder_crops_landmarks_rejects_and_resumes(photo_dir, tmp_path,
     # detected landmarks vs the annotation, both mapped into the crop
     w0, h0, s, tx, ty = item["crop"]
     assert (w0, h0) == (817, 1024)
-    pts = read_pts((faces_68pt / "einstein.pts").read_text()) - 1.0  # 1-based in 300-W
+    pts = read_pts(faces_68pt / "einstein.pts")  # 0-based (the file is 1-based)
     gt = pts * s + np.array([tx, ty])
     err = np.linalg.norm(item["lm68"] - gt, axis=1).mean()
     iod = np.linalg.norm(gt[36:42].mean(0) - gt[42:48].mean(0))

@@ -8,13 +8,11 @@ import torch
 
 from facerecon.detect.parsing import parse_from_landmarks, parse_from_render
 from facerecon.labels import Region
-from facerecon.morphable import load_face_model
 from facerecon.render import CameraConfig, render
 
 
 @pytest.fixture(scope="module")
-def mean_render():
-    model = load_face_model("bfm-lite")  # the default model: a broken one must fail, not skip
+def mean_render(model):
     verts = model.mean_shape[None].to(torch.float32)
     albedo = model.tex_mean[None].to(torch.float32)
     zero = torch.zeros(1, 3)

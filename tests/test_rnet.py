@@ -33,12 +33,7 @@ LITE = CoeffLayout(40, 10, 16)  # bfm-lite: 99 coefficients
 ASTRONAUT = Path(__file__).resolve().parents[1] / "src/facerecon/assets/astronaut.jpg"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_layout_sizes():

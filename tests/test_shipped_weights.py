@@ -13,13 +13,6 @@ N_FACES = 16
 
 
 @pytest.fixture(scope="module")
-def model():
-    from facerecon.morphable import load_face_model
-
-    return load_face_model("bfm-lite")
-
-
-@pytest.fixture(scope="module")
 def heldout(model):
     """16 engine renders of identities the training folder does not have (seed 99, ids 10000+;
     training: seed 1, ids < 1222), aligned and scored on their true landmarks, as the training
@@ -33,9 +26,9 @@ def heldout(model):
         model, SynthConfig(max_yaw_deg=45, max_pitch_deg=20, max_roll_deg=15), seed=99
     )
     samples = [engine.sample(10000 + i, 0) for i in range(N_FACES)]
-    crops = [align(s.image, s.landmarks2d, size=224) for s in samples]
+    crops = [align(s.image, s.lm68, size=224) for s in samples]
     image = torch.from_numpy(np.stack([c.image for c in crops])).permute(0, 3, 1, 2) / 255.0
-    lm = torch.from_numpy(np.stack([c.landmarks68 for c in crops])).float()
+    lm = torch.from_numpy(np.stack([c.lm68 for c in crops])).float()
     return samples, image.float(), lm
 
 

@@ -16,7 +16,6 @@ from facerecon.skin import (
     is_grayscale,
     landmark_face_region,
     load_skin_model,
-    read_pts,
     skin_attention,
     skin_probability,
 )
@@ -41,10 +40,9 @@ def uci(shared_data: Path):
     return fs, rgb, is_skin, fs.stratified_split(is_skin, fs.SEED, fs.TEST_FRACTION)
 
 
-def _photo(faces_68pt: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    path = next(faces_68pt.glob(f"{name}.*[!s]"))  # .jpg / .ppm, not .pts
-    image = np.asarray(Image.open(path).convert("RGB"))
-    lm = read_pts((faces_68pt / f"{name}.pts").read_text()) - 1.0  # 300-W is 1-based
+def _photo(photos_68pt: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The photo and its landmark face region (from the hand-placed 68 points)."""
+    image, lm = photos_68pt[name]
     return image, landmark_face_region(image.shape[0], image.shape[1], lm)
 
 
@@ -179,9 +177,9 @@ def test_em_recovers_two_gaussians_and_weights_equal_repeats():
 
 
 # ---------------------------------------------------------------- real photos
-def test_face_region_geometry(faces_68pt: Path):
-    image, region = _photo(faces_68pt, "breakingbad")
-    lm = read_pts((faces_68pt / "breakingbad.pts").read_text()) - 1.0
+def test_face_region_geometry(photos_68pt):
+    image, region = _photo(photos_68pt, "breakingbad")
+    lm = photos_68pt["breakingbad"][1]
     assert region.shape == image.shape[:2]
 
     def r(p: np.ndarray) -> bool:
@@ -196,7 +194,7 @@ def test_face_region_geometry(faces_68pt: Path):
     assert 0.4 * hull_w * hull_h < region.sum() < hull_w * hull_h
 
 
-def test_face_skin_fraction_colour_photos(faces_68pt: Path):
+def test_face_skin_fraction_colour_photos(photos_68pt):
     """Fraction of the landmark face region with P > 0.5.
 
     breakingbad (the only colour photo in faces_68pt) measures 0.664 with the shipped prior
@@ -205,7 +203,7 @@ def test_face_skin_fraction_colour_photos(faces_68pt: Path):
     0.6. The astronaut photo shipped with the package (landmarks from dlib's 68-point predictor)
     measures 0.839; bound 0.75.
     """
-    image, region = _photo(faces_68pt, "breakingbad")
+    image, region = _photo(photos_68pt, "breakingbad")
     assert not is_grayscale(image)
     frac = float(np.mean(skin_probability(image)[region] > 0.5))
     assert frac > 0.60
@@ -225,11 +223,11 @@ def test_face_skin_fraction_colour_photos(faces_68pt: Path):
     assert float(np.mean(skin_probability(astro)[region] > 0.5)) > 0.75
 
 
-def test_gray_photos(faces_68pt: Path):
+def test_gray_photos(photos_68pt):
     """einstein and takeo are grayscale (R = G = B). Colour says nothing there: by default P = 1
     (attention falls back to the render mask); forcing the model rates gray as non-skin."""
     for name in ("einstein", "takeo"):
-        image, region = _photo(faces_68pt, name)
+        image, region = _photo(photos_68pt, name)
         assert is_grayscale(image)
         assert np.array_equal(skin_probability(image), np.ones(image.shape[:2], np.float32))
         forced = skin_probability(image, gray="model")

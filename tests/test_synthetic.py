@@ -16,26 +16,15 @@ from facerecon.data.synthetic import (
     write_shards,
 )
 from facerecon.labels import Region
-from facerecon.morphable import load_face_model
 from facerecon.render import CameraConfig, project, transform
 
 SIZE = 128
 FOCAL = 1015.0 * SIZE / 224
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: the generator renders small images; 2 threads on a busy 2-core
-    machine were ~10x slower (oversubscription)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def bfm():
-    return load_face_model("bfm-lite")
+# One intra-op thread: the generator renders small images; 2 threads on a busy 2-core machine
+# were ~10x slower (oversubscription).
+pytestmark = pytest.mark.usefixtures("one_torch_thread_module")
 
 
 def _cfg(**kw) -> SynthConfig:
@@ -45,13 +34,13 @@ def _cfg(**kw) -> SynthConfig:
 
 
 @pytest.fixture(scope="module")
-def frontal(bfm) -> FaceSample:
-    return SyntheticFaces(bfm, _cfg(pose="frontal"), seed=3).sample(1, 0)
+def frontal(model) -> FaceSample:
+    return SyntheticFaces(model, _cfg(pose="frontal"), seed=3).sample(1, 0)
 
 
-def test_determinism_and_identity(bfm):
-    gen = SyntheticFaces(bfm, _cfg(clean=False, background="mixed"), seed=7)
-    a, b = gen.sample(2, 5), SyntheticFaces(bfm, gen.config, seed=7).sample(2, 5)
+def test_determinism_and_identity(model):
+    gen = SyntheticFaces(model, _cfg(clean=False, background="mixed"), seed=7)
+    a, b = gen.sample(2, 5), SyntheticFaces(model, gen.config, seed=7).sample(2, 5)
     assert np.array_equal(a.image, b.image)
     assert np.array_equal(a.vertices_camera, b.vertices_camera)
     assert np.array_equal(a.parse, b.parse)
@@ -61,7 +50,7 @@ def test_determinism_and_identity(bfm):
     assert not np.allclose(a.coeffs["angles"], c.coeffs["angles"])
     d = gen.sample(3, 5)
     assert np.abs(a.vertices_neutral - d.vertices_neutral).max() > 1.0  # mm
-    other_seed = SyntheticFaces(bfm, gen.config, seed=8).sample(2, 5)
+    other_seed = SyntheticFaces(model, gen.config, seed=8).sample(2, 5)
     assert not np.array_equal(a.vertices_neutral, other_seed.vertices_neutral)
     # identity + expression, and expression 0 gives the neutral mesh
     exp_part = a.vertices_model - a.vertices_neutral
@@ -76,8 +65,8 @@ def test_landmarks_match_camera_and_renderer(frontal: FaceSample):
     p = s.vertices_camera[s.landmark_indices].astype(np.float64)
     u = cam["center"] + cam["focal"] * p[:, 0] / -p[:, 2]
     v = cam["center"] - cam["focal"] * p[:, 1] / -p[:, 2]
-    assert np.abs(s.landmarks2d - np.stack([u, v], 1)).max() < 1e-3
-    assert np.array_equal(s.landmarks3d, s.vertices_model[s.landmark_indices])
+    assert np.abs(s.lm68 - np.stack([u, v], 1)).max() < 1e-3
+    assert np.array_equal(s.lm68_3d, s.vertices_model[s.landmark_indices])
     assert s.nose_index == s.landmark_indices[30]
     # the renderer's own transform/projection of the model-space mesh agrees
     scene = transform(
@@ -87,17 +76,17 @@ def test_landmarks_match_camera_and_renderer(frontal: FaceSample):
         CameraConfig(**cam),
     )
     uv, _ = project(scene, CameraConfig(**cam))
-    assert np.abs(uv[0].numpy()[s.landmark_indices] - s.landmarks2d).max() < 1e-3
+    assert np.abs(uv[0].numpy()[s.landmark_indices] - s.lm68).max() < 1e-3
     cam_mm = (scene[0].numpy() - [0, 0, cam["cam_dist"]]) * cam["mm_per_unit"]
     assert np.abs(cam_mm - s.vertices_camera).max() < 1e-3
     # a frontal face: nose tip is in front of the camera, about 55 % of the width
     assert s.vertices_camera[s.nose_index, 2] < -800
-    width = np.ptp(s.landmarks2d[:17, 0])
+    width = np.ptp(s.lm68[:17, 0])
     assert 0.3 * SIZE < width < 0.8 * SIZE
     # visible landmarks fall on face pixels (3x3 neighbourhood, parse > 0)
     assert s.landmark_visible.sum() >= 60
     face = s.parse > 0
-    for (x, y), vis in zip(np.round(s.landmarks2d).astype(int), s.landmark_visible, strict=True):
+    for (x, y), vis in zip(np.round(s.lm68).astype(int), s.landmark_visible, strict=True):
         if vis:
             assert face[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].any()
 
@@ -119,13 +108,13 @@ def test_parse_labels(frontal: FaceSample):
     assert left[0].mean() < lips[0].mean() - 10
     assert cols.min() > 0 and cols.max() < SIZE - 1  # frontal face fully in frame
     # eye labels sit on the eye landmarks
-    eye_lm = np.round(s.landmarks2d[42:48].mean(0)).astype(int)
+    eye_lm = np.round(s.lm68[42:48].mean(0)).astype(int)
     assert s.parse[eye_lm[1], eye_lm[0]] == Region.LEFT_EYE
     assert not s.occluder_mask.any()
 
 
-def test_triple_yaws(bfm):
-    gen = SyntheticFaces(bfm, _cfg(), seed=1)
+def test_triple_yaws(model):
+    gen = SyntheticFaces(model, _cfg(), seed=1)
     yaws = (-45.0, 0.0, 70.0)
     views = gen.triple(4, yaws)
     assert len(views) == 3
@@ -138,7 +127,7 @@ def test_triple_yaws(bfm):
     # positive yaw turns the nose towards the image right of the face centre
     offs = []
     for v in views:
-        lm = v.landmarks2d
+        lm = v.lm68
         offs.append(lm[30, 0] - 0.5 * (lm[0, 0] + lm[16, 0]))
     assert offs[0] < -5 and abs(offs[1]) < 5 and offs[2] > 5
     # identity_set: m conditions of one identity
@@ -147,8 +136,8 @@ def test_triple_yaws(bfm):
     assert all(np.array_equal(s.vertices_neutral, views[0].vertices_neutral) for s in ims)
 
 
-def test_shards_round_trip(bfm, tmp_path):
-    gen = SyntheticFaces(bfm, _cfg(clean=False), seed=5)
+def test_shards_round_trip(model, tmp_path):
+    gen = SyntheticFaces(model, _cfg(clean=False), seed=5)
     out = write_shards(tmp_path / "ds", gen, n_identities=2, m_per_identity=2, shard_size=3)
     assert sorted(p.name for p in out.glob("shard-*.npz")) == ["shard-00000.npz", "shard-00001.npz"]
     card = (out / "README.md").read_text()
@@ -160,7 +149,7 @@ def test_shards_round_trip(bfm, tmp_path):
     for s in back:
         ref = gen.sample(s.identity, s.condition)
         for key in ("image", "vertices_model", "vertices_neutral", "vertices_camera", "parse",
-                    "landmarks2d", "occluder_mask", "triangles", "landmark_visible"):  # fmt: skip
+                    "lm68", "occluder_mask", "triangles", "landmark_visible"):  # fmt: skip
             assert np.array_equal(getattr(s, key), getattr(ref, key)), key
         for k, v in ref.coeffs.items():
             assert np.array_equal(s.coeffs[k], v), k
@@ -168,10 +157,7 @@ def test_shards_round_trip(bfm, tmp_path):
         assert s.model_name == "bfm-lite" and s.seed == 5
 
 
-def test_ict_model(ict_npz):
-    if not ict_npz.is_file():
-        pytest.skip("ICT npz absent")
-    ict = load_face_model(ict_npz)
+def test_ict_model(ict):
     gen = SyntheticFaces(ict, _cfg(pose="frontal"), seed=0)
     samples = gen.identity_set(0, 4)
     exps = np.stack([s.coeffs["exp_coeff"] for s in samples])
@@ -186,20 +172,20 @@ def test_ict_model(ict_npz):
     assert counts[Region.SKIN] > 0.1 * SIZE * SIZE
     p = s.vertices_camera[s.landmark_indices].astype(np.float64)
     u = s.camera["center"] + s.camera["focal"] * p[:, 0] / -p[:, 2]
-    assert np.abs(s.landmarks2d[:, 0] - u).max() < 1e-3
+    assert np.abs(s.lm68[:, 0] - u).max() < 1e-3
 
 
-def test_occluders_keep_face_labels(bfm):
-    clean = SyntheticFaces(bfm, _cfg(pose="frontal"), seed=11)
+def test_occluders_keep_face_labels(model):
+    clean = SyntheticFaces(model, _cfg(pose="frontal"), seed=11)
     cfg = _cfg(
         pose="frontal", clean=False, occluder_prob=1.0, blur_prob=0, noise_prob=0, jpeg_prob=0
     )
-    occl = SyntheticFaces(bfm, cfg, seed=11)
+    occl = SyntheticFaces(model, cfg, seed=11)
     covered = 0
     for c in range(3):
         a, b = clean.sample(0, c), occl.sample(0, c)
         assert np.array_equal(a.parse, b.parse)  # occluded pixels keep their face label
-        assert np.array_equal(a.landmarks2d, b.landmarks2d)
+        assert np.array_equal(a.lm68, b.lm68)
         assert not a.occluder_mask.any()
         on_face = b.occluder_mask & (b.parse > 0)
         covered += on_face.sum()
@@ -214,19 +200,19 @@ def test_occluder_kinds(frontal: FaceSample, kind):
 
     photo = frontal.image.astype(np.float32) / 255
     rng = np.random.default_rng(0)
-    out, occ = add_occluders(rng, photo, frontal.landmarks2d, np.array([0.8, 0.6, 0.5]), (kind,))
+    out, occ = add_occluders(rng, photo, frontal.lm68, np.array([0.8, 0.6, 0.5]), (kind,))
     assert out.shape == photo.shape and out.dtype == np.float32
     assert occ.sum() > 20 and (occ & (frontal.parse > 0)).sum() > 10
     assert np.abs(out - photo)[~occ].max() < 0.6  # only anti-aliased edges change outside
     assert np.abs(out - photo).sum(-1)[occ].mean() > 0.02
 
 
-def test_wide_pose_ranges_and_framing(bfm):
-    gen = SyntheticFaces(bfm, _cfg(max_yaw_deg=90.0), seed=2)
+def test_wide_pose_ranges_and_framing(model):
+    gen = SyntheticFaces(model, _cfg(max_yaw_deg=90.0), seed=2)
     angles, widths = [], []
     for s in gen.stream(10):
         angles.append(np.rad2deg(s.coeffs["angles"]))
-        assert ((s.landmarks2d >= 0) & (s.landmarks2d < SIZE)).all()  # face in frame
+        assert ((s.lm68 >= 0) & (s.lm68 < SIZE)).all()  # face in frame
         cols = np.nonzero((s.parse > 0).any(0))[0]
         widths.append((cols.max() - cols.min() + 1) / SIZE)
     a = np.array(angles)
@@ -237,12 +223,12 @@ def test_wide_pose_ranges_and_framing(bfm):
     assert min(widths) > 0.35 and max(widths) < 0.8
     fr = [
         np.rad2deg(s.coeffs["angles"][1])
-        for s in SyntheticFaces(bfm, _cfg(pose="frontal")).stream(6)
+        for s in SyntheticFaces(model, _cfg(pose="frontal")).stream(6)
     ]
     assert np.abs(fr).max() <= 30
 
 
-def test_prepared_layout_for_training(bfm, tmp_path):
+def test_prepared_layout_for_training(model, tmp_path):
     """Synthetic faces written as a prepare folder: aligned crops whose landmarks are the
     sample's GT landmarks mapped through the stored crop transform; resumable; one person per
     identity, readable by the training dataset."""
@@ -250,7 +236,7 @@ def test_prepared_layout_for_training(bfm, tmp_path):
     from facerecon.data.prepared import read_item
     from facerecon.data.synthetic_prepared import item_path, write_prepared, write_prepared_card
 
-    gen = SyntheticFaces(bfm, _cfg(clean=False), seed=4)
+    gen = SyntheticFaces(model, _cfg(clean=False), seed=4)
     out = tmp_path / "prep"
     assert write_prepared(out, gen, [3, 7], 2) == (4, 0)
     assert write_prepared(out, gen, [3, 7, 8], 2) == (2, 4)  # resumes: only identity 8 is new
@@ -262,7 +248,7 @@ def test_prepared_layout_for_training(bfm, tmp_path):
     assert item["image"].shape == (224, 224, 3) and item["attention"].shape == (224, 224)
     sample = gen.sample(7, 1)
     _, _, scale, tx, ty = item["crop"]
-    np.testing.assert_allclose(sample.landmarks2d * scale + [tx, ty], item["lm68"], atol=1e-3)
+    np.testing.assert_allclose(sample.lm68 * scale + [tx, ty], item["lm68"], atol=1e-3)
     # the face fills the crop as the paper's alignment does: eyes ~ 60 px apart, inside
     lm = item["lm68"]
     assert (lm > 0).all() and (lm < 224).all()

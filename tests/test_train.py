@@ -15,7 +15,6 @@ import torch
 from facerecon.data.augment import flip_sample, random_similarity, warp_sample
 from facerecon.data.datasets import AlignedFaceDataset, PreparedFaceDataset, rendered_faces
 from facerecon.data.prepared import write_item
-from facerecon.morphable import load_face_model
 from facerecon.nets.rnet import load_rnet
 from facerecon.skin import skin_attention, skin_probability
 from facerecon.train import (
@@ -35,17 +34,7 @@ from facerecon.train.engine import epoch_batches, steps_per_epoch
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_face_model("bfm-lite")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

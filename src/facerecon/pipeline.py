@@ -277,9 +277,9 @@ def prepare_photo(
         raise NoFaceError(f"{source if source is not None else name}: no face found")
     prepared = []
     for k, face in enumerate(faces):
-        aligned = run_stage("alignment", align, photo, face.landmarks68)
+        aligned = run_stage("alignment", align, photo, face.lm68)
         face_name = name if len(faces) == 1 else f"{name}_face{k}"
-        prepared.append(PreparedFace(source, face_name, photo, aligned, face.landmarks68))
+        prepared.append(PreparedFace(source, face_name, photo, aligned, face.lm68))
     return prepared
 
 
@@ -409,6 +409,7 @@ class Reconstructor:
         arrays = dict(rec.parts)
         arrays["coeffs"] = rec.coeffs
         arrays["crop_to_original"] = rec.crop_to_original
+        # npz keys are the file format (users' files keep loading): landmarks68 holds lm68 pixels
         arrays["landmarks68"] = rec.lm68
         arrays["detected_landmarks68"] = face.detected_lm68
         meta = {

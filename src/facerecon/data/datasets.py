@@ -214,7 +214,7 @@ def rendered_faces(
     for i in range(n):
         al = align(img[i], lm[i], size=size, fill=int(background * 255))
         crops.append(al.image)
-        lms.append(al.landmarks68)
+        lms.append(al.lm68)
     return np.stack(crops), np.stack(lms).astype(np.float32), coeffs
 
 
@@ -266,5 +266,5 @@ class SyntheticFaceDataset(_AugmentedFaces):
             raise IndexError(index)
         ident = self.first_identity + index // self.n_conditions
         sample = self.engine.sample(ident, index % self.n_conditions)
-        al = align(np.asarray(sample.image), np.asarray(sample.landmarks2d), size=self.size)
-        return al.image, al.landmarks68, None
+        al = align(np.asarray(sample.image), np.asarray(sample.lm68), size=self.size)
+        return al.image, al.lm68, None

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from facerecon.errors import FaceReconError
+from facerecon.fileio import atomic_savez, atomic_write_text
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -71,8 +72,6 @@ def write_item(
     source: str = "",
 ) -> Path:
     """Store one aligned face atomically (see the module docstring for the fields)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         "image": np.asarray(image, np.uint8),
         "lm68": np.asarray(lm68, np.float32),
@@ -82,10 +81,7 @@ def write_item(
         arrays["attention"] = np.asarray(attention, np.float16)
     if crop is not None:
         arrays["crop"] = np.asarray(crop, np.float64)
-    tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, p)
-    return p
+    return atomic_savez(path, arrays)
 
 
 def read_item(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -172,7 +168,7 @@ def prepare_folder(
         try:
             image = load_image(src / rel)
             face = detect_one(image, backend=backend, detector=detector, name=rel.name)
-            aligned = align(image, face.landmarks68, size=size)
+            aligned = align(image, face.lm68, size=size)
             att = None
             if attention:
                 from facerecon.skin import skin_attention, skin_probability
@@ -181,7 +177,7 @@ def prepare_folder(
             write_item(
                 target,
                 aligned.image,
-                aligned.landmarks68,
+                aligned.lm68,
                 att,
                 aligned.transform.as_paper_params(),
                 key,
@@ -204,9 +200,7 @@ def prepare_folder(
 
 def _write_rejected(out: Path, rejected: dict[str, str]) -> None:
     text = "".join(f"{k}\t{v}\n" for k, v in sorted(rejected.items()))
-    tmp = out / f".{REJECTED}.tmp{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, out / REJECTED)
+    atomic_write_text(out / REJECTED, text)
 
 
 def main_prepare(argv: Sequence[str] | None = None) -> int:

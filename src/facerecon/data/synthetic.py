@@ -27,11 +27,11 @@ Sampling (``GENERATOR_VERSION``; any change that alters outputs bumps it):
   perspective while distance changes size), ``d0`` chosen so the mean face spans 55 % of the
   width; its centre is placed within +-8 % of the image size of the image centre, so the face is
   fully or mostly in frame.
-* light: SH ``gamma`` (27, before the renderer's +0.8 ambient) is the least-squares SH fit of the
-  irradiance ``E(n) = a * tint + s * max(0, n . l)``: mostly near-white ambient ``a ~ U(0.6,
-  0.95)`` with a per-channel tint N(0, 0.03) and a frontal-ish directional light ``s ~ U(0,
-  0.5)``; with ``hard_light_prob`` a hard side light (``a ~ U(0.2, 0.4)``, ``s ~ U(0.7, 1.0)``,
-  ``l`` within ~45 deg of +-x).
+* light: SH ``gamma`` (27, before the renderer's ``+AMBIENT_OFFSET`` ambient, 0.8) is the
+  least-squares SH fit of the irradiance ``E(n) = a * tint + s * max(0, n . l)``: mostly
+  near-white ambient ``a ~ U(0.6, 0.95)`` with a per-channel tint N(0, 0.03) and a frontal-ish
+  directional light ``s ~ U(0, 0.5)``; with ``hard_light_prob`` a hard side light (``a ~ U(0.2,
+  0.4)``, ``s ~ U(0.7, 1.0)``, ``l`` within ~45 deg of +-x).
 * head proxy: unless ``background == "flat"``, a skull disc (hair colour per identity, 12 %
   bald) and a neck are drawn behind the face mesh with the sample's pose (background label 0).
 * realism (skipped when ``config.clean``): background (``facerecon.data.backgrounds``), occluders
@@ -50,7 +50,6 @@ which landmarks are not hidden by the face itself (occluders are ignored).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -61,9 +60,11 @@ import numpy as np
 import torch
 
 from facerecon.errors import FaceReconError
+from facerecon.fileio import atomic_savez
+from facerecon.geometry import euler_matrix, project_points
 from facerecon.labels import Region
 from facerecon.morphable import MorphableModel
-from facerecon.render import CameraConfig, render, sh_basis
+from facerecon.render import AMBIENT_OFFSET, CameraConfig, render, sh_basis
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -164,8 +165,9 @@ class FaceSample:
             at the origin looking down -z): scene point ``p`` -> ``(p.x, p.y, p.z - cam_dist) *
             mm_per_unit``.
         triangles: ``(F, 3)`` int64.
-        landmarks2d: ``(68, 2)`` pixels (OpenCV pixel-centre convention).
-        landmarks3d: ``(68, 3)`` mm, model space (``vertices_model[landmark_indices]``).
+        lm68: ``(68, 2)`` landmark pixels (OpenCV pixel-centre convention).
+        lm68_3d: ``(68, 3)`` landmark points in mm, model space
+            (``vertices_model[landmark_indices]``).
         landmark_indices: ``(68,)`` vertex indices of the landmarks.
         nose_index: vertex index of the nose tip (landmark 30).
         parse: ``(H, W)`` uint8 :class:`facerecon.labels.Region` values.
@@ -182,8 +184,8 @@ class FaceSample:
     vertices_neutral: np.ndarray
     vertices_camera: np.ndarray
     triangles: np.ndarray
-    landmarks2d: np.ndarray
-    landmarks3d: np.ndarray
+    lm68: np.ndarray
+    lm68_3d: np.ndarray
     landmark_indices: np.ndarray
     nose_index: int
     parse: np.ndarray
@@ -198,45 +200,28 @@ class FaceSample:
 
 
 # ---------------------------------------------------------------------------- pure helpers
-def euler_matrix_np(angles: np.ndarray) -> np.ndarray:
-    """``(3, 3)`` rotation ``R = Rz @ Ry @ Rx`` from ``angles (3,)`` radians (float64)."""
-    x, y, z = (float(a) for a in angles)
-    cx, sx, cy, sy, cz, sz = (
-        math.cos(x),
-        math.sin(x),
-        math.cos(y),
-        math.sin(y),
-        math.cos(z),
-        math.sin(z),
-    )
-    Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return Rz @ Ry @ Rx
-
-
 def camera_vertices(
     vertices_mm: np.ndarray, angles: np.ndarray, trans: np.ndarray, camera: dict
 ) -> np.ndarray:
     """``(N, 3)`` mm in the camera frame (camera at the origin looking down -z).
 
-    Scene point ``p = (v / mm_per_unit) @ R^T + trans`` maps to ``(p.x, p.y, p.z - cam_dist) *
+    Scene point ``p = (v / mm_per_unit) @ R^T + trans`` (the render camera's pose, numpy:
+    :func:`facerecon.geometry.euler_matrix`) maps to ``(p.x, p.y, p.z - cam_dist) *
     mm_per_unit``. Computed in float64, returned as float32.
     """
     unit = float(camera["mm_per_unit"])
-    R = euler_matrix_np(angles)
+    R = euler_matrix(angles)
     p = (vertices_mm.astype(np.float64) / unit) @ R.T + np.asarray(trans, np.float64)
     p[:, 2] -= float(camera["cam_dist"])
     return (p * unit).astype(np.float32)
 
 
 def project_camera(points_camera_mm: np.ndarray, camera: dict) -> np.ndarray:
-    """``(K, 2)`` pixels of camera-frame points ``(K, 3)`` mm: ``u = c + f x / -z``, ``v = c - f
-    y / -z``."""
-    p = np.asarray(points_camera_mm, np.float64)
-    d = -p[:, 2]
+    """``(K, 2)`` pixels of camera-frame points ``(K, 3)`` mm: the render camera's projection
+    (:func:`facerecon.geometry.project_points`) with the camera at the frame's origin,
+    ``u = c + f x / -z``, ``v = c - f y / -z``."""
     f, c = float(camera["focal"]), float(camera["center"])
-    return np.stack([c + f * p[:, 0] / d, c - f * p[:, 1] / d], axis=1)
+    return project_points(points_camera_mm, f, c, cam_dist=0.0)
 
 
 @lru_cache(maxsize=1)
@@ -252,7 +237,8 @@ def _sh_fit_matrix() -> np.ndarray:
 
 
 def sh_gamma(ambient: np.ndarray, strength: float, direction: np.ndarray) -> np.ndarray:
-    """``(27,)`` gamma (renderer convention, before +0.8) for ``E(n) = ambient + s max(0, n.l)``.
+    """``(27,)`` gamma (renderer convention: before ``+AMBIENT_OFFSET``) for
+    ``E(n) = ambient + s max(0, n.l)``.
 
     Args:
         ambient: ``(3,)`` RGB ambient irradiance.
@@ -264,7 +250,7 @@ def sh_gamma(ambient: np.ndarray, strength: float, direction: np.ndarray) -> np.
     d = d / np.linalg.norm(d)
     lobe = np.maximum(n @ d, 0.0)
     g = np.stack([P @ (float(a) + strength * lobe) for a in ambient])  # (3, 9)
-    g[:, 0] -= 0.8
+    g[:, 0] -= AMBIENT_OFFSET
     return g.reshape(27).astype(np.float32)
 
 
@@ -272,7 +258,7 @@ def _irradiance_front(gamma: np.ndarray) -> np.ndarray:
     """``(3,)`` RGB irradiance for a normal facing the camera."""
     Y = sh_basis(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)).numpy()[0]
     g = gamma.reshape(3, 9).astype(np.float64).copy()
-    g[:, 0] += 0.8
+    g[:, 0] += AMBIENT_OFFSET
     return g @ Y
 
 
@@ -605,7 +591,7 @@ class SyntheticFaces:
             albedo = (variation * (ident.tone * info.ref_skin / skin)).astype(np.float32)
 
         # Place the face: its centre on the ray through (centre + offset) at the drawn depth.
-        R = euler_matrix_np(cond.angles)
+        R = euler_matrix(cond.angles)
         c_rot = (info.centre_mm / _MM_PER_UNIT) @ R.T
         target = np.array(
             [
@@ -710,8 +696,8 @@ class SyntheticFaces:
             vertices_neutral=v_neutral,
             vertices_camera=v_cam,
             triangles=info.triangles.copy(),
-            landmarks2d=lm2d,
-            landmarks3d=v_model[lm_idx].copy(),
+            lm68=lm2d,
+            lm68_3d=v_model[lm_idx].copy(),
             landmark_indices=lm_idx.copy(),
             nose_index=int(lm_idx[30]),
             parse=parse,
@@ -817,14 +803,16 @@ class SyntheticFaces:
 
 # ---------------------------------------------------------------------------- shards
 _SHARD_GLOB = "shard-*.npz"
-_PER_SAMPLE = (
-    "image",
-    "vertices_model",
-    "landmarks2d",
-    "parse",
-    "occluder_mask",
-    "landmark_visible",
-)
+# Shard key -> FaceSample field. The keys are the shard file format (shipped shards and users'
+# folders must keep loading): ``landmarks2d`` stays the key of ``FaceSample.lm68``.
+_PER_SAMPLE = {
+    "image": "image",
+    "vertices_model": "vertices_model",
+    "landmarks2d": "lm68",
+    "parse": "parse",
+    "occluder_mask": "occluder_mask",
+    "landmark_visible": "landmark_visible",
+}
 _COEFF_KEYS = ("id_coeff", "exp_coeff", "tex_coeff", "angles", "gamma", "trans")
 
 
@@ -835,7 +823,7 @@ def _write_shard(path: Path, samples: list[FaceSample]) -> None:
     id_row = {i: k for k, i in enumerate(ids)}
     neutral = {s.identity: s.vertices_neutral for s in samples}
     arrays: dict[str, np.ndarray] = {
-        f"{k}": np.stack([getattr(s, k) for s in samples]) for k in _PER_SAMPLE
+        key: np.stack([getattr(s, name) for s in samples]) for key, name in _PER_SAMPLE.items()
     }
     for k in _COEFF_KEYS:
         arrays[f"coeff_{k}"] = np.stack([s.coeffs[k] for s in samples])
@@ -852,10 +840,7 @@ def _write_shard(path: Path, samples: list[FaceSample]) -> None:
         "cameras": [s.camera for s in samples],
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    tmp.replace(path)
+    atomic_savez(path, arrays, compressed=True)
 
 
 def write_shards(
@@ -870,8 +855,9 @@ def write_shards(
     Layout of ``out_dir``: ``shard-00000.npz, shard-00001.npz, ...`` (each at most ``shard_size``
     samples, identity-major order, conditions ``0 .. m-1``), ``index.json`` (counts, config) and
     ``README.md`` (the dataset card). Each shard stores the per-sample arrays stacked
-    (``image``, ``vertices_model``, ``landmarks2d``, ``parse``, ``occluder_mask``,
-    ``landmark_visible``, ``coeff_<name>``, ``identity``, ``condition``), the identity meshes
+    (``image``, ``vertices_model``, ``landmarks2d`` (the key of ``FaceSample.lm68``), ``parse``,
+    ``occluder_mask``, ``landmark_visible``, ``coeff_<name>``, ``identity``, ``condition``), the
+    identity meshes
     once (``neutral_table`` + ``neutral_row``), the topology once and a JSON ``meta`` (seed,
     model, cameras). ``vertices_camera`` is recomputed on reading (bit-identical: the same float64
     function of ``vertices_model``, angles, trans and camera).
@@ -987,8 +973,8 @@ def read_shards(path) -> Iterator[FaceSample]:
                 vertices_neutral=data["neutral_table"][data["neutral_row"][k]],
                 vertices_camera=camera_vertices(v_model, coeffs["angles"], coeffs["trans"], camera),
                 triangles=tri,
-                landmarks2d=data["landmarks2d"][k],
-                landmarks3d=v_model[lm],
+                lm68=data["landmarks2d"][k],
+                lm68_3d=v_model[lm],
                 landmark_indices=lm,
                 nose_index=int(meta["nose_index"]),
                 parse=data["parse"][k],

@@ -66,12 +66,12 @@ def write_prepared(
                 skipped += 1
             else:
                 sample = faces.sample(int(i), c)
-                al = align(np.asarray(sample.image), np.asarray(sample.landmarks2d), size=size)
+                al = align(np.asarray(sample.image), np.asarray(sample.lm68), size=size)
                 att = skin_attention(skin_probability(al.image)) if attention else None
                 write_item(
                     path,
                     al.image,
-                    al.landmarks68,
+                    al.lm68,
                     att,
                     al.transform.as_paper_params(),
                     source=f"synthetic:{faces.model.name}:{faces.seed}:{int(i)}:{c}",

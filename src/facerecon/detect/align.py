@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facerecon.geometry import project_points
 from facerecon.labels import FIVE_POINT_GROUPS
 
 __all__ = [
@@ -53,16 +54,16 @@ DEFAULT_TEMPLATE_224 = np.array(
 )
 
 
-def five_points(landmarks68: np.ndarray) -> np.ndarray:
+def five_points(lm68: np.ndarray) -> np.ndarray:
     """The paper's 5 alignment points from iBUG-68.
 
     Args:
-        landmarks68: ``(..., 68, 2)`` (or ``(..., 68, 3)``) points.
+        lm68: ``(..., 68, 2)`` (or ``(..., 68, 3)``) points.
 
     Returns:
         ``(..., 5, D)``: eye centre (36, 39), eye centre (42, 45), nose tip 30, mouth 48, 54.
     """
-    lm = np.asarray(landmarks68, dtype=np.float64)
+    lm = np.asarray(lm68, dtype=np.float64)
     return np.stack([lm[..., list(g), :].mean(axis=-2) for g in FIVE_POINT_GROUPS], axis=-2)
 
 
@@ -81,10 +82,7 @@ def template_from_model(
     """
     mean = _to_numpy(model.mean_shape)
     idx = _to_numpy(model.landmarks68).astype(np.int64)
-    scene = mean[idx] / 100.0
-    d = cam_dist - scene[:, 2]
-    uv = np.stack([center + focal * scene[:, 0] / d, center - focal * scene[:, 1] / d], axis=-1)
-    return five_points(uv)
+    return five_points(project_points(mean[idx] / 100.0, focal, center, cam_dist))
 
 
 def template_for_size(size: int, template: np.ndarray | None = None) -> np.ndarray:
@@ -170,13 +168,13 @@ class AlignedFace:
 
     Attributes:
         image: ``(S, S, 3)`` uint8 RGB crop.
-        landmarks68: ``(68, 2)`` landmarks in crop pixels.
+        lm68: ``(68, 2)`` landmarks in crop pixels.
         transform: maps crop <-> original photo.
         valid: ``(S, S)`` bool, True where the crop pixel came from inside the photo.
     """
 
     image: np.ndarray
-    landmarks68: np.ndarray
+    lm68: np.ndarray
     transform: CropTransform
     valid: np.ndarray
 
@@ -224,7 +222,7 @@ def _warp(
 
 def align(
     image: np.ndarray,
-    landmarks68: np.ndarray,
+    lm68: np.ndarray,
     size: int = 224,
     template: np.ndarray | None = None,
     fill: int | Sequence[int] = 0,
@@ -233,7 +231,7 @@ def align(
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB photo.
-        landmarks68: ``(68, 2)`` landmarks in photo pixels.
+        lm68: ``(68, 2)`` landmarks in photo pixels.
         size: crop side; the 224 template is scaled to it.
         template: ``(5, 2)`` template in a 224 crop; default :data:`DEFAULT_TEMPLATE_224`.
         fill: value for crop pixels outside the photo (default 0, black).
@@ -241,9 +239,9 @@ def align(
     Returns:
         :class:`AlignedFace` with the crop, its landmarks and the transform.
     """
-    lm = np.asarray(landmarks68, dtype=np.float64)
+    lm = np.asarray(lm68, dtype=np.float64)
     if lm.shape != (68, 2):
-        raise ValueError(f"landmarks68 must be (68, 2), got {lm.shape}")
+        raise ValueError(f"lm68 must be (68, 2), got {lm.shape}")
     tmpl = template_for_size(size, template)
     s, t = fit_scale_translation(five_points(lm), tmpl)
     h, w = image.shape[:2]
@@ -251,12 +249,12 @@ def align(
     ones = np.full((h, w), 255, np.uint8)
     valid = _warp(ones[..., None].repeat(3, axis=2), s, t, size, 0)[..., 0] > 127
     tr = CropTransform(scale=s, translation=t, original_size=(h, w), crop_size=(size, size))
-    return AlignedFace(image=crop, landmarks68=tr.to_crop(lm), transform=tr, valid=valid)
+    return AlignedFace(image=crop, lm68=tr.to_crop(lm), transform=tr, valid=valid)
 
 
 def align_batch(
     images: Sequence[np.ndarray],
-    landmarks68: Sequence[np.ndarray] | np.ndarray,
+    lm68: Sequence[np.ndarray] | np.ndarray,
     size: int = 224,
     template: np.ndarray | None = None,
     fill: int | Sequence[int] = 0,
@@ -266,14 +264,14 @@ def align_batch(
     Returns:
         crops ``(B, S, S, 3)`` uint8, landmarks ``(B, 68, 2)`` in crop pixels, transforms.
     """
-    if len(images) != len(landmarks68):
-        raise ValueError(f"{len(images)} images but {len(landmarks68)} landmark sets")
-    out = [align(im, lm, size, template, fill) for im, lm in zip(images, landmarks68, strict=True)]
+    if len(images) != len(lm68):
+        raise ValueError(f"{len(images)} images but {len(lm68)} landmark sets")
+    out = [align(im, lm, size, template, fill) for im, lm in zip(images, lm68, strict=True)]
     if not out:
         return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 68, 2)), []
     return (
         np.stack([a.image for a in out]),
-        np.stack([a.landmarks68 for a in out]),
+        np.stack([a.lm68 for a in out]),
         [a.transform for a in out],
     )
 

@@ -55,9 +55,9 @@ def _model_file(model_dir: str | None, name: str) -> str:
     return str(path)
 
 
-def inner_centre(landmarks68: np.ndarray) -> np.ndarray:
+def inner_centre(lm68: np.ndarray) -> np.ndarray:
     """Centroid ``(2,)`` of the inner iBUG landmarks (17..67: brows, nose, eyes, mouth)."""
-    return np.asarray(landmarks68, dtype=np.float64)[17:].mean(axis=0)
+    return np.asarray(lm68, dtype=np.float64)[17:].mean(axis=0)
 
 
 def recentre_box(box: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -87,7 +87,7 @@ def mmod_landmarks(
     breakingbad 27.3% -> 5.6%, takeo 3.7% -> 3.7%.
 
     Returns:
-        ``(landmarks68 (68, 2), box (4,))``, the box the landmarks were predicted in.
+        ``(lm68 (68, 2), box (4,))``, the box the landmarks were predicted in.
     """
     box = np.asarray(box, dtype=np.float64)
     lm = predict(box)
@@ -189,7 +189,7 @@ class DlibDetector(FaceDetector):
         if not all_faces:
             order = order[:1]
         faces = [
-            Face(box=boxes[i], landmarks68=self.face_landmarks(image, boxes[i]), score=scores[i])
+            Face(box=boxes[i], lm68=self.face_landmarks(image, boxes[i]), score=scores[i])
             for i in order
         ]
         return sort_largest_first(faces)

@@ -5,7 +5,7 @@ Backends:
 * ``"dlib"`` (default, :mod:`facerecon.detect.dlib_backend`): dlib's HOG frontal detector or
   its MMOD CNN detector, then the 68-point shape predictor (MMOD boxes re-centred first).
 * ``"mediapipe"`` (:mod:`facerecon.detect.mediapipe_backend`): MediaPipe Face Mesh (478
-  points with depth); ``Face.landmarks3d`` holds them in pixels and ``Face.landmarks68`` is
+  points with depth); ``Face.mp478`` holds them in pixels and ``Face.lm68`` is
   derived through the committed 478 -> 68 table (:mod:`facerecon.detect.mp68`).
 
 Coordinates follow OpenCV: pixel (row r, col c) has its centre at ``(x=c, y=r)``.
@@ -50,17 +50,17 @@ class Face:
 
     Attributes:
         box: ``(4,)`` float ``x0, y0, x1, y1`` (x1, y1 exclusive, so ``x1 - x0`` is the width).
-        landmarks68: ``(68, 2)`` float iBUG-68 points ``(x, y)`` in pixels (0-based, OpenCV).
+        lm68: ``(68, 2)`` float iBUG-68 points ``(x, y)`` in pixels (0-based, OpenCV).
         score: detector confidence (HOG: SVM margin; MMOD: CNN confidence; MediaPipe:
             face-detection score, or 1.0 when the mesh was run without a detector).
-        landmarks3d: ``(478, 3)`` MediaPipe mesh in pixels (z scaled like x, more negative =
+        mp478: ``(478, 3)`` MediaPipe mesh points in pixels (z scaled like x, more negative =
             closer to the camera), or None for dlib.
     """
 
     box: np.ndarray
-    landmarks68: np.ndarray
+    lm68: np.ndarray
     score: float
-    landmarks3d: np.ndarray | None = None
+    mp478: np.ndarray | None = None
 
     @property
     def width(self) -> float:

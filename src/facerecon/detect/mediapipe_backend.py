@@ -114,9 +114,9 @@ class MediapipeDetector(FaceDetector):
             faces.append(
                 Face(
                     box=boxes[i],
-                    landmarks68=mesh_to_68(pts[:, :2]),
+                    lm68=mesh_to_68(pts[:, :2]),
                     score=scores[i],
-                    landmarks3d=pts,
+                    mp478=pts,
                 )
             )
         if not faces and not boxes:
@@ -128,8 +128,6 @@ class MediapipeDetector(FaceDetector):
                 pts[:, 1] = (pts[:, 1] + 0.5) / fy - 0.5
                 pts[:, 2] = pts[:, 2] / fx
                 box = np.concatenate([pts[:, :2].min(0), pts[:, :2].max(0) + 1.0])
-                faces.append(
-                    Face(box=box, landmarks68=mesh_to_68(pts[:, :2]), score=1.0, landmarks3d=pts)
-                )
+                faces.append(Face(box=box, lm68=mesh_to_68(pts[:, :2]), score=1.0, mp478=pts))
         faces = sort_largest_first(faces)
         return faces if all_faces else faces[:1]

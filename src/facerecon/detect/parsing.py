@@ -155,7 +155,7 @@ def parse_from_landmarks(
     thick polylines; eyes, nose (ridge widened + nostrils), upper lip, lower lip and inner mouth
     are polygons.
 
-    478 points (``Face.landmarks3d``; only ``x, y`` are used): face = the mesh's silhouette
+    478 points (``Face.mp478``; only ``x, y`` are used): face = the mesh's silhouette
     (:func:`mesh_face_polygon`; the mesh itself stops at the upper forehead and the jaw, so
     ``forehead`` is not used); brows, eyes, lips and inner mouth are the Face Mesh contour
     polygons (``MP_*``; brows are filled outlines, so ``brow_thickness`` is not used); nose =

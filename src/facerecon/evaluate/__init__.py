@@ -7,10 +7,11 @@ from facerecon.evaluate.benchmark import (
 )
 from facerecon.evaluate.errors import EvaluationError
 from facerecon.evaluate.folders import evaluate_dirs, main_evaluate
-from facerecon.evaluate.geometry import SurfaceQuery, closest_points_on_triangles, vertex_normals
+from facerecon.evaluate.geometry import SurfaceQuery, closest_points_on_triangles
 from facerecon.evaluate.icp import ICPConfig, ICPResult, Similarity, icp, umeyama
 from facerecon.evaluate.metrics import EvalResult, error_colors, evaluate_mesh, region_labels
 from facerecon.evaluate.peers import MediapipeConfig, MediapipeFaceMesh, PeerMesh
+from facerecon.geometry import vertex_normals
 
 __all__ = [
     "EvalResult",

@@ -67,7 +67,7 @@ from facerecon.evaluate.errors import EvaluationError
 if TYPE_CHECKING:
     import torch
 from facerecon.evaluate.icp import ICPConfig
-from facerecon.evaluate.metrics import REGIONS, evaluate_mesh
+from facerecon.evaluate.metrics import DEFAULT_CROP_MM, REGIONS, evaluate_mesh
 
 __all__ = [
     "Detections",
@@ -107,7 +107,7 @@ class SyntheticBenchmarkConfig:
     max_roll_deg: float = 15.0
     triple_yaws_deg: tuple[float, float, float] = (-45.0, 0.0, 45.0)
     fast_fit: bool = False  # FitConfig.fast() (no perceptual term) instead of FitConfig()
-    crop_mm: float = 95.0
+    crop_mm: float = DEFAULT_CROP_MM
     surface_iterations: int = 1
     quick: bool = False
     quick_identities: int = 3
@@ -240,7 +240,7 @@ class Detections:
                 face = detect_one(sample.image, detector_obj=det)
             except FaceReconError:
                 continue
-            aligned = align(sample.image, face.landmarks68)
+            aligned = align(sample.image, face.lm68)
             backend = det.config.backend if det is not None else "dlib"
             break
         self._aligned[id(sample)] = (sample, aligned, backend)
@@ -437,8 +437,8 @@ def oracle_fit(
             tri,
             gt_vertices,
             None,
-            gt_landmarks68=gt_landmarks,
-            pred_landmarks68=pv[lm],
+            gt_landmarks=gt_landmarks,
+            pred_landmarks=pv[lm],
             nose_index=nose_index,
             crop_mm=config.crop_mm,
             icp_stages=benchmark_icp_stages(config.surface_iterations),
@@ -512,8 +512,8 @@ def score(
             pred.triangles,
             gt_vertices,
             gt_triangles,
-            gt_landmarks68=gt_landmarks,
-            pred_landmarks68=lm,
+            gt_landmarks=gt_landmarks,
+            pred_landmarks=lm,
             nose_index=nose_index,
             crop_mm=config.crop_mm,
             icp_stages=benchmark_icp_stages(config.surface_iterations),

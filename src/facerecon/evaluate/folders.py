@@ -25,7 +25,7 @@ import numpy as np
 
 from facerecon.errors import FaceReconError, OutputExistsError
 from facerecon.evaluate.errors import EvaluationError
-from facerecon.evaluate.metrics import REGIONS, EvalResult, evaluate_mesh
+from facerecon.evaluate.metrics import DEFAULT_CROP_MM, REGIONS, EvalResult, evaluate_mesh
 
 MESH_SUFFIXES = (".npz", ".obj", ".ply")
 TABLE_METRICS = ("rmse_plane", "mean_plane", "rmse_surface", "rmse_point", "mean_point")
@@ -43,105 +43,8 @@ class MeshFile:
     path: Path
 
 
-def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    verts: list[list[float]] = []
-    faces: list[list[int]] = []
-    for line in path.read_text(errors="replace").splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == "v":
-            verts.append([float(x) for x in parts[1:4]])
-        elif parts[0] == "f":
-            ids = [int(p.split("/")[0]) for p in parts[1:]]
-            ids = [i - 1 if i > 0 else len(verts) + i for i in ids]
-            faces.extend([ids[0], ids[j], ids[j + 1]] for j in range(1, len(ids) - 1))
-    return np.array(verts, np.float64).reshape(-1, 3), np.array(faces, np.int64).reshape(-1, 3)
-
-
-_PLY_TYPES = {
-    "char": "i1",
-    "int8": "i1",
-    "uchar": "u1",
-    "uint8": "u1",
-    "short": "i2",
-    "int16": "i2",
-    "ushort": "u2",
-    "uint16": "u2",
-    "int": "i4",
-    "int32": "i4",
-    "uint": "u4",
-    "uint32": "u4",
-    "float": "f4",
-    "float32": "f4",
-    "double": "f8",
-    "float64": "f8",
-}
-
-
-def _read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """PLY reader: ASCII or binary (either endianness); vertex x, y, z; triangle faces."""
-    data = path.read_bytes()
-    end = data.find(b"end_header")
-    if not data.startswith(b"ply") or end < 0:
-        raise EvaluationError(f"{path.name}: not a PLY file")
-    body_start = data.index(b"\n", end) + 1
-    header = data[:end].decode("ascii", "replace").splitlines()
-    fmt = next((ln.split()[1] for ln in header if ln.startswith("format")), "")
-    elements: list[tuple[str, int, list[list[str]]]] = []
-    for line in header:
-        parts = line.split()
-        if parts and parts[0] == "element":
-            elements.append((parts[1], int(parts[2]), []))
-        elif parts and parts[0] == "property" and elements:
-            elements[-1][2].append(parts[1:])
-    verts, faces = np.zeros((0, 3)), np.zeros((0, 3), np.int64)
-    if fmt == "ascii":
-        tokens = data[body_start:].split()
-        pos = 0
-        for name, count, props in elements:
-            if props and props[0][0] == "list":
-                rows = []
-                for _ in range(count):
-                    n = int(tokens[pos])
-                    ids = [int(x) for x in tokens[pos + 1 : pos + 1 + n]]
-                    pos += 1 + n
-                    rows.extend([ids[0], ids[j], ids[j + 1]] for j in range(1, n - 1))
-                if name == "face":
-                    faces = np.array(rows, np.int64).reshape(-1, 3)
-            else:
-                k = len(props)
-                arr = np.array(tokens[pos : pos + k * count], np.float64).reshape(count, k)
-                pos += k * count
-                if name == "vertex":
-                    cols = [p[-1] for p in props]
-                    verts = arr[:, [cols.index(c) for c in ("x", "y", "z")]]
-        return verts, faces
-    order = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(fmt)
-    if order is None:
-        raise EvaluationError(f"{path.name}: unsupported PLY format {fmt!r}")
-    offset = body_start
-    for name, count, props in elements:
-        if props and props[0][0] == "list":
-            _, ctype, itype, _ = props[0]
-            dtype = np.dtype(
-                [("n", order + _PLY_TYPES[ctype]), ("i", order + _PLY_TYPES[itype], 3)]
-            )
-            arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-            if np.any(arr["n"] != 3):
-                raise EvaluationError(f"{path.name}: binary PLY faces must be triangles")
-            if name == "face":
-                faces = arr["i"].astype(np.int64)
-        else:
-            dtype = np.dtype([(p[1], order + _PLY_TYPES[p[0]]) for p in props])
-            arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-            if name == "vertex":
-                verts = np.stack([arr[c] for c in ("x", "y", "z")], axis=1).astype(np.float64)
-        offset += dtype.itemsize * count
-    return verts, faces
-
-
 def _npz_landmarks(z) -> tuple[np.ndarray | None, int | None]:
+    # the keys are the documented NAME.npz input format (module docstring): they stay as they are
     lm = None
     if "landmarks3d" in z.files and z["landmarks3d"].ndim == 2 and z["landmarks3d"].shape[1] == 3:
         lm = z["landmarks3d"]
@@ -152,7 +55,10 @@ def _npz_landmarks(z) -> tuple[np.ndarray | None, int | None]:
 
 
 def read_mesh_file(directory: Path, stem: str) -> MeshFile:
-    """Read ``directory/stem.{npz,obj,ply}`` (first usable in that order)."""
+    """Read ``directory/stem.{npz,obj,ply}`` (first usable in that order; OBJ and PLY through
+    :func:`facerecon.io.read_obj` / :func:`facerecon.io.read_ply`)."""
+    from facerecon.io.mesh import read_obj, read_ply
+
     lm, nose, sidecar = None, None, directory / f"{stem}.npz"
     if sidecar.is_file():
         try:
@@ -162,14 +68,14 @@ def read_mesh_file(directory: Path, stem: str) -> MeshFile:
                     return MeshFile(z["vertices"], z["triangles"], lm, nose, sidecar)
         except (OSError, ValueError) as exc:
             raise EvaluationError(f"{sidecar.name}: unreadable npz ({exc})") from None
-    for suffix, reader in ((".obj", _read_obj), (".ply", _read_ply)):
+    for suffix, reader in ((".obj", read_obj), (".ply", read_ply)):
         path = directory / f"{stem}{suffix}"
         if path.is_file():
             try:
-                v, f = reader(path)
-            except (ValueError, IndexError, UnicodeDecodeError) as exc:
+                mesh = reader(path)
+            except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
                 raise EvaluationError(f"{path.name}: unreadable mesh ({exc})") from None
-            return MeshFile(v, f, lm, nose, path)
+            return MeshFile(mesh.vertices, mesh.triangles, lm, nose, path)
     raise EvaluationError(f"{stem}: no mesh (.npz with vertices, .obj or .ply) in {directory}")
 
 
@@ -256,7 +162,7 @@ def evaluate_dirs(
     pred_dir,
     gt_dir,
     out_json=None,
-    crop_mm: float = 95.0,
+    crop_mm: float = DEFAULT_CROP_MM,
     align: bool = True,
     *,
     error_maps: bool = True,
@@ -295,23 +201,14 @@ def evaluate_dirs(
             raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
     items: list[dict] = []
     for name in sorted(set(pred) | set(gt)):
-        if name not in gt:
-            items.append(
-                {
-                    "name": name,
-                    "status": "missing_gt",
-                    "error": f"no ground truth {name}.* in {gt_dir}",
-                }
+        if name not in gt or name not in pred:
+            status, what, folder = (
+                ("missing_gt", "ground truth", gt_dir)
+                if name not in gt
+                else ("missing_prediction", "prediction", pred_dir)
             )
-            continue
-        if name not in pred:
-            items.append(
-                {
-                    "name": name,
-                    "status": "missing_prediction",
-                    "error": f"no prediction {name}.* in {pred_dir}",
-                }
-            )
+            error = f"no {what} {name}.* in {folder}"
+            items.append({"name": name, "status": status, "error": error})
             continue
         try:
             p, g = read_mesh_file(pred_dir, name), read_mesh_file(gt_dir, name)
@@ -320,8 +217,8 @@ def evaluate_dirs(
                 p.triangles,
                 g.vertices,
                 g.triangles,
-                gt_landmarks68=g.landmarks,
-                pred_landmarks68=p.landmarks,
+                gt_landmarks=g.landmarks,
+                pred_landmarks=p.landmarks,
                 nose_index=g.nose_index,
                 crop_mm=crop_mm,
                 align=align,
@@ -371,12 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="facerecon evaluate",
         description="Accuracy of predicted meshes against ground-truth meshes (paper protocol: "
-        "95 mm nose crop, ICP with scale, point-to-plane RMSE in mm).",
+        f"{DEFAULT_CROP_MM:g} mm nose crop, ICP with scale, point-to-plane RMSE in mm).",
     )
     p.add_argument("--pred", type=Path, required=True, help="folder of predicted meshes")
     p.add_argument("--gt", type=Path, required=True, help="folder of ground-truth meshes")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON output")
-    p.add_argument("--crop-mm", type=float, default=95.0, help="GT crop radius around the nose")
+    p.add_argument(
+        "--crop-mm", type=float, default=DEFAULT_CROP_MM, help="GT crop radius around the nose"
+    )
     p.add_argument("--no-align", dest="align", action="store_false", help="skip ICP alignment")
     p.add_argument(
         "--no-error-maps",

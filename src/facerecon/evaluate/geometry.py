@@ -1,7 +1,8 @@
-"""Triangle-mesh geometry for evaluation: normals and exact closest points on a surface.
+"""Triangle-mesh geometry for evaluation: exact closest points on a surface.
 
 All functions are pure numpy on single (unbatched) meshes: ``vertices (N, 3)`` float,
-``triangles (F, 3)`` int. Distances are in the units of the inputs (millimetres here).
+``triangles (F, 3)`` int. Distances are in the units of the inputs (millimetres here). Normals
+come from :mod:`facerecon.geometry` (the one numpy normals rule).
 """
 
 from __future__ import annotations
@@ -12,23 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from facerecon.geometry import face_normals, vertex_normals
+
 _EPS = 1e-12
-
-
-def face_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Unnormalised face normals ``(F, 3)``; their length is twice the triangle area."""
-    v = vertices[triangles]
-    return np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
-
-
-def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals ``(N, 3)``; isolated vertices get ``(0, 0, 0)``."""
-    fn = face_normals(vertices, triangles)
-    out = np.zeros_like(vertices, dtype=np.float64)
-    for k in range(3):
-        np.add.at(out, triangles[:, k], fn)
-    norm = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.where(norm > _EPS, out / np.maximum(norm, _EPS), 0.0)
 
 
 def _closest_on_segments(

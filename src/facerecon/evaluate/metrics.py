@@ -54,6 +54,9 @@ from facerecon.labels import FIVE_POINT_GROUPS
 
 REGIONS = ("eyes", "nose", "mouth", "forehead", "cheeks", "other")
 
+DEFAULT_CROP_MM = 95.0
+"""GT crop radius (mm) around the nose tip of the paper's protocol (step 1 above)."""
+
 # Error colour map: (error / vmax, RGB) control points, blue -> cyan -> green -> yellow -> red.
 _RAMP = (
     (0.0, (0.0, 0.0, 1.0)),
@@ -252,10 +255,10 @@ def evaluate_mesh(
     pred_triangles,
     gt_vertices,
     gt_triangles,
-    gt_landmarks68=None,
-    pred_landmarks68=None,
+    gt_landmarks=None,
+    pred_landmarks=None,
     nose_index: int | None = None,
-    crop_mm: float = 95.0,
+    crop_mm: float = DEFAULT_CROP_MM,
     *,
     align: bool = True,
     icp_stages: list[ICPConfig] | None = None,
@@ -272,8 +275,8 @@ def evaluate_mesh(
     if gt_triangles is None:  # a point-cloud scan: only its vertices are used
         gt_triangles = np.zeros((1, 3), np.int64)
     gv, _ = _mesh("ground-truth", gt_vertices, gt_triangles)
-    gt_lm = landmark_points("ground-truth", gt_landmarks68, gv)
-    pred_lm = landmark_points("prediction", pred_landmarks68, pv)
+    gt_lm = landmark_points("ground-truth", gt_landmarks, gv)
+    pred_lm = landmark_points("prediction", pred_landmarks, pv)
     nose = _nose_tip(gv, gt_lm, nose_index)
     idx = crop_indices(gv, nose, crop_mm)
     if len(idx) < 3:
@@ -302,7 +305,7 @@ def evaluate_mesh(
     per_region: dict[str, float] = {}
     counts: dict[str, int] = {}
     labels = np.full(len(q), -1)
-    gt_lm68 = landmark_points("ground-truth", gt_landmarks68, gv)
+    gt_lm68 = landmark_points("ground-truth", gt_landmarks, gv)
     if gt_lm68 is not None and len(gt_lm68) == 68:
         labels = region_labels(q, gt_lm68)
         for k, name in enumerate(REGIONS):

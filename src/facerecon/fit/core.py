@@ -317,19 +317,15 @@ def _front_pixels(model: MorphableModel, face_idx: torch.Tensor) -> torch.Tensor
 
 
 def fit_hybrid(
-    model: MorphableModel,
     params: Params,
-    target: FitTarget,
-    camera: CameraConfig,
+    terms_of: Callable[[Params, StageConfig], dict[str, torch.Tensor]],
     stage: StageConfig,
     cfg: FitConfig,
     history: list[dict[str, float]],
     name: str,
-    facerec: Embedder | None = None,
-    target_embedding: torch.Tensor | None = None,
-    table: torch.Tensor | None = None,
 ) -> None:
-    """One coarse-to-fine stage of the full hybrid loss over every parameter."""
+    """One coarse-to-fine stage of the full hybrid loss over every parameter: ``stage.iters``
+    steps on ``terms_of(params, stage)`` (:func:`hybrid_terms` of the fit); logs as ``name``."""
     names = ("angles", "trans", "id_coeff", "exp_coeff", "tex_coeff", "gamma")
     opt = _optimizer(params, cfg, names)
     base = [g["lr"] for g in opt.param_groups]
@@ -337,10 +333,7 @@ def fit_hybrid(
     for step in range(stage.iters):
         _cosine_lr(opt, base, step, stage.iters, cfg.lr_decay)
         opt.zero_grad(set_to_none=True)
-        terms = hybrid_terms(
-            model, params, target, camera, stage, cfg, facerec, target_embedding, table
-        )
-        total, parts = hybrid_loss(terms, cfg.loss)
+        total, parts = hybrid_loss(terms_of(params, stage), cfg.loss)
         total.backward()
         opt.step()
     if total is not None:
@@ -395,19 +388,11 @@ def fit(
     if facerec is not None and (cfg.coarse.perceptual or cfg.fine.perceptual):
         with torch.no_grad():
             target_embedding = facerec(target.image, target.lm68)
+
+    def terms_of(p: Params, stage: StageConfig) -> dict[str, torch.Tensor]:
+        return hybrid_terms(model, p, target, camera, stage, cfg, facerec, target_embedding, table)
+
     for name, stage in (("coarse", cfg.coarse), ("fine", cfg.fine)):
         if stage.iters:
-            fit_hybrid(
-                model,
-                params,
-                target,
-                camera,
-                stage,
-                cfg,
-                history,
-                name,
-                facerec,
-                target_embedding,
-                table,
-            )
+            fit_hybrid(params, terms_of, stage, cfg, history, name)
     return FitResult(params.as_vector(model), history, time.perf_counter() - start)

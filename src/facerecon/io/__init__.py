@@ -1,8 +1,10 @@
 """facerecon.io: mesh exports, result files, overlays and the HTML report.
 
 Meshes are millimetres in OBJ/PLY and metres in GLB (glTF's unit); see :mod:`.mesh`.
+``vertex_normals`` is :func:`facerecon.geometry.vertex_normals` (what the GLB writer uses).
 """
 
+from facerecon.geometry import vertex_normals
 from facerecon.io.mesh import (
     MeshData,
     bake_vertex_colors_to_texture,
@@ -11,13 +13,13 @@ from facerecon.io.mesh import (
     read_glb,
     read_obj,
     read_ply,
-    vertex_normals,
     write_glb,
     write_obj,
     write_ply,
 )
 from facerecon.io.overlay import draw_landmarks, overlay_image, save_png, warp_to_original
 from facerecon.io.paths import ensure_writable
+from facerecon.io.pts import read_pts
 from facerecon.io.report import ReportEntry, report_conflicts, write_report
 from facerecon.io.results import (
     load_coefficients,
@@ -40,6 +42,7 @@ __all__ = [
     "read_landmarks_json",
     "read_obj",
     "read_ply",
+    "read_pts",
     "report_conflicts",
     "save_coefficients",
     "save_png",

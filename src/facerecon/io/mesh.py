@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from facerecon.geometry import vertex_normals
 from facerecon.io._convert import as_numpy, check_shape
 from facerecon.io.paths import ensure_writable
 
@@ -77,28 +78,12 @@ def _mesh_arrays(
     return v, f, c
 
 
-# ----------------------------------------------------------------------------- normals
-
-
-def vertex_normals(vertices: Any, triangles: Any) -> np.ndarray:
-    """Area-weighted unit vertex normals ``(N, 3)`` for counter-clockwise triangles ``(F, 3)``.
-
-    Vertices used by no triangle get ``(0, 0, 1)``.
-    """
-    v, f, _ = _mesh_arrays(vertices, triangles)
-    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    face_n = np.cross(b - a, c - a)  # length = 2 * area
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], face_n)
-    length = np.linalg.norm(n, axis=1, keepdims=True)
-    out = np.tile(np.array([0.0, 0.0, 1.0]), (len(v), 1))
-    ok = length[:, 0] > 0
-    out[ok] = n[ok] / length[ok]
-    return out
-
-
 # ----------------------------------------------------------------------------- UV + texture
+
+
+def _to_uchar(colors: np.ndarray) -> np.ndarray:
+    """Colours (or an image) in 0..1 -> uint8 0..255 (clipped, rounded)."""
+    return np.round(np.clip(colors, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def cylindrical_uv(
@@ -205,7 +190,7 @@ def bake_vertex_colors_to_texture(
     image, covered = _dilate(image, covered, dilate)
     if covered.any():
         image[~covered] = image[covered].mean(axis=0)
-    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return _to_uchar(image)
 
 
 # ----------------------------------------------------------------------------- OBJ
@@ -245,7 +230,7 @@ def write_obj(
         ensure_writable(png_path, overwrite)
         tex = as_numpy(texture)
         if tex.dtype != np.uint8:
-            tex = np.round(np.clip(tex, 0.0, 1.0) * 255.0).astype(np.uint8)
+            tex = _to_uchar(tex)
         Image.fromarray(tex).save(png_path)
         mtl_path.write_text(
             "# facerecon material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
@@ -271,50 +256,50 @@ def write_obj(
 
 
 def read_obj(path: str | os.PathLike) -> MeshData:
-    """Read the subset of OBJ that :func:`write_obj` writes (``v``, ``vt``, ``f``, ``mtllib``).
+    """Read the geometry of an OBJ file (``v``, ``vt``, ``f``, ``mtllib``; the rest is ignored).
 
-    Polygons are fan-triangulated; ``vt`` is returned per vertex when faces use ``v/vt`` with
-    equal indices (as written here).
+    ``v x y z [r g b]`` lines give vertices (and colours when every vertex line has them);
+    polygons are fan-triangulated, negative (relative) indices resolved; ``vt`` is returned per
+    vertex when there is one per vertex (faces using ``v/vt`` with equal indices, as
+    :func:`write_obj` writes them). Undecodable bytes (e.g. in comments) are replaced.
     """
     path = Path(path)
-    verts: list[list[float]] = []
+    xyz: list[list[float]] = []
+    rgb: list[list[float]] = []
     uvs: list[list[float]] = []
     faces: list[list[int]] = []
     mtllib = None
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         parts = line.split()
         if not parts:
             continue
         if parts[0] == "v":
-            verts.append([float(x) for x in parts[1:7]])
+            xyz.append([float(x) for x in parts[1:4]])
+            rgb.append([float(x) for x in parts[4:7]])
         elif parts[0] == "vt":
             uvs.append([float(x) for x in parts[1:3]])
         elif parts[0] == "f":
             ids = [int(p.split("/")[0]) for p in parts[1:]]
-            ids = [i - 1 if i > 0 else len(verts) + i for i in ids]
+            ids = [i - 1 if i > 0 else len(xyz) + i for i in ids]
             faces.extend([ids[0], ids[j], ids[j + 1]] for j in range(1, len(ids) - 1))
         elif parts[0] == "mtllib":
             mtllib = path.parent / " ".join(parts[1:])
-    arr = np.array(verts, np.float64).reshape(-1, len(verts[0]) if verts else 3)
     texture_path = None
     if mtllib is not None and mtllib.exists():
-        for line in mtllib.read_text().splitlines():
+        for line in mtllib.read_text(errors="replace").splitlines():
             if line.startswith("map_Kd"):
                 texture_path = mtllib.parent / line.split(maxsplit=1)[1].strip()
+    has_rgb = bool(rgb) and all(len(c) == 3 for c in rgb)
     return MeshData(
-        vertices=arr[:, :3],
+        vertices=np.array(xyz, np.float64).reshape(-1, 3),
         triangles=np.array(faces, np.int64).reshape(-1, 3),
-        colors=arr[:, 3:6] if arr.shape[1] >= 6 else None,
-        uv=np.array(uvs, np.float64) if len(uvs) == len(verts) and uvs else None,
+        colors=np.array(rgb, np.float64) if has_rgb else None,
+        uv=np.array(uvs, np.float64) if len(uvs) == len(xyz) and uvs else None,
         texture_path=texture_path,
     )
 
 
 # ----------------------------------------------------------------------------- PLY
-
-
-def _to_uchar(colors: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(colors, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def write_ply(
@@ -353,48 +338,105 @@ def write_ply(
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "<i2", "int16": "<i2", "ushort": "<u2", "uint16": "<u2",
-    "int": "<i4", "int32": "<i4", "uint": "<u4", "uint32": "<u4",
-    "float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8",
+    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }  # fmt: skip
+_PLY_ORDER = {"binary_little_endian": "<", "binary_big_endian": ">"}
 
 
 def read_ply(path: str | os.PathLike) -> MeshData:
-    """Read a binary little-endian PLY with triangle faces (as written by :func:`write_ply`)."""
-    data = Path(path).read_bytes()
-    end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode("ascii").splitlines()
-    if "format binary_little_endian 1.0" not in header:
-        raise ValueError(f"{path}: only binary_little_endian PLY is supported")
-    elements: list[tuple[str, int, list[tuple[str, ...]]]] = []
+    """Read a PLY mesh: ASCII or binary (either byte order).
+
+    Vertices from the ``x, y, z`` properties (float64), colours from ``red, green, blue``
+    (divided by 255) when present; ``face`` lists are fan-triangulated (binary files: triangles
+    only). Raises ``ValueError`` for files it cannot read.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    end = data.find(b"end_header")
+    if not data.startswith(b"ply") or end < 0:
+        raise ValueError(f"{path}: not a PLY file")
+    body = data.index(b"\n", end) + 1
+    header = data[:end].decode("ascii", "replace").splitlines()
+    fmt = next((ln.split()[1] for ln in header if ln.startswith("format")), "")
+    elements: list[tuple[str, int, list[list[str]]]] = []
     for line in header:
         parts = line.split()
-        if parts[0] == "element":
+        if parts and parts[0] == "element":
             elements.append((parts[1], int(parts[2]), []))
-        elif parts[0] == "property":
-            elements[-1][2].append(tuple(parts[1:]))
-    offset = end
-    out: dict[str, np.ndarray] = {}
+        elif parts and parts[0] == "property" and elements:
+            elements[-1][2].append(parts[1:])
+    if fmt == "ascii":
+        columns, faces = _ply_ascii(data[body:], elements)
+    elif fmt in _PLY_ORDER:
+        columns, faces = _ply_binary(data, body, elements, _PLY_ORDER[fmt], path)
+    else:
+        raise ValueError(f"{path}: unsupported PLY format {fmt!r}")
+    xyz = np.zeros((0, 3))
+    colors = None
+    if columns:
+        xyz = np.stack([columns[c] for c in ("x", "y", "z")], axis=1).astype(np.float64)
+        if "red" in columns:
+            colors = np.stack([columns[c] for c in ("red", "green", "blue")], axis=1) / 255.0
+    return MeshData(vertices=xyz, triangles=faces, colors=colors)
+
+
+def _ply_ascii(
+    body: bytes, elements: list[tuple[str, int, list[list[str]]]]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Vertex columns by property name and ``(F, 3)`` fan-triangulated faces of an ASCII body."""
+    tokens = body.split()
+    pos = 0
+    columns: dict[str, np.ndarray] = {}
+    faces = np.zeros((0, 3), np.int64)
     for name, count, props in elements:
         if props and props[0][0] == "list":
-            _, ctype, itype, pname = props[0]
-            dtype = np.dtype([("n", _PLY_TYPES[ctype]), (pname, _PLY_TYPES[itype], (3,))])
+            rows = []
+            for _ in range(count):
+                n = int(tokens[pos])
+                ids = [int(x) for x in tokens[pos + 1 : pos + 1 + n]]
+                pos += 1 + n
+                rows.extend([ids[0], ids[j], ids[j + 1]] for j in range(1, n - 1))
+            if name == "face":
+                faces = np.array(rows, np.int64).reshape(-1, 3)
         else:
-            dtype = np.dtype([(p[1], _PLY_TYPES[p[0]]) for p in props])
-        out[name] = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+            k = len(props)
+            arr = np.array(tokens[pos : pos + k * count], np.float64).reshape(count, k)
+            pos += k * count
+            if name == "vertex":
+                columns = {p[-1]: arr[:, j] for j, p in enumerate(props)}
+    return columns, faces
+
+
+def _ply_binary(
+    data: bytes,
+    offset: int,
+    elements: list[tuple[str, int, list[list[str]]]],
+    order: str,
+    path: Path,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Vertex columns by property name and ``(F, 3)`` triangles of a binary body."""
+    columns: dict[str, np.ndarray] = {}
+    faces = np.zeros((0, 3), np.int64)
+    for name, count, props in elements:
+        if props and props[0][0] == "list":
+            _, ctype, itype, _ = props[0]
+            dtype = np.dtype(
+                [("n", order + _PLY_TYPES[ctype]), ("i", order + _PLY_TYPES[itype], 3)]
+            )
+            arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+            if np.any(arr["n"] != 3):
+                raise ValueError(f"{path}: binary PLY faces must be triangles")
+            if name == "face":
+                faces = arr["i"].astype(np.int64)
+        else:
+            dtype = np.dtype([(p[1], order + _PLY_TYPES[p[0]]) for p in props])
+            arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+            if name == "vertex":
+                columns = {p[1]: arr[p[1]] for p in props}
         offset += dtype.itemsize * count
-    vert = out["vertex"]
-    xyz = np.stack([vert["x"], vert["y"], vert["z"]], axis=1).astype(np.float64)
-    colors = None
-    if "red" in vert.dtype.names:
-        colors = np.stack([vert["red"], vert["green"], vert["blue"]], axis=1) / 255.0
-    face = out.get("face")
-    tris = np.zeros((0, 3), np.int64)
-    if face is not None:
-        if np.any(face["n"] != 3):
-            raise ValueError(f"{path}: only triangle faces are supported")
-        tris = face[face.dtype.names[1]].astype(np.int64)
-    return MeshData(vertices=xyz, triangles=tris, colors=colors)
+    return columns, faces
 
 
 # ----------------------------------------------------------------------------- GLB

@@ -74,29 +74,31 @@ def _rounded(points: np.ndarray, decimals: int = 3) -> list[Any]:
 
 def write_landmarks_json(
     path: str | os.PathLike,
-    landmarks68: Any,
-    landmarks3d: Any = None,
+    lm68: Any,
+    lm68_3d: Any = None,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write 68 landmarks ``(68, 2)`` in original-photo pixels (and optional 3D points) as JSON.
+    """Write 68 landmarks ``lm68 (68, 2)`` in original-photo pixels (and optional 3D points
+    ``lm68_3d (K, 3)``) as JSON.
 
     Pixel convention is OpenCV's: x = column, y = row, pixel centres at integers.
-    ``landmarks3d (K, 3)`` and the entries of ``extra`` are stored as given (JSON types).
+    ``lm68_3d`` and the entries of ``extra`` are stored as given (JSON types). The JSON keys
+    ``landmarks68`` / ``landmarks3d`` are the file format and stay as they are.
     """
-    lm = as_numpy(landmarks68, np.float64)
-    check_shape("landmarks68", lm, 2, 2)
+    lm = as_numpy(lm68, np.float64)
+    check_shape("lm68", lm, 2, 2)
     if lm.shape[0] != 68:
-        raise ValueError(f"landmarks68 must have shape (68, 2), got {lm.shape}")
+        raise ValueError(f"lm68 must have shape (68, 2), got {lm.shape}")
     doc: dict[str, Any] = {
         "format": LANDMARKS_FORMAT,
         "version": 1,
         "coordinates": "original-photo pixels; x=column, y=row, pixel centres at integers",
         "landmarks68": _rounded(lm),
     }
-    if landmarks3d is not None:
-        lm3 = as_numpy(landmarks3d, np.float64)
-        check_shape("landmarks3d", lm3, 2, 3)
+    if lm68_3d is not None:
+        lm3 = as_numpy(lm68_3d, np.float64)
+        check_shape("lm68_3d", lm3, 2, 3)
         doc["landmarks3d"] = _rounded(lm3, 5)
     for key, value in (extra or {}).items():
         if key in doc:

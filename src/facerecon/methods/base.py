@@ -97,10 +97,10 @@ class MethodSpec:
 
 def crops_target(faces: Sequence[Any], like: torch.Tensor) -> FitTarget:
     """Aligned faces (:class:`facerecon.detect.AlignedFace`: ``image (S, S, 3)`` uint8,
-    ``landmarks68 (68, 2)`` crop pixels) as a :class:`FitTarget`: ``image (B, 3, S, S)`` in
+    ``lm68 (68, 2)`` crop pixels) as a :class:`FitTarget`: ``image (B, 3, S, S)`` in
     0..1 and ``lm68 (B, 68, 2)``, on the device and dtype of ``like``."""
     image = torch.from_numpy(np.stack([f.image for f in faces])).to(like.device, like.dtype)
-    lm = torch.from_numpy(np.stack([f.landmarks68 for f in faces])).to(like.device, like.dtype)
+    lm = torch.from_numpy(np.stack([f.lm68 for f in faces])).to(like.device, like.dtype)
     return FitTarget((image / 255.0).permute(0, 3, 1, 2).contiguous(), lm)
 
 

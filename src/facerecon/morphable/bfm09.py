@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from facerecon.errors import ModelFileError
-from facerecon.morphable.mesh import vertex_normals
+from facerecon.geometry import vertex_normals
 from facerecon.morphable.model import save_npz
 from facerecon.morphable.regions import vertex_regions
 

@@ -28,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from facerecon.cache import cache_dir
 from facerecon.errors import ModelFileError
+from facerecon.geometry import vertex_normals
 from facerecon.morphable.albedo import procedural_albedo
-from facerecon.morphable.mesh import remove_unreferenced, vertex_normals
+from facerecon.morphable.mesh import remove_unreferenced
 from facerecon.morphable.model import save_npz
 from facerecon.morphable.regions import vertex_regions
 
@@ -169,8 +171,6 @@ def import_ict(source: str | os.PathLike, out_path: str | os.PathLike, narrow: b
 
 def ict_cached_path(source: str | os.PathLike | None, narrow: bool = True) -> Path:
     """Path of the converted model for ``source`` (or ``$FACERECON_ICT_PATH``), built if needed."""
-    from facerecon.morphable import cache_dir
-
     if source is None:
         env = os.environ.get(ENV)
         if not env:

@@ -94,21 +94,6 @@ def edge_lengths(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return np.linalg.norm(p - np.roll(p, -1, axis=1), axis=2)
 
 
-def triangle_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Unnormalised right-hand normals ``(F, 3)`` (length = 2 x area)."""
-    p = points[triangles]
-    return np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-
-
-def vertex_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals ``(N, 3)``."""
-    fn = triangle_normals(points, triangles)
-    vn = np.zeros_like(points, dtype=np.float64)
-    for i in range(3):
-        np.add.at(vn, triangles[:, i], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
-
-
 def undirected_edges(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unique undirected edges ``(E, 2)`` and how many triangles use each ``(E,)``."""
     e = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from facerecon.errors import ModelFileError
+from facerecon.fileio import atomic_savez
 from facerecon.labels import Region
 from facerecon.morphable.layout import CoeffLayout
 
@@ -211,24 +211,14 @@ class MorphableModel(torch.nn.Module):
 def save_npz(
     path: str | os.PathLike, name: str, arrays: dict[str, np.ndarray], meta: dict | None = None
 ) -> Path:
-    """Write a model .npz atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a model .npz atomically (:func:`facerecon.fileio.atomic_savez`)."""
     missing = [k for k in ARRAY_KEYS if k not in arrays]
     if missing:
         raise ValueError(f"missing arrays: {missing}")
     info = {"format": FORMAT, "name": name, **(meta or {})}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(info)), **{k: arrays[k] for k in ARRAY_KEYS})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_savez(
+        path, {"meta": np.array(json.dumps(info)), **{k: arrays[k] for k in ARRAY_KEYS}}
+    )
 
 
 def load_npz(

@@ -24,9 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from facerecon.errors import ModelFileError
 from facerecon.nets.rnet import RNet
-from facerecon.nets.weights_file import atomic_save, read_weights_file, weights_payload
+from facerecon.nets.weights_file import load_weights, read_weights_file, save_weights, unwrap
 
 __all__ = [
     "CNet",
@@ -110,9 +109,7 @@ class CNet(nn.Module):
     @classmethod
     def for_rnet(cls, rnet: nn.Module, n_id: int | None = None, **kwargs: Any) -> CNet:
         """A C-Net sized for ``rnet``'s features (``n_id`` defaults to its identity size)."""
-        net = getattr(rnet, "module", rnet)
-        if not isinstance(net, RNet):
-            raise TypeError(f"expected an RNet, got {type(net).__name__}")
+        net = unwrap(rnet, RNet)
         p = next(net.parameters())
         with torch.no_grad():
             probe = torch.zeros(1, 3, 64, 64, device=p.device, dtype=p.dtype)
@@ -146,30 +143,19 @@ class CNet(nn.Module):
         return f"n_id={c.n_id}, shallow={c.shallow_channels}, pooled={c.pooled_channels}"
 
 
-def _unwrap(net: nn.Module) -> CNet:
-    net = getattr(net, "module", net)  # DistributedDataParallel
-    if not isinstance(net, CNet):
-        raise TypeError(f"expected a CNet, got {type(net).__name__}")
-    return net
-
-
-def _payload(net: CNet, dtype: torch.dtype | None, meta: dict[str, Any] | None) -> dict:
-    return weights_payload(net, FILE_FORMAT, dtype, meta)
-
-
 def save_cnet(
     net: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | None = None
 ) -> Path:
     """Save weights (as held) with the :class:`CNetConfig` and optional ``meta`` (the trainer
     stores the R-Net configuration it was trained on under ``meta["rnet_config"]``)."""
-    return atomic_save(_payload(_unwrap(net), None, meta), path)
+    return save_weights(net, CNet, path, FILE_FORMAT, None, meta)
 
 
 def export_cnet_weights(
     net: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | None = None
 ) -> Path:
     """Save a float16 copy for distribution; :func:`load_cnet` upcasts it."""
-    return atomic_save(_payload(_unwrap(net), torch.float16, meta), path)
+    return save_weights(net, CNet, path, FILE_FORMAT, torch.float16, meta)
 
 
 def read_cnet_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -184,16 +170,14 @@ def load_cnet(
 ) -> CNet:
     """Rebuild a :class:`CNet` from :func:`save_cnet` / :func:`export_cnet_weights` output
     (half-precision files are upcast to ``dtype``); returned in eval mode."""
-    payload = read_cnet_file(path)
-    net = CNet.from_config(CNetConfig.from_dict(payload["config"]))
-    state = {
-        k: v.to(dtype) if v.is_floating_point() else v for k, v in payload["state_dict"].items()
-    }
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(f"C-Net weights in {path} do not match their config") from exc
-    return net.to(device=device, dtype=dtype).eval()
+    return load_weights(
+        path,
+        FILE_FORMAT,
+        "C-Net",
+        lambda c: CNet.from_config(CNetConfig.from_dict(c)),
+        device,
+        dtype,
+    )
 
 
 def rnet_outputs(rnet: nn.Module, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -202,9 +186,7 @@ def rnet_outputs(rnet: nn.Module, images: Tensor) -> tuple[Tensor, dict[str, Ten
     ``images (B, 3, H, W)`` -> ``coeffs (B, layout.size)``, ``{"shallow", "pooled"}``; the
     coefficients equal ``rnet(images)``.
     """
-    net = getattr(rnet, "module", rnet)
-    if not isinstance(net, RNet):
-        raise TypeError(f"expected an RNet, got {type(net).__name__}")
+    net = unwrap(rnet, RNet)
     feats = net.features(images)
     return net.head(feats["pooled"]), feats
 
@@ -224,7 +206,7 @@ def predict_set(
         ``coeffs (M, layout.size)`` and ``conf (M, n_id)`` on the images' device. Aggregate
         with ``facerecon.aggregate.aggregate_set(coeffs, conf, rnet.layout, strategy)``.
     """
-    r, c = getattr(rnet, "module", rnet), _unwrap(cnet)
+    r, c = getattr(rnet, "module", rnet), unwrap(cnet, CNet)
     modes = (r.training, c.training)
     r.eval()
     c.eval()

@@ -18,6 +18,7 @@ Typical use (perceptual loss)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -42,6 +43,7 @@ from facerecon.nets.dlib_format import (
     TagSpec,
     read_dlib_net,
 )
+from facerecon.nets.weights_file import atomic_save
 
 __all__ = [
     "CHIP_LANDMARKS",
@@ -495,13 +497,8 @@ def load_facerec(
         arch, state = convert_dlib_net(read_dlib_net(p))
         payload = {"format": _CACHE_FORMAT, "arch": arch, "state_dict": state}
         if cache:
-            try:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(f".tmp{os.getpid()}")
-                torch.save(payload, tmp)
-                os.replace(tmp, cached)
-            except OSError:
-                pass  # read-only cache: just convert every time
+            with contextlib.suppress(OSError):  # read-only cache: just convert every time
+                atomic_save(payload, cached)
     net = DlibFaceNet(payload["arch"])
     net.load_state_dict(payload["state_dict"])
     net.requires_grad_(False).eval()

@@ -32,7 +32,7 @@ from facerecon.nets.backbones import (
     mobilenet_v2,
     resnet50,
 )
-from facerecon.nets.weights_file import atomic_save, read_weights_file, weights_payload
+from facerecon.nets.weights_file import load_weights, read_weights_file, save_weights, unwrap
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -179,22 +179,11 @@ class RNet(nn.Module):
         )
 
 
-def _unwrap(net: nn.Module) -> RNet:
-    net = getattr(net, "module", net)  # DistributedDataParallel
-    if not isinstance(net, RNet):
-        raise TypeError(f"expected an RNet, got {type(net).__name__}")
-    return net
-
-
-def _payload(net: RNet, dtype: torch.dtype | None, meta: dict[str, Any] | None) -> dict:
-    return weights_payload(net, FILE_FORMAT, dtype, meta)
-
-
 def save_rnet(
     net: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | None = None
 ) -> Path:
     """Save weights (float32 as held) with the :class:`RNetConfig` (and optional ``meta``)."""
-    return atomic_save(_payload(_unwrap(net), None, meta), path)
+    return save_weights(net, RNet, path, FILE_FORMAT, None, meta)
 
 
 def export_weights(
@@ -205,7 +194,7 @@ def export_weights(
     Floating tensors are stored as float16 (BatchNorm counters stay int64); :func:`load_rnet`
     upcasts them.
     """
-    return atomic_save(_payload(_unwrap(net), torch.float16, meta), path)
+    return save_weights(net, RNet, path, FILE_FORMAT, torch.float16, meta)
 
 
 def read_rnet_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -222,16 +211,14 @@ def load_rnet(
 
     Half-precision files are upcast to ``dtype``. The net is returned in eval mode.
     """
-    payload = read_rnet_file(path)
-    net = RNet.from_config(RNetConfig.from_dict(payload["config"]))
-    state = {
-        k: v.to(dtype) if v.is_floating_point() else v for k, v in payload["state_dict"].items()
-    }
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(f"R-Net weights in {path} do not match their config") from exc
-    return net.to(device=device, dtype=dtype).eval()
+    return load_weights(
+        path,
+        FILE_FORMAT,
+        "R-Net",
+        lambda c: RNet.from_config(RNetConfig.from_dict(c)),
+        device,
+        dtype,
+    )
 
 
 def training_loss_config(path: str | os.PathLike[str]):
@@ -259,7 +246,7 @@ def predict_coeffs(net: nn.Module, images: Tensor, batch_size: int = 32) -> Tens
     Returns:
         ``(B, layout.size)`` on the images' device, in the net's dtype.
     """
-    rnet = _unwrap(net)
+    rnet = unwrap(net, RNet)
     was_training = rnet.training
     rnet.eval()
     p = next(rnet.parameters())

@@ -2,19 +2,34 @@
 
 A file is a ``torch.save``d dict ``{"format", "config", "state_dict", "meta"}``; the format tag
 names the network and version, ``config`` rebuilds it, ``meta`` records how it was trained.
+:func:`save_weights` and :func:`load_weights` are what ``save_rnet``/``load_rnet`` and
+``save_cnet``/``load_cnet`` do for their class.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from facerecon.errors import ModelFileError
+from facerecon.fileio import atomic_write
+
+NetT = TypeVar("NetT", bound=nn.Module)
+
+
+def unwrap(net: nn.Module, cls: type[NetT]) -> NetT:
+    """The network inside a ``DistributedDataParallel`` wrapper (or ``net`` itself); raises
+    ``TypeError`` unless it is a ``cls``."""
+    net = getattr(net, "module", net)
+    if not isinstance(net, cls):
+        raise TypeError(f"expected {cls.__name__}, got {type(net).__name__}")
+    return net
 
 
 def weights_payload(
@@ -36,13 +51,45 @@ def weights_payload(
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` through a temporary file, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    """``torch.save`` through a temporary file (:func:`facerecon.fileio.atomic_write`), so a
+    crash never leaves half a file."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_weights(
+    net: nn.Module,
+    cls: type[nn.Module],
+    path: str | os.PathLike[str],
+    file_format: str,
+    dtype: torch.dtype | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Save ``net`` (a ``cls``, possibly DDP-wrapped) as a ``file_format`` weights file:
+    floating tensors as held (``dtype=None``) or cast to ``dtype`` (float16 for distribution)."""
+    return atomic_save(weights_payload(unwrap(net, cls), file_format, dtype, meta), path)
+
+
+def load_weights(
+    path: str | os.PathLike[str],
+    file_format: str,
+    what: str,
+    build: Callable[[dict[str, Any]], NetT],
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> NetT:
+    """Rebuild a network from a weights file: ``build(payload["config"])``, then the state with
+    floating tensors cast to ``dtype`` (half-precision files are upcast), strictly; returned on
+    ``device`` in eval mode. One-line :class:`ModelFileError` naming ``what`` when unusable."""
+    payload = read_weights_file(path, file_format, what)
+    net = build(payload["config"])
+    state = {
+        k: v.to(dtype) if v.is_floating_point() else v for k, v in payload["state_dict"].items()
+    }
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{what} weights in {path} do not match their config") from exc
+    return net.to(device=device, dtype=dtype).eval()
 
 
 def read_weights_file(path: str | os.PathLike[str], file_format: str, what: str) -> dict[str, Any]:

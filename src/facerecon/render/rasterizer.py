@@ -126,7 +126,9 @@ def rasterize(
         if cull_backfaces:
             raise RenderBackendError("nvdiffrast backend does not cull back faces; use 'torch'")
         return _rasterize_nvdiffrast(uv, depth, triangles, H, W, near, far)
-    return _rasterize_torch(uv, depth, triangles, H, W, cull_backfaces, near, far)
+    triangles = triangles.to(device=uv.device, dtype=torch.int64)
+    face_flat = _visibility(uv, depth, triangles, H, W, cull_backfaces, near, far)
+    return _fragments(uv, depth, triangles, face_flat, H, W)
 
 
 @torch.no_grad()
@@ -231,19 +233,17 @@ def _scatter_candidates(
     zbuf.scatter_reduce_(0, b * (H * W) + py * W + px, key, reduce="amin", include_self=True)
 
 
-def _rasterize_torch(
+def _fragments(
     uv: torch.Tensor,
     depth: torch.Tensor,
     triangles: torch.Tensor,
+    face_flat: torch.Tensor,
     H: int,
     W: int,
-    cull_backfaces: bool,
-    near: float,
-    far: float,
 ) -> Fragments:
+    """Differentiable barycentrics and depth of the pixels :func:`_visibility` covered
+    (``face_flat (B * H * W,)``), as :class:`Fragments`."""
     B, N, _ = uv.shape
-    triangles = triangles.to(device=uv.device, dtype=torch.int64)
-    face_flat = _visibility(uv, depth, triangles, H, W, cull_backfaces, near, far)
     pix = (face_flat >= 0).nonzero().squeeze(1)  # (P,)
     f = face_flat.index_select(0, pix)
     b = torch.div(pix, H * W, rounding_mode="floor")

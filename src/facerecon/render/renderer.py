@@ -41,6 +41,33 @@ class RenderOutput:
     fragments: Fragments
 
 
+def _posed_fragments(
+    vertices_mm: torch.Tensor,
+    triangles: torch.Tensor,
+    angles: torch.Tensor,
+    trans: torch.Tensor,
+    camera: CameraConfig,
+    cull_backfaces: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Fragments]:
+    """Pose, project and rasterize in ``camera``: ``scene (B, N, 3)``, ``uv (B, N, 2)``,
+    ``triangles (F, 3)`` int64 on the vertices' device and the :class:`Fragments`."""
+    scene = transform(vertices_mm, angles, trans, camera)
+    uv, depth = project(scene, camera)
+    triangles = triangles.to(device=vertices_mm.device, dtype=torch.int64)
+    frags = rasterize(
+        uv,
+        depth,
+        triangles,
+        (camera.size, camera.size),
+        cull_backfaces=cull_backfaces,
+        near=camera.near,
+        far=camera.far,
+        backend=backend,
+    )
+    return scene, uv, triangles, frags
+
+
 def render(
     vertices_mm: torch.Tensor,
     albedo: torch.Tensor,
@@ -70,21 +97,11 @@ def render(
         :class:`RenderOutput`.
     """
     camera = camera or CameraConfig()
-    scene = transform(vertices_mm, angles, trans, camera)
-    uv, depth = project(scene, camera)
-    triangles = triangles.to(device=vertices_mm.device, dtype=torch.int64)
+    scene, uv, triangles, frags = _posed_fragments(
+        vertices_mm, triangles, angles, trans, camera, cull_backfaces, backend
+    )
     normals = vertex_normals(scene, triangles)
     colors = shade(albedo, normals, gamma)
-    frags = rasterize(
-        uv,
-        depth,
-        triangles,
-        (camera.size, camera.size),
-        cull_backfaces=cull_backfaces,
-        near=camera.near,
-        far=camera.far,
-        backend=backend,
-    )
     image = interpolate(colors, frags, triangles).permute(0, 3, 1, 2)
     return RenderOutput(
         image=image,
@@ -128,18 +145,8 @@ def render_attributes(
         attrs = attrs.unsqueeze(0).expand(B, *attrs.shape)
     if mode not in ("bary", "nearest"):
         raise ValueError(f"unknown mode {mode!r}")
-    scene = transform(vertices_mm, angles, trans, camera)
-    uv, depth = project(scene, camera)
-    triangles = triangles.to(device=vertices_mm.device, dtype=torch.int64)
-    frags = rasterize(
-        uv,
-        depth,
-        triangles,
-        (camera.size, camera.size),
-        cull_backfaces=cull_backfaces,
-        near=camera.near,
-        far=camera.far,
-        backend=backend,
+    _, _, triangles, frags = _posed_fragments(
+        vertices_mm, triangles, angles, trans, camera, cull_backfaces, backend
     )
     if mode == "nearest":
         onehot = torch.nn.functional.one_hot(frags.bary.detach().argmax(-1), 3)

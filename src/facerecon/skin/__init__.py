@@ -6,14 +6,13 @@ A naive-Bayes classifier with one Gaussian mixture for skin and one for non-skin
 
 from facerecon.skin.classifier import is_grayscale, skin_attention, skin_probability
 from facerecon.skin.model import SkinModel, load_skin_model
-from facerecon.skin.region import landmark_face_region, read_pts
+from facerecon.skin.region import landmark_face_region
 
 __all__ = [
     "SkinModel",
     "is_grayscale",
     "landmark_face_region",
     "load_skin_model",
-    "read_pts",
     "skin_attention",
     "skin_probability",
 ]

@@ -46,15 +46,7 @@ def rgb_to_features(rgb: np.ndarray, space: str) -> np.ndarray:
     Returns:
         ``(..., D)`` float64 features, D = ``COLOUR_SPACES[space]``.
     """
-    rgb = np.asarray(rgb, dtype=np.float64)
-    if space == "rgb":
-        return rgb
-    ycc = rgb @ YCBCR_MATRIX.T + YCBCR_OFFSET
-    if space == "ycbcr":
-        return ycc
-    if space == "cbcr":
-        return ycc[..., 1:]
-    raise ModelFileError(f"unknown skin colour space {space!r}")
+    return _features(np.asarray(rgb, dtype=np.float64), space, YCBCR_MATRIX, YCBCR_OFFSET)
 
 
 def rgb_to_features_torch(rgb: torch.Tensor, space: str) -> torch.Tensor:
@@ -63,7 +55,15 @@ def rgb_to_features_torch(rgb: torch.Tensor, space: str) -> torch.Tensor:
         return rgb
     m = torch.as_tensor(YCBCR_MATRIX, dtype=rgb.dtype, device=rgb.device)
     o = torch.as_tensor(YCBCR_OFFSET, dtype=rgb.dtype, device=rgb.device)
-    ycc = rgb @ m.T + o
+    return _features(rgb, space, m, o)
+
+
+def _features(rgb, space: str, matrix, offset):
+    """The features of ``space`` from ``rgb (..., 3)`` and the YCbCr ``matrix``/``offset`` as
+    arrays of the same library (numpy or torch)."""
+    if space == "rgb":
+        return rgb
+    ycc = rgb @ matrix.T + offset
     if space == "ycbcr":
         return ycc
     if space == "cbcr":

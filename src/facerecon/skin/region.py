@@ -43,20 +43,3 @@ def landmark_face_region(
     for part in _BROWS:
         cv2.polylines(mask, [pts[list(part)]], False, 0, thick, cv2.LINE_8, shift)
     return mask.astype(bool)
-
-
-def read_pts(text: str) -> np.ndarray:
-    """Parse a 300-W / iBUG ``.pts`` file body into ``(n, 2)`` float64 points.
-
-    Points are stored 1-based (MATLAB convention) in 300-W; this returns them unchanged: subtract
-    1 for 0-based pixel centres if the source uses that convention.
-    """
-    lines = [ln.strip() for ln in text.splitlines()]
-    try:
-        start, end = lines.index("{") + 1, lines.index("}")
-        pts = np.array([[float(v) for v in ln.split()] for ln in lines[start:end] if ln])
-    except ValueError:
-        raise ImageError("malformed .pts file (expected '{' ... '}' with x y rows)") from None
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ImageError(f"malformed .pts file: rows of {pts.shape[1:]} values")
-    return pts

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import math
 import os
 import pickle
@@ -50,6 +51,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from facerecon.errors import FaceReconError
+from facerecon.fileio import atomic_write
 from facerecon.nets.weights_file import atomic_save
 from facerecon.train.config import TrainConfig, save_config
 
@@ -333,12 +335,6 @@ def resume_path(cfg: TrainConfig) -> Path | None:
     return p
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 # ============================================================================ metrics
 class _MetricsCSV:
     """``metrics.csv`` writer (:data:`CSV_FIELDS`); on resume, drops rows after the resumed
@@ -503,7 +499,7 @@ def _train(cfg: TrainConfig, spec: NetSpec, rank: int, world: int, local_rank: i
                 p = spec.save_checkpoint(
                     ckpt_dir / f"step_{step:08d}.pt", net, opt, sched, step, cfg
                 )
-                _copy_atomic(p, last_ckpt)
+                atomic_write(last_ckpt, functools.partial(shutil.copyfile, p))
     finally:
         bar.close()
         if metrics is not None:
