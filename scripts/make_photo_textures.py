@@ -86,8 +86,8 @@ def make_texture(model, photo: np.ndarray, lm68: np.ndarray, uv, mirror, size: i
 
 def main() -> None:
     from facerecon.detect import load_image, make_detector
+    from facerecon.io import read_pts
     from facerecon.morphable import load_face_model
-    from facerecon.skin.region import read_pts
     from facerecon.texture import chart_uv, mirror_vertices
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -105,10 +105,10 @@ def main() -> None:
     for name, path, pts, k, licence in sources(args.shared):
         photo = load_image(path)
         if pts is not None:
-            lm = read_pts(pts.read_text()) - 1.0  # 300-W files are 1-based
+            lm = read_pts(pts)  # 0-based pixels
             how = "hand-placed landmarks"
         else:
-            lm = det.detect(photo, all_faces=True)[k].landmarks68
+            lm = det.detect(photo, all_faces=True)[k].lm68
             how = "dlib landmarks"
         tex, seen = make_texture(model, photo, lm, uv, mirror, args.size)
         grey = bool(np.abs(photo.astype(np.int16) - photo[..., :1]).max() < 8)

@@ -1,4 +1,5 @@
-"""Numpy geometry shared by every package: mesh normals, Euler rotations, pinhole projection.
+"""Numpy geometry shared by every package: mesh normals, Euler rotations, pinhole projection,
+similarity transforms and the closed-form Umeyama fit.
 
 Pure functions on single (unbatched) float64 arrays: ``vertices (N, 3)``, ``triangles (F, 3)``
 int. The batched, differentiable torch versions live in :mod:`facerecon.render`
@@ -18,10 +19,19 @@ int. The batched, differentiable torch versions live in :mod:`facerecon.render`
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NORMAL_EPS", "euler_matrix", "face_normals", "project_points", "vertex_normals"]
+__all__ = [
+    "NORMAL_EPS",
+    "Similarity",
+    "euler_matrix",
+    "face_normals",
+    "project_points",
+    "umeyama",
+    "vertex_normals",
+]
 
 NORMAL_EPS = 1e-12
 """Summed vertex-normal length at or below which a vertex counts as isolated."""
@@ -108,3 +118,71 @@ def project_points(
     p = np.asarray(points, dtype=np.float64)
     d = cam_dist - p[:, 2]
     return np.stack([center + focal * p[:, 0] / d, center - focal * p[:, 1] / d], axis=-1)
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """``p -> scale * p @ R.T + t``; scale > 0, R (3, 3) a rotation, t (3,)."""
+
+    scale: float
+    R: np.ndarray
+    t: np.ndarray
+
+    @classmethod
+    def identity(cls) -> Similarity:
+        return cls(1.0, np.eye(3), np.zeros(3))
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Transform ``points (..., 3)``."""
+        return self.scale * np.asarray(points, dtype=np.float64) @ self.R.T + self.t
+
+    def inverse(self) -> Similarity:
+        return Similarity(1.0 / self.scale, self.R.T, -(self.t @ self.R) / self.scale)
+
+    def compose(self, first: Similarity) -> Similarity:
+        """``self ∘ first``: apply ``first``, then ``self``."""
+        return Similarity(
+            self.scale * first.scale,
+            self.R @ first.R,
+            self.scale * first.t @ self.R.T + self.t,
+        )
+
+    def matrix(self) -> np.ndarray:
+        """4x4 matrix ``M`` acting on column vectors: ``[p', 1] = M @ [p, 1]``."""
+        m = np.eye(4)
+        m[:3, :3] = self.scale * self.R
+        m[:3, 3] = self.t
+        return m
+
+    def to_dict(self) -> dict:
+        return {"scale": float(self.scale), "R": self.R.tolist(), "t": self.t.tolist()}
+
+
+def umeyama(
+    src: np.ndarray, dst: np.ndarray, with_scale: bool = True, weights: np.ndarray | None = None
+) -> Similarity:
+    """Least-squares similarity ``T`` minimising ``sum w_i |T(src_i) - dst_i|^2`` (Umeyama 1991).
+
+    src, dst: ``(N, 3)`` corresponding points, N >= 3 not all collinear; weights ``(N,)`` >= 0.
+    With ``with_scale=False`` the scale is fixed at 1 (rigid).
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or len(src) < 3:
+        raise ValueError(f"umeyama needs two (N>=3, 3) arrays, got {src.shape} and {dst.shape}")
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    mu_s, mu_d = w @ src, w @ dst
+    xs, xd = src - mu_s, dst - mu_d
+    cov = (xd * w[:, None]).T @ xs  # (3, 3) = sum w_i xd_i xs_i^T
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[2] = -1.0
+    rot = u @ np.diag(d) @ vt
+    var_s = float(w @ np.sum(xs**2, axis=1))
+    if var_s <= 1e-18:
+        raise ValueError("umeyama: source points are all identical")
+    scale = float(sig @ d / var_s) if with_scale else 1.0
+    t = mu_d - scale * mu_s @ rot.T
+    return Similarity(scale, rot, t)

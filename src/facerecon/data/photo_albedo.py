@@ -20,23 +20,11 @@ import numpy as np
 import torch
 
 from facerecon.errors import FaceReconError
+from facerecon.geometry import umeyama
 
-__all__ = ["TEXTURE_DIR", "PhotoAlbedo", "model_chart_uv", "similarity_align"]
+__all__ = ["TEXTURE_DIR", "PhotoAlbedo", "model_chart_uv"]
 
 TEXTURE_DIR = Path(__file__).with_name("textures")
-
-
-def similarity_align(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares ``(s, R (3, 3), t (3,))`` with ``dst ~ s * src @ R.T + t`` (Umeyama) for
-    corresponding points ``(K, 3)``."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    d = np.sign(np.linalg.det(U @ Vt))
-    D = np.diag([1.0, 1.0, d])
-    R = U @ D @ Vt
-    s = float(np.trace(np.diag(S) @ D) / (a**2).sum(1).mean())
-    return s, R, mu_d - s * mu_s @ R.T
 
 
 @lru_cache(maxsize=4)
@@ -60,8 +48,8 @@ def model_chart_uv(mean_shape: np.ndarray, landmarks68: np.ndarray) -> np.ndarra
     if v.shape == ref.shape and np.allclose(v, ref, atol=1e-3):
         return ref_uv.copy()
     inner = np.arange(17, 68)  # the jaw contour points are defined differently per model
-    s, R, t = similarity_align(v[landmarks68[inner]], ref[ref_lm[inner]])
-    _, nearest = cKDTree(ref).query(s * v @ R.T + t)
+    sim = umeyama(v[landmarks68[inner]], ref[ref_lm[inner]])
+    _, nearest = cKDTree(ref).query(sim.apply(v))
     return ref_uv[nearest]
 
 

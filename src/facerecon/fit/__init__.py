@@ -8,19 +8,29 @@ from facerecon.fit.core import (
     fitted_landmarks,
     landmark_table,
     landmark_vertices,
-    project_landmarks,
     project_points,
+)
+from facerecon.fit.landmarks import (
+    LandmarkSpec,
+    landmark_spec,
+    project_landmarks,
+    spec_candidates,
+    spec_landmarks,
 )
 
 __all__ = [
     "FitConfig",
     "FitResult",
     "FitTarget",
+    "LandmarkSpec",
     "StageConfig",
     "fit",
     "fitted_landmarks",
+    "landmark_spec",
     "landmark_table",
     "landmark_vertices",
     "project_landmarks",
     "project_points",
+    "spec_candidates",
+    "spec_landmarks",
 ]

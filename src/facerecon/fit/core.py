@@ -12,6 +12,7 @@ result on a given device and thread count.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -21,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from facerecon.fit.config import FitConfig, StageConfig
-from facerecon.fit.contour import JAW, contour_candidates, select_contour
+from facerecon.fit.contour import contour_candidates
+from facerecon.fit.landmarks import LandmarkSpec, landmark_spec, project_landmarks, spec_candidates
 from facerecon.losses import (
     albedo_flatness_loss,
     coefficient_regularization,
@@ -35,6 +37,9 @@ from facerecon.morphable import MorphableModel
 from facerecon.render import CameraConfig, project, render, transform
 
 Embedder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: noise (224-crop pixels) of a landmark whose "sigma" weight is 1
+SIGMA_REF_PX = 2.0
 
 
 @dataclass
@@ -133,25 +138,6 @@ def landmark_table(model: MorphableModel, contour: bool = True) -> torch.Tensor:
     return contour_candidates(model.mean_shape, model.landmarks68)
 
 
-def project_landmarks(
-    candidates_mm: torch.Tensor,
-    angles: torch.Tensor,
-    trans: torch.Tensor,
-    camera: CameraConfig,
-) -> torch.Tensor:
-    """Project landmark candidates ``(B, 68, K, 3)`` mm and keep, for each jaw landmark, the one
-    on the silhouette (see :mod:`facerecon.fit.contour`): ``(B, 68, 2)`` pixels."""
-    B, L, K, _ = candidates_mm.shape
-    uv = project_points(candidates_mm.reshape(B, L * K, 3), angles, trans, camera)
-    uv = uv.reshape(B, L, K, 2)
-    if K == 1:
-        return uv[:, :, 0]
-    is_jaw = torch.zeros(L, dtype=torch.bool, device=uv.device)
-    is_jaw[list(JAW)] = True
-    choice = select_contour(uv, is_jaw)
-    return torch.gather(uv, 2, choice[:, :, None, None].expand(B, L, 1, 2))[:, :, 0]
-
-
 def fitted_landmarks(
     model: MorphableModel,
     vertices: torch.Tensor,
@@ -201,7 +187,7 @@ def fit_landmarks(
     camera: CameraConfig,
     cfg: FitConfig,
     history: list[dict[str, float]],
-    table: torch.Tensor,
+    spec: LandmarkSpec,
 ) -> None:
     """Stage 0: pose first, then pose + identity + expression, on the 68 landmarks."""
     weights = cfg.loss
@@ -216,14 +202,11 @@ def fit_landmarks(
         for step in range(iters):
             _cosine_lr(opt, base, step, iters, cfg.lr_decay)
             opt.zero_grad(set_to_none=True)
-            lm = project_landmarks(
-                landmark_vertices(model, params.ids(), params.exp_coeff, table),
-                params.angles,
-                params.trans,
-                camera,
-            )
+            shape_at = functools.partial(landmark_vertices, model, params.ids(), params.exp_coeff)
+            cand = spec_candidates(spec, shape_at)
+            lm = project_landmarks(cand, params.angles, params.trans, camera)
             terms = {
-                "landmark": landmark_loss(lm, target.lm68, valid=target.lm_valid),
+                "landmark": _landmark_term(lm, target, spec, cfg),
                 "coef": coefficient_regularization(
                     params.ids(),
                     params.exp_coeff,
@@ -237,6 +220,20 @@ def fit_landmarks(
             total.backward()
             opt.step()
         history.append({"stage": "landmarks", "total": float(total.detach()), **_floats(parts)})
+
+
+def _landmark_term(
+    lm: torch.Tensor, target: FitTarget, spec: LandmarkSpec, cfg: FitConfig
+) -> torch.Tensor:
+    """The landmark term of ``lm (B, 68, 2)``: the paper's weights, or with
+    ``cfg.landmark_weighting == "sigma"`` and a calibrated spec ``(sigma_ref / sigma_k)^2``
+    (a Gaussian noise model in 224-crop pixels); robust above ``cfg.landmark_robust_px``."""
+    weights = None
+    if cfg.landmark_weighting == "sigma" and spec.sigma is not None:
+        weights = (SIGMA_REF_PX / spec.sigma.clamp_min(0.5)) ** 2
+    return landmark_loss(
+        lm, target.lm68, weights=weights, valid=target.lm_valid, robust=cfg.landmark_robust_px
+    )
 
 
 def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -258,20 +255,22 @@ def hybrid_terms(
     cfg: FitConfig,
     facerec: Embedder | None = None,
     target_embedding: torch.Tensor | None = None,
-    table: torch.Tensor | None = None,
+    spec: LandmarkSpec | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every loss term of the current parameters, rendering at ``stage.size``.
 
-    ``table`` is the ``(68, K)`` landmark candidate table (:func:`landmark_table`).
+    ``spec`` says which surface points the landmarks are (:func:`landmark_spec`; default: the
+    model's fixed landmark vertices).
     """
     w = cfg.loss
     ids = params.ids()
     vertices, albedo = model(ids, params.exp_coeff, params.tex_coeff)
     terms: dict[str, torch.Tensor] = {}
-    if table is None:
-        table = model.landmarks68[:, None]
-    lm = project_landmarks(vertices[:, table], params.angles, params.trans, camera)
-    terms["landmark"] = landmark_loss(lm, target.lm68, valid=target.lm_valid)
+    if spec is None:
+        spec = landmark_spec(model, contour=False)
+    cand = spec_candidates(spec, lambda i: vertices[:, i])
+    lm = project_landmarks(cand, params.angles, params.trans, camera)
+    terms["landmark"] = _landmark_term(lm, target, spec, cfg)
     terms["coef"] = coefficient_regularization(
         ids, params.exp_coeff, params.tex_coeff, alpha=w.alpha, beta=w.beta, delta=w.delta
     )
@@ -381,16 +380,16 @@ def fit(
     if init is not None:
         params.load(model, init)
     history: list[dict[str, float]] = []
-    table = landmark_table(model, cfg.contour_landmarks)
+    spec = landmark_spec(model, cfg.landmark_detector, cfg.contour_landmarks)
     if cfg.landmark_iters:
-        fit_landmarks(model, params, target, camera, cfg, history, table)
+        fit_landmarks(model, params, target, camera, cfg, history, spec)
     target_embedding = None
     if facerec is not None and (cfg.coarse.perceptual or cfg.fine.perceptual):
         with torch.no_grad():
             target_embedding = facerec(target.image, target.lm68)
 
     def terms_of(p: Params, stage: StageConfig) -> dict[str, torch.Tensor]:
-        return hybrid_terms(model, p, target, camera, stage, cfg, facerec, target_embedding, table)
+        return hybrid_terms(model, p, target, camera, stage, cfg, facerec, target_embedding, spec)
 
     for name, stage in (("coarse", cfg.coarse), ("fine", cfg.fine)):
         if stage.iters:

@@ -69,8 +69,13 @@ def landmark_loss(
     target: torch.Tensor,
     weights: torch.Tensor | None = None,
     valid: torch.Tensor | None = None,
+    robust: float = 0.0,
 ) -> torch.Tensor:
     """Weighted squared landmark distance ``sum_n w_n ||p_n - q_n||^2 / (B * 68)``.
+
+    With ``robust = c > 0`` the squared distance ``r^2`` becomes the Cauchy loss
+    ``c^2 log(1 + r^2 / c^2)`` (the same near 0, growing only logarithmically beyond ``c``
+    pixels), so one badly placed point cannot bend the face.
 
     Args:
         pred: ``(B, 68, 2)`` projected model landmarks, 224-pixel units.
@@ -90,6 +95,8 @@ def landmark_loss(
     if valid is not None:
         w = w * valid.to(pred)
     sq = ((pred - target) ** 2).sum(dim=-1)
+    if robust > 0:
+        sq = robust**2 * torch.log1p(sq / robust**2)
     return (w * sq).sum() / (batch * n)
 
 

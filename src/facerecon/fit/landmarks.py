@@ -1,0 +1,137 @@
+"""Which surface point of the model each 68-point landmark is, per detector, and how noisy.
+
+A face model defines its 68 landmarks as vertices (``model.landmarks68``); a detector has its
+own idea of where "the outer end of the brow" is, off those vertices by a few millimetres,
+and some of its points are far noisier than others (the jaw more than the eye corners). A fit
+that takes the vertices and equal weights bends the shape to the difference. A
+:class:`LandmarkSpec` says, per landmark:
+
+- ``table (68, K)``: the candidate vertices of the jaw contour (:mod:`facerecon.fit.contour`:
+  the jaw points 0..16 follow the silhouette; other rows repeat their vertex);
+- ``index (68, 3)`` / ``weight (68, 3)``: the landmark as a point on the surface, barycentric in
+  a triangle (the inner points 17..67 of a calibrated detector; None: the model's vertices);
+- ``sigma (68,)``: the detector's noise in 224-crop pixels (None: uncalibrated).
+
+Calibrations are measured by ``scripts/calibrate_landmarks.py`` on renders of the model with
+known geometry and photo textures, and stored as ``facerecon/fit/landmarks/MODEL_DETECTOR.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from facerecon.fit.contour import JAW, contour_candidates, select_contour
+from facerecon.render import CameraConfig, project, transform
+
+__all__ = [
+    "CALIBRATION_DIR",
+    "LandmarkSpec",
+    "calibration_path",
+    "landmark_spec",
+    "project_landmarks",
+    "spec_candidates",
+    "spec_landmarks",
+]
+
+CALIBRATION_DIR = Path(__file__).with_name("landmarks")
+
+
+@dataclass
+class LandmarkSpec:
+    """The 68 landmarks of a model for one detector (module docstring)."""
+
+    table: torch.Tensor
+    index: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    sigma: torch.Tensor | None = None
+    detector: str | None = None
+
+
+def calibration_path(model_name: str, detector: str) -> Path:
+    """``facerecon/fit/landmarks/MODEL_DETECTOR.json``."""
+    return CALIBRATION_DIR / f"{model_name}_{detector}.json"
+
+
+@lru_cache(maxsize=16)
+def _read_calibration(path: str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def landmark_spec(
+    model,
+    detector: str | None = None,
+    contour: bool = True,
+    calibrated: dict | None = None,
+) -> LandmarkSpec:
+    """The :class:`LandmarkSpec` of ``model`` for ``detector``.
+
+    Args:
+        model: the face model.
+        detector: ``"dlib"``, ``"mediapipe"``, ... : its calibration file is used when it
+            exists for the model (:func:`calibration_path`); None or no file: the model's own
+            landmark vertices, no noise model.
+        contour: jaw points follow the silhouette.
+        calibrated: ``{"index", "weight"[, "sigma_px"]}`` arrays to use instead of a file.
+    """
+    lm = model.landmarks68
+    table = contour_candidates(model.mean_shape, lm) if contour else lm[:, None]
+    index = weight = sigma = None
+    data = calibrated
+    if data is None and detector is not None:
+        path = calibration_path(model.name, detector)
+        data = _read_calibration(str(path)) if path.is_file() else None
+    if data is not None:
+        dtype = model.mean_shape.dtype
+        index = torch.as_tensor(data["index"], dtype=torch.int64, device=lm.device)
+        weight = torch.as_tensor(data["weight"], dtype=dtype, device=lm.device)
+        if "sigma_px" in data:
+            sigma = torch.as_tensor(data["sigma_px"], dtype=dtype, device=lm.device)
+    return LandmarkSpec(table, index, weight, sigma, detector if data is not None else None)
+
+
+def spec_candidates(
+    spec: LandmarkSpec, points_at: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Landmark candidates ``(B, 68, K, 3)`` mm from ``points_at(indices) -> (B, *indices.shape,
+    3)`` (e.g. ``lambda i: vertices[:, i]``): the jaw rows' contour candidates, the other rows
+    their surface point repeated."""
+    cand = points_at(spec.table)
+    if spec.index is None:
+        return cand
+    point = (points_at(spec.index) * spec.weight.to(cand)[None, ..., None]).sum(-2)  # (B,68,3)
+    inner = torch.ones(68, dtype=torch.bool, device=cand.device)
+    inner[list(JAW)] = False
+    return torch.where(inner[None, :, None, None], point[:, :, None], cand)
+
+
+def spec_landmarks(
+    spec: LandmarkSpec,
+    vertices: torch.Tensor,
+    angles: torch.Tensor,
+    trans: torch.Tensor,
+    camera: CameraConfig,
+) -> torch.Tensor:
+    """Projected landmarks ``(B, 68, 2)`` of ``vertices (B, N, 3)`` mm under the spec."""
+    return project_landmarks(spec_candidates(spec, lambda i: vertices[:, i]), angles, trans, camera)
+
+
+def project_landmarks(
+    candidates_mm: torch.Tensor, angles: torch.Tensor, trans: torch.Tensor, camera: CameraConfig
+) -> torch.Tensor:
+    """Project landmark candidates ``(B, 68, K, 3)`` mm and keep, for each jaw landmark, the one
+    on the silhouette (see :mod:`facerecon.fit.contour`): ``(B, 68, 2)`` pixels."""
+    B, L, K, _ = candidates_mm.shape
+    uv, _ = project(transform(candidates_mm.reshape(B, L * K, 3), angles, trans, camera), camera)
+    uv = uv.reshape(B, L, K, 2)
+    if K == 1:
+        return uv[:, :, 0]
+    is_jaw = torch.zeros(L, dtype=torch.bool, device=uv.device)
+    is_jaw[list(JAW)] = True
+    choice = select_contour(uv, is_jaw)
+    return torch.gather(uv, 2, choice[:, :, None, None].expand(B, L, 1, 2))[:, :, 0]

@@ -1,0 +1,91 @@
+"""Detector-calibrated landmark definitions, their noise weights and the robust landmark loss."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from facerecon.fit import FitConfig, landmark_spec, spec_candidates, spec_landmarks
+from facerecon.fit.landmarks import calibration_path
+from facerecon.losses import landmark_loss
+from facerecon.render import CameraConfig
+
+
+def test_uncalibrated_spec_is_the_model_vertices(model):
+    spec = landmark_spec(model, detector=None, contour=False)
+    v = model.mean_shape[None] + 0.1 * torch.randn(1, *model.mean_shape.shape)
+    cand = spec_candidates(spec, lambda i: v[:, i])
+    assert torch.equal(cand[:, :, 0], v[:, model.landmarks68])
+    assert spec.sigma is None and spec.detector is None
+    assert landmark_spec(model, detector="no-such-detector").index is None
+
+
+def test_shipped_dlib_calibration_is_a_surface_point_with_noise(model):
+    path = calibration_path("bfm-lite", "dlib")
+    doc = json.loads(path.read_text())
+    assert doc["faces"] >= 100 and "calibrate_landmarks.py" in doc["command"]
+    spec = landmark_spec(model, detector="dlib")
+    assert spec.detector == "dlib" and spec.sigma.shape == (68,)
+    w = spec.weight.numpy()
+    assert np.allclose(w.sum(1), 1.0, atol=1e-5) and (w >= -1e-6).all()
+    # the jaw is the noisiest group, the eyes and mouth the most precise
+    s = spec.sigma.numpy()
+    assert s[:17].mean() > 1.5 * s[36:48].mean() and s[:17].mean() > 1.5 * s[48:].mean()
+    # inner points move a few millimetres off the model's vertices, on the surface
+    v = model.mean_shape.double()
+    p = (v[spec.index] * spec.weight.double()[..., None]).sum(1).numpy()
+    shift = np.linalg.norm(p[17:] - v[model.landmarks68[17:]].numpy(), axis=1)
+    assert 0.5 < shift.mean() < 6.0 and shift.max() < 15.0
+
+
+def test_spec_landmarks_have_finite_gradients(model):
+    spec = landmark_spec(model, detector="dlib")
+    v = model.mean_shape[None].clone().double().requires_grad_(True)
+    angles = torch.tensor([[0.1, 0.4, 0.0]], dtype=torch.float64, requires_grad=True)
+    trans = torch.zeros(1, 3, dtype=torch.float64)
+    spec = landmark_spec(model, detector="dlib")
+    spec.weight = spec.weight.double()
+    lm = spec_landmarks(spec, v, angles, trans, CameraConfig())
+    lm.square().sum().backward()
+    assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
+    assert torch.isfinite(angles.grad).all()
+
+
+def test_robust_landmark_loss():
+    target = torch.zeros(1, 68, 2, dtype=torch.float64)
+    small = torch.full((1, 68, 2), 0.01, dtype=torch.float64)
+    assert torch.allclose(landmark_loss(small, target, robust=4.0), landmark_loss(small, target),
+                          rtol=1e-4)  # fmt: skip
+    outlier = small.clone()
+    outlier[0, 5] = 40.0
+    assert landmark_loss(outlier, target, robust=4.0) < 0.1 * landmark_loss(outlier, target)
+    x = small.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p: landmark_loss(p, target, robust=4.0), (x,))
+
+
+def test_sigma_weighting_is_used_by_the_fit(model):
+    """With learning rates 0 the logged landmark term equals the calibrated, noise-weighted loss."""
+    import dataclasses
+
+    from facerecon.fit import FitTarget, fit
+    from facerecon.fit.core import SIGMA_REF_PX
+    from facerecon.fit.landmarks import project_landmarks
+
+    lm = torch.full((1, 68, 2), 112.0) + torch.randn(1, 68, 2)
+    target = FitTarget(torch.full((1, 3, 224, 224), 0.5), lm)
+    cfg = dataclasses.replace(
+        FitConfig.fast(), landmark_detector="dlib", landmark_weighting="sigma",
+        lr_angles=0.0, lr_trans=0.0, lr_id=0.0, lr_exp=0.0, landmark_iters=3,
+        coarse=dataclasses.replace(FitConfig.fast().coarse, iters=0),
+        fine=dataclasses.replace(FitConfig.fast().fine, iters=0),
+    )  # fmt: skip
+    res = fit(model, target, cfg)
+    spec = landmark_spec(model, detector="dlib")
+    zero = torch.zeros(1, 3)
+    pred = project_landmarks(spec_candidates(spec, lambda i: model.mean_shape[None][:, i]),
+                             zero, zero, CameraConfig())  # fmt: skip
+    w = (SIGMA_REF_PX / spec.sigma) ** 2
+    expect = cfg.loss.w_landmark * float(landmark_loss(pred, lm, weights=w))
+    assert abs(res.history[-1]["landmark"] - expect) < 1e-6 * max(1.0, expect)
