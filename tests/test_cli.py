@@ -467,3 +467,34 @@ def test_info_reports_the_asked_model(capsys, ict_npz):
     assert main(["info", "--model", "no-such-model"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown face model") and len(err.splitlines()) == 1
+
+
+def test_neutral_mesh_is_written_and_scored(tmp_path, faces_68pt, model):
+    """``NAME_neutral.obj`` (and ``neutral_vertices`` in the npz) is the identity with
+    expression 0; ``evaluate --neutral`` scores it (posed GT: the posed mesh scores better)."""
+    import torch
+
+    from facerecon.io import load_coefficients, read_obj
+
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(faces_68pt / "takeo.ppm"), "--method", "rnet", "--out",
+                 str(out), "--no-report", "--quiet"]) == 0  # fmt: skip
+    arrays, _ = load_coefficients(out / "takeo.npz")
+    ids = torch.from_numpy(arrays["id_coeff"])[None]
+    expect = model.shape(ids, torch.zeros(1, model.layout.n_exp))[0].numpy()
+    neutral = read_obj(out / "takeo_neutral.obj")
+    np.testing.assert_allclose(neutral.vertices, expect, atol=1e-4)
+    np.testing.assert_allclose(arrays["neutral_vertices"], expect, atol=1e-5)
+    posed = read_obj(out / "takeo.obj").vertices
+    assert np.abs(posed - neutral.vertices).max() > 0.1  # the expression is not zero
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    shutil.copy(out / "takeo_neutral.obj", gt / "takeo.obj")
+    for flag, small in (("--neutral", True), (None, False)):
+        res = tmp_path / f"res{flag}.json"
+        args = ["evaluate", "--pred", str(out), "--gt", str(gt), "--out", str(res),
+                "--no-error-maps"] + ([flag] if flag else [])  # fmt: skip
+        assert main(args) == 0
+        item = json.loads(res.read_text())["items"][0]
+        assert item["name"] == "takeo" and item["status"] == "ok"
+        assert (item["metrics"]["rmse_plane"] < 1e-3) == small

@@ -170,6 +170,7 @@ def unique_names(paths: list[Path]) -> list[str]:
 def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
     return {
         "obj": out_dir / f"{name}.obj",
+        "neutral": out_dir / f"{name}_neutral.obj",
         "glb": out_dir / f"{name}.glb",
         "npz": out_dir / f"{name}.npz",
         "overlay": out_dir / f"{name}_overlay.png",
@@ -395,6 +396,9 @@ class Reconstructor:
             overwrite=opts.overwrite,
         )
         write_glb(paths["glb"], verts, tri, colors=colors, overwrite=opts.overwrite)
+        # identity with expression 0 (what NoW-style benchmarks score), same colours and UVs
+        write_obj(paths["neutral"], rec.neutral_vertices, tri, colors=colors, uv=self.uv(),
+                  overwrite=opts.overwrite)  # fmt: skip
 
         h, w = face.photo.shape[:2]
         render_img = out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
@@ -409,6 +413,7 @@ class Reconstructor:
         arrays = dict(rec.parts)
         arrays["coeffs"] = rec.coeffs
         arrays["crop_to_original"] = rec.crop_to_original
+        arrays["neutral_vertices"] = rec.neutral_vertices.astype(np.float32)
         # npz keys are the file format (users' files keep loading): landmarks68 holds lm68 pixels
         arrays["landmarks68"] = rec.lm68
         arrays["detected_landmarks68"] = face.detected_lm68

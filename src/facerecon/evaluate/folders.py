@@ -54,11 +54,22 @@ def _npz_landmarks(z) -> tuple[np.ndarray | None, int | None]:
     return lm, nose
 
 
-def read_mesh_file(directory: Path, stem: str) -> MeshFile:
+def read_mesh_file(directory: Path, stem: str, neutral: bool = False) -> MeshFile:
     """Read ``directory/stem.{npz,obj,ply}`` (first usable in that order; OBJ and PLY through
-    :func:`facerecon.io.read_obj` / :func:`facerecon.io.read_ply`)."""
+    :func:`facerecon.io.read_obj` / :func:`facerecon.io.read_ply`); with ``neutral`` the
+    identity-only mesh ``stem_neutral.obj`` that ``facerecon reconstruct`` writes (NoW scores
+    the neutral shape)."""
     from facerecon.io.mesh import read_obj, read_ply
 
+    if neutral:
+        path = directory / f"{stem}{NEUTRAL_SUFFIX}.obj"
+        if not path.is_file():
+            raise EvaluationError(f"{stem}: no neutral mesh {path.name} in {directory}")
+        try:
+            mesh = read_obj(path)
+        except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+            raise EvaluationError(f"{path.name}: unreadable mesh ({exc})") from None
+        return MeshFile(mesh.vertices, mesh.triangles, None, None, path)
     lm, nose, sidecar = None, None, directory / f"{stem}.npz"
     if sidecar.is_file():
         try:
@@ -79,9 +90,17 @@ def read_mesh_file(directory: Path, stem: str) -> MeshFile:
     raise EvaluationError(f"{stem}: no mesh (.npz with vertices, .obj or .ply) in {directory}")
 
 
+NEUTRAL_SUFFIX = "_neutral"  # facerecon reconstruct's NAME_neutral.obj: identity, expression 0
+
+
 def mesh_stems(directory: Path) -> list[str]:
-    """Sorted stems of the mesh-like files (``.npz``, ``.obj``, ``.ply``) in ``directory``."""
-    return sorted({p.stem for p in directory.iterdir() if p.suffix.lower() in MESH_SUFFIXES})
+    """Sorted stems of the mesh-like files (``.npz``, ``.obj``, ``.ply``) in ``directory``;
+    ``NAME_neutral`` is not a stem of its own when ``NAME`` is there too (it is NAME's neutral
+    mesh, read with ``neutral=True``)."""
+    stems = {p.stem for p in directory.iterdir() if p.suffix.lower() in MESH_SUFFIXES}
+    return sorted(
+        s for s in stems if not (s.endswith(NEUTRAL_SUFFIX) and s[: -len(NEUTRAL_SUFFIX)] in stems)
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -168,8 +187,10 @@ def evaluate_dirs(
     error_maps: bool = True,
     error_scale_mm: float = 5.0,
     overwrite: bool = False,
+    neutral: bool = False,
 ) -> dict:
-    """Evaluate every prediction in ``pred_dir`` against the same-stem GT in ``gt_dir``.
+    """Evaluate every prediction in ``pred_dir`` against the same-stem GT in ``gt_dir``
+    (``neutral``: the predictions' ``NAME_neutral.obj``, identity with expression 0).
 
     Returns (and writes to ``out_json``, with the table in ``out_json`` + ``.md`` suffix
     replaced) ``{"protocol", "items", "summary", "n_ok", "n_failed", "markdown"}``. Items:
@@ -211,7 +232,7 @@ def evaluate_dirs(
             items.append({"name": name, "status": status, "error": error})
             continue
         try:
-            p, g = read_mesh_file(pred_dir, name), read_mesh_file(gt_dir, name)
+            p, g = read_mesh_file(pred_dir, name, neutral), read_mesh_file(gt_dir, name)
             res = evaluate_mesh(
                 p.vertices,
                 p.triangles,
@@ -247,6 +268,7 @@ def evaluate_dirs(
         "protocol": {
             "crop_mm": crop_mm,
             "align": align,
+            "prediction": "neutral (identity, expression 0)" if neutral else "posed",
             "units": "mm",
             "direction": "ground truth -> prediction",
             "error_map_scale_mm": [0.0, error_scale_mm] if maps else None,
@@ -289,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="error colour scale: 0 mm blue .. this many mm (and above) red (default 5)",
     )
+    p.add_argument(
+        "--neutral",
+        action="store_true",
+        help="score the predictions' NAME_neutral.obj (identity, expression 0; as NoW scores "
+        "the neutral shape) instead of the posed NAME mesh",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p
 
@@ -309,6 +337,7 @@ def main_evaluate(argv: list[str] | None = None) -> int:
             error_maps=args.error_maps,
             error_scale_mm=args.error_scale_mm,
             overwrite=args.overwrite,
+            neutral=args.neutral,
         )
     except FaceReconError as exc:
         print(f"error: {exc}", file=sys.stderr)
