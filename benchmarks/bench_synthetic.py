@@ -25,6 +25,9 @@ FULL_IDENTITIES = 8
 FULL_CONDITIONS = 6
 LABELS = {
     "single": "single image",
+    "single_neutral": "single image, neutral shape vs neutral GT",
+    "by_yaw": "single image by yaw",
+    "by_yaw_neutral": "single image by yaw, neutral shape",
     "sets": "image set (vs neutral GT)",
     "multiview": "3-view triple (frontal mesh)",
 }
@@ -78,7 +81,8 @@ def rows_from_result(result: dict, section: str = SECTION) -> list[dict]:
     setup = (
         f"{sizes['identities']} {gt_name} identities x {sizes['conditions']} conditions, "
         f"|yaw|<={cfg['max_yaw_deg']:.0f}, |pitch|<={cfg['max_pitch_deg']:.0f}, "
-        f"|roll|<={cfg['max_roll_deg']:.0f} deg, engine-default occluders/blur/noise/JPEG; "
+        f"|roll|<={cfg['max_roll_deg']:.0f} deg, {cfg.get('albedo', 'model')} albedo, "
+        "engine-default occluders/blur/noise/JPEG; "
         f"bfm-lite {fit_kind}, detector {'->'.join(cfg['detectors'])}; seed {cfg['seed']}"
     )
     rows = []

@@ -9,8 +9,11 @@ runs the detector, and back-projects each inner landmark (17..67) onto the true 
 through the render's z-buffer. The landmark's embedding is the median of those surface points
 in the model's mean shape, snapped onto its surface (triangle + barycentrics). Then the
 residuals of the detections against the embedding's projections give a per-landmark noise
-``sigma_px`` (224-crop pixels); the jaw points' against the silhouette contour of the true
-geometry (:mod:`facerecon.fit.contour`). Faces with ``|yaw| <= --max-yaw``; no occluders.
+``sigma_px`` (224-crop pixels) per signed-yaw bin (``--yaw-bins``, edges in degrees: the far
+side's points of a turned face are the noisiest); the jaw points' against the silhouette
+contour of the true geometry (:mod:`facerecon.fit.contour`). Positions come from faces with
+``|yaw| <= --position-yaw`` (where the points are visible), the noise from all faces up to
+``--max-yaw``; no occluders.
 
 The output (default ``src/facerecon/fit/landmarks/MODEL_DETECTOR.json``) is read by
 :func:`facerecon.fit.landmark_spec`.
@@ -19,6 +22,7 @@ The output (default ``src/facerecon/fit/landmarks/MODEL_DETECTOR.json``) is read
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -42,7 +46,9 @@ def main() -> None:
     ap.add_argument("--detector", default="dlib", choices=("dlib", "mediapipe"))
     ap.add_argument("--model", default="bfm-lite")
     ap.add_argument("--n", type=int, default=80, help="identities (4 views each)")
-    ap.add_argument("--max-yaw", type=float, default=30.0)
+    ap.add_argument("--max-yaw", type=float, default=60.0)
+    ap.add_argument("--position-yaw", type=float, default=30.0)
+    ap.add_argument("--yaw-bins", default="-60,-40,-20,0,20,40,60")
     ap.add_argument("--seed", type=int, default=501)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -77,7 +83,8 @@ def main() -> None:
             p = np.full((68, 3), np.nan)
             hit = f >= 0
             p[hit] = np.einsum("kj,kjd->kd", b[hit], mean[tri[f[hit]]])
-            canon.append(p)
+            if abs(np.degrees(s.coeffs["angles"][1])) <= args.position_yaw:
+                canon.append(p)
             samples.append((s, faces[0].lm68))
     canon = np.array(canon)
     med = np.nanmedian(canon, axis=0)
@@ -104,8 +111,22 @@ def main() -> None:
         scale = a.transform.scale  # render pixels -> 224-crop pixels
         res.append((lm - pred) * scale)
     res = np.array(res)
-    bias = np.median(res, axis=0)
-    sigma = np.sqrt(((res - bias) ** 2).sum(-1).mean(0) / 2)  # per axis
+    yaw = np.array([np.degrees(s.coeffs["angles"][1]) for s, _ in samples])
+    edges = np.array([float(e) for e in args.yaw_bins.split(",")])
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    frontal = np.abs(yaw) <= args.position_yaw
+    bias = np.median(res[frontal], axis=0)
+    sigma = np.sqrt(((res[frontal] - bias) ** 2).sum(-1).mean(0) / 2)  # per axis
+    sigma_bins = []
+    for lo, hi in itertools.pairwise(edges):
+        sel = (yaw >= lo) & (yaw < hi)
+        if sel.sum() < 5:
+            sigma_bins.append(sigma)
+            continue
+        # robust spread (MAD -> sigma), so that one lost face does not set a bin's noise
+        err = np.linalg.norm(res[sel] - bias, axis=-1)
+        sigma_bins.append(np.median(err, axis=0) / 1.1774)  # median of a 2D Rayleigh
+    sigma_bins = np.array(sigma_bins)
     out = args.out or ROOT / "src/facerecon/fit/landmarks" / f"{args.model}_{args.detector}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     shift = np.linalg.norm(med[inner] - mean[model.landmarks68.numpy()[inner]], axis=1)
@@ -119,6 +140,8 @@ def main() -> None:
         "index": index.tolist(),
         "weight": np.round(weight, 6).tolist(),
         "sigma_px": np.round(sigma, 3).tolist(),
+        "sigma_yaw_deg": np.round(centres, 2).tolist(),
+        "sigma_px_by_yaw": np.round(sigma_bins, 3).tolist(),
         "residual_bias_px": np.round(np.linalg.norm(bias, axis=1), 3).tolist(),
         "shift_mm": np.round(shift, 2).tolist(),
     }
@@ -129,6 +152,9 @@ def main() -> None:
         f"{sigma[:17].mean():.2f}, brows {sigma[17:27].mean():.2f}, nose {sigma[27:36].mean():.2f},"
         f" eyes {sigma[36:48].mean():.2f}, mouth {sigma[48:].mean():.2f}; -> {out}"
     )
+    for c, row in zip(centres, sigma_bins, strict=True):
+        print(f"  yaw {c:+.0f}: jaw {row[:17].mean():.1f} inner {row[17:].mean():.1f} px "
+              f"(n={int(((yaw >= c - 10) & (yaw < c + 10)).sum())})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -347,3 +347,26 @@ def test_variants_still_detect(tmp_path, astro_ref, hog):
         face = detect_one(out, detector_obj=hog, name=kind)
         err = nme(face.lm68, ref.lm68).mean()
         assert err < 0.05, (kind, err)
+
+
+def test_fallback_chain_says_which_detector_found_the_face(faces_68pt):
+    """``--detector auto``: dlib's HOG first; where it finds nothing (here a tiny copy that HOG
+    without upsampling misses) the next detector answers and ``Face.detector`` names it;
+    nothing found anywhere is an empty list."""
+    from facerecon.detect import DETECTOR_CHOICES, FallbackDetector, detector_for
+    from facerecon.detect.faces import DetectorConfig as Cfg
+
+    photo = load_image(faces_68pt / "takeo.ppm")
+    auto = detector_for("auto")
+    assert isinstance(auto, FallbackDetector)
+    assert auto.detect(photo)[0].detector == "dlib hog"
+    # a chain whose first detector cannot see this face (HOG without upsampling on a tiny copy)
+    tiny = cv2.resize(photo, (50, 75), interpolation=cv2.INTER_AREA)
+    chain = FallbackDetector((Cfg(backend="dlib", upsample=0), Cfg(backend="mediapipe")))
+    assert make_detector(Cfg(backend="dlib", upsample=0)).detect(tiny) == []
+    faces = chain.detect(tiny)
+    assert faces and faces[0].detector == "mediapipe" and faces[0].lm68.shape == (68, 2)
+    assert chain.detect(np.zeros((80, 80, 3), np.uint8)) == []
+    from facerecon import cli
+
+    assert cli.DETECTOR_CHOICES == DETECTOR_CHOICES

@@ -40,6 +40,19 @@ def test_shipped_dlib_calibration_is_a_surface_point_with_noise(model):
     assert 0.5 < shift.mean() < 6.0 and shift.max() < 15.0
 
 
+def test_noise_grows_with_yaw_on_the_far_side(model):
+    """Calibrated per signed-yaw bin: a turned face's far-side points (detectors put them on
+    the visible outline) are noisier than at frontal; the jaw more than the inner points."""
+    spec = landmark_spec(model, detector="dlib")
+    yaw = torch.tensor([0.0, 50.0, -50.0])
+    s = spec.sigma_at(yaw)
+    assert s.shape == (3, 68)
+    assert (s[1:, :17].mean(1) > 1.5 * s[0, :17].mean()).all()
+    assert (s[1:, 17:].mean(1) > 1.3 * s[0, 17:].mean()).all()
+    mp = landmark_spec(model, detector="mediapipe")
+    assert mp.detector == "mediapipe" and mp.sigma_at(yaw).shape == (3, 68)
+
+
 def test_spec_landmarks_have_finite_gradients(model):
     spec = landmark_spec(model, detector="dlib")
     v = model.mean_shape[None].clone().double().requires_grad_(True)
@@ -86,6 +99,6 @@ def test_sigma_weighting_is_used_by_the_fit(model):
     zero = torch.zeros(1, 3)
     pred = project_landmarks(spec_candidates(spec, lambda i: model.mean_shape[None][:, i]),
                              zero, zero, CameraConfig())  # fmt: skip
-    w = (SIGMA_REF_PX / spec.sigma) ** 2
+    w = (SIGMA_REF_PX / spec.sigma_at(torch.zeros(1)).clamp_min(0.5)) ** 2  # at yaw 0
     expect = cfg.loss.w_landmark * float(landmark_loss(pred, lm, weights=w))
     assert abs(res.history[-1]["landmark"] - expect) < 1e-6 * max(1.0, expect)

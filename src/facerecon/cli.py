@@ -17,6 +17,9 @@ from facerecon.cache import cache_dir
 from facerecon.errors import FaceReconError
 
 EXIT_OK, EXIT_ERROR, EXIT_SOME_FAILED, EXIT_USAGE = 0, 2, 1, 2
+# facerecon.detect.DETECTOR_CHOICES (not imported here: the parser loads no image libraries;
+# tests/test_cli.py checks the two agree)
+DETECTOR_CHOICES = ("auto", "dlib", "mmod", "mediapipe")
 
 
 def method_choices() -> list[str]:
@@ -86,7 +89,13 @@ def _reconstruct_parser(sub) -> None:
     p.add_argument(
         "--all-faces", action="store_true", help="every face in a photo, not only the largest"
     )
-    p.add_argument("--detector", default="dlib", choices=["dlib", "mediapipe"])
+    p.add_argument(
+        "--detector",
+        default="auto",
+        choices=DETECTOR_CHOICES,
+        help="auto (default): dlib's HOG, then HOG upsampled, MediaPipe and dlib's MMOD until one "
+        "finds a face (summary.json says which did); or one of them alone",
+    )
     p.add_argument("--fast", action="store_true", help="fewer fitting steps, no perceptual term")
     p.add_argument(
         "--no-perceptual",

@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ class ReconstructOptions:
     as_set: bool = False
     all_faces: bool = False
     overwrite: bool = False
-    detector: str = "dlib"
+    detector: str = "auto"  # facerecon.detect.DETECTOR_CHOICES; auto: dlib, then fallbacks
     perceptual: bool = True
     fast: bool = False
     report: bool = True
@@ -61,6 +62,7 @@ class PreparedFace:
     photo: np.ndarray  # (H, W, 3) uint8, the original photo
     aligned: object  # facerecon.detect.align.AlignedFace
     detected_lm68: np.ndarray  # (68, 2) original-photo pixels
+    detector: str = ""  # which detector found it (facerecon.detect.Face.detector)
 
 
 @dataclass
@@ -280,7 +282,7 @@ def prepare_photo(
     for k, face in enumerate(faces):
         aligned = run_stage("alignment", align, photo, face.lm68)
         face_name = name if len(faces) == 1 else f"{name}_face{k}"
-        prepared.append(PreparedFace(source, face_name, photo, aligned, face.lm68))
+        prepared.append(PreparedFace(source, face_name, photo, aligned, face.lm68, face.detector))
     return prepared
 
 
@@ -305,7 +307,9 @@ class Reconstructor:
         identity for all when ``shared_identity``)."""
         from facerecon.methods import crops_target
 
-        target = crops_target([f.aligned for f in faces], self.model.mean_shape)
+        found = Counter(f.detector for f in faces).most_common(1)
+        detector = found[0][0] if found and found[0][0] else None
+        target = crops_target([f.aligned for f in faces], self.model.mean_shape, detector)
         return self.method(target, shared_identity)
 
     def reconstruction(
@@ -418,6 +422,7 @@ class Reconstructor:
         arrays["landmarks68"] = rec.lm68
         arrays["detected_landmarks68"] = face.detected_lm68
         meta = {
+            "detector": face.detector,
             "model": model.name,
             "layout": list(model.layout.sizes),
             "method": opts.method,
@@ -440,6 +445,7 @@ class Reconstructor:
             "paths": {k: str(v) for k, v in paths.items()},
             "seconds": rec.seconds,
             "landmark_error_px": err,
+            "detector": face.detector,
         }
 
 
@@ -450,7 +456,7 @@ def reconstruct(
     model: str = "bfm-lite",
     as_set: bool = False,
     all_faces: bool = False,
-    detector: str = "dlib",
+    detector: str = "auto",
     device: str = "cpu",
     weights: str | Path | None = None,
     cnet: str | Path | None = None,
@@ -468,7 +474,9 @@ def reconstruct(
         as_set: all faces are one person: one shared identity (C-Net confidences with the
             shipped nets).
         all_faces: every face of a photo, not only the largest.
-        detector: ``"dlib"`` or ``"mediapipe"``.
+        detector: ``"auto"`` (dlib's HOG, then the fallbacks of
+            :class:`facerecon.detect.FallbackDetector`), ``"dlib"``, ``"mmod"`` or
+            ``"mediapipe"``.
         device, weights, cnet, fast, shipped: as the CLI's ``--device``, ``--weights``,
             ``--cnet``, ``--fast``, ``--no-shipped-weights``.
 
@@ -479,7 +487,7 @@ def reconstruct(
         FaceReconError: (one-line message) for an unreadable photo, a photo without a face,
             or a failing stage.
     """
-    from facerecon.detect import DetectorConfig, load_image, make_detector, to_rgb_uint8
+    from facerecon.detect import detector_for, load_image, to_rgb_uint8
 
     items = [images] if isinstance(images, (str, Path, np.ndarray)) else list(images)
     options = ReconstructOptions(
@@ -496,7 +504,7 @@ def reconstruct(
         report=False,
     )
     recon = Reconstructor(options)
-    det = make_detector(DetectorConfig(backend=detector))
+    det = detector_for(detector)
     paths = [Path(x) for x in items if not isinstance(x, np.ndarray)]
     stems = iter(unique_names(paths))
     faces: list[PreparedFace] = []
@@ -639,9 +647,9 @@ def run(
     )
     prepare_out_dir(out_dir)
 
-    from facerecon.detect import DetectorConfig, make_detector
+    from facerecon.detect import detector_for
 
-    detector = make_detector(DetectorConfig(backend=options.detector))
+    detector = detector_for(options.detector)
     recon = Reconstructor(options)
     prepared: list[PreparedFace] = []
     taken = set(names)
@@ -756,6 +764,7 @@ def write_run_report(options: ReconstructOptions, summary: RunSummary, path: Pat
                     "method": options.method,
                     "seconds": round(item["seconds"], 2),
                     "landmark error (px)": round(item["landmark_error_px"], 2),
+                    "detector": item.get("detector", ""),
                 },
             )
         )

@@ -11,11 +11,14 @@ from .align import (
     template_from_model,
 )
 from .faces import (
+    DETECTOR_CHOICES,
     DetectorConfig,
     Face,
     FaceDetector,
+    FallbackDetector,
     detect,
     detect_one,
+    detector_for,
     get_detector,
     make_detector,
 )
@@ -24,16 +27,19 @@ from .parsing import dfmvr_weight_map, one_hot, parse_from_landmarks, parse_from
 
 __all__ = [
     "DEFAULT_TEMPLATE_224",
+    "DETECTOR_CHOICES",
     "AlignedFace",
     "CropTransform",
     "DetectorConfig",
     "Face",
     "FaceDetector",
+    "FallbackDetector",
     "align",
     "align_batch",
     "crop_to_original",
     "detect",
     "detect_one",
+    "detector_for",
     "dfmvr_weight_map",
     "five_points",
     "get_detector",

@@ -84,7 +84,7 @@ __all__ = [
     "summarize",
 ]
 
-SECTIONS = ("single", "sets", "multiview")
+SECTIONS = ("single", "single_neutral", "by_yaw", "by_yaw_neutral", "sets", "multiview")
 
 
 @dataclass
@@ -101,7 +101,7 @@ class SyntheticBenchmarkConfig:
     methods: tuple[str, ...] = ("fit", "mean-face", "mediapipe", "oracle")
     # tried in order until one finds a face; records say which one did, so the dlib-only
     # (product default) failure count is always reported
-    detectors: tuple[str, ...] = ("dlib", "mediapipe")
+    detectors: tuple[str, ...] = ("auto",)  # facerecon.detect.detector_for names, in order
     max_yaw_deg: float = 45.0
     max_pitch_deg: float = 20.0
     max_roll_deg: float = 15.0
@@ -118,6 +118,11 @@ class SyntheticBenchmarkConfig:
     device: str = "cpu"
     ablation: bool = False  # Table-1 rows on the fitting path (see ablation_methods)
     rnet: str | None = None  # R-Net weights: adds "rnet" and "auto" (and the sets' averaging)
+    # the renders' albedo (SynthConfig.albedo): "photo" textures (photo-like: detectors behave
+    # as on photos) or the model's albedo basis; texture_dir None: the shipped textures
+    albedo: str = "photo"
+    texture_dir: str | None = None
+    yaw_bins: tuple[float, ...] = (15.0, 30.0, 45.0, 60.0, 90.0)  # |yaw| bin edges (degrees)
     cnet: str | None = None  # C-Net weights (needs rnet): adds the S1..S4 set rows
 
     def sizes(self) -> tuple[int, int, int]:
@@ -241,7 +246,7 @@ class Detections:
             except FaceReconError:
                 continue
             aligned = align(sample.image, face.lm68)
-            backend = det.config.backend if det is not None else "dlib"
+            backend = face.detector or "dlib hog"
             break
         self._aligned[id(sample)] = (sample, aligned, backend)
         return aligned, backend
@@ -584,6 +589,19 @@ def _pose_deg(sample) -> dict[str, float]:
     )
 
 
+def _yaw_bin(yaw: float | None, edges: Sequence[float]) -> str | None:
+    """``"|yaw| 15-30"`` for a yaw in degrees and ascending bin edges (the first bin starts
+    at 0)."""
+    if yaw is None:
+        return None
+    lo = 0.0
+    for hi in edges:
+        if abs(yaw) <= hi:
+            return f"|yaw| {lo:g}-{hi:g}"
+        lo = hi
+    return f"|yaw| >{lo:g}"
+
+
 def evaluate_identity(
     samples: list,
     single: dict[str, SingleMethod],
@@ -596,9 +614,15 @@ def evaluate_identity(
     for name, method in single.items():
         preds[name] = method(samples)
         for s, p in zip(samples, preds[name], strict=True):
-            gv, gf, glm = _gt(s, neutral=False)
-            res = score(p, gv, gf, glm, s.nose_index, config)
-            records.append(_record("single", name, s, res, p, **_pose_deg(s)))
+            pose = _pose_deg(s)
+            yaw_bin = _yaw_bin(pose.get("yaw"), config.yaw_bins)
+            for neutral in (False, True):
+                gv, gf, glm = _gt(s, neutral=neutral)
+                res = score(p, gv, gf, glm, s.nose_index, config, neutral=neutral)
+                tag = "_neutral" if neutral else ""
+                records.append(_record("single" + tag, name, s, res, p, **pose))
+                if yaw_bin is not None:
+                    records.append(_record("by_yaw" + tag, f"{name} {yaw_bin}", s, res, p, **pose))
     s0 = samples[0]
     gv, gf, glm = _gt(s0, neutral=True)
     if "fit" in preds:
@@ -671,6 +695,8 @@ def run_synthetic_benchmark(
         max_yaw_deg=config.max_yaw_deg,
         max_pitch_deg=config.max_pitch_deg,
         max_roll_deg=config.max_roll_deg,
+        albedo=config.albedo,
+        texture_dir=config.texture_dir,
     )
     engine = SyntheticFaces(gt_model, synth, seed=config.seed)
     import torch
@@ -682,11 +708,11 @@ def run_synthetic_benchmark(
     all_sets: dict[str, SetMethod] = {}
     all_multi: dict[str, MultiviewMethod] = {}
     closers: list[Callable[[], None]] = []
-    from facerecon.detect import DetectorConfig, make_detector
+    from facerecon.detect import detector_for
     from facerecon.fit import FitConfig
 
     fast = config.fast_fit or config.quick
-    detections = Detections([make_detector(DetectorConfig(backend=b)) for b in config.detectors])
+    detections = Detections([detector_for(name) for name in config.detectors])
     facerec = None
     if not fast and ("fit" in config.methods or config.rnet):
         from facerecon.nets.facerec import embed, load_facerec
@@ -768,11 +794,10 @@ def sanity_notes(summary: dict[str, dict[str, dict]]) -> list[str]:
     """Plain statements where a method fails to beat the mean-face baseline."""
     notes = []
     for sec, methods in summary.items():
-        base = methods.get("mean-face")
-        if base is None:
-            continue
         for name, stats in methods.items():
-            if name == "mean-face" or not math.isfinite(stats["mean"]):
+            cut = name.find(" |yaw| ")
+            base = methods.get("mean-face" + (name[cut:] if cut >= 0 else ""))
+            if base is None or name.startswith("mean-face") or not math.isfinite(stats["mean"]):
                 continue
             if stats["mean"] >= base["mean"]:
                 notes.append(

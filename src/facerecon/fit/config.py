@@ -15,6 +15,9 @@ class StageConfig:
     size: int = 224
     perceptual: bool = False
     photometric: bool = True
+    # parameters this stage leaves as they are (e.g. ("id_coeff", "exp_coeff"): the photo
+    # refines pose, light and albedo only)
+    frozen: tuple[str, ...] = ()
 
 
 @dataclass
@@ -45,13 +48,15 @@ class FitConfig:
     # landmark NME went 9.4 -> 9.2 % (35-degree yaw), 4.1 -> 4.1 %, 8.3 -> 8.0 %.
     contour_landmarks: bool = True
     # Which detector's landmark definition (facerecon.fit.landmarks): its calibrated surface
-    # points and noise when a calibration ships for the model, else the model's vertices.
+    # points and noise when a calibration ships for the model, else the model's vertices;
+    # "auto": the detector named by FitTarget.detector
     landmark_detector: str | None = None
     # "paper": weight 20 on the nose ridge and inner mouth, 1 elsewhere; "sigma": the
     # calibration's per-landmark noise, (2 px / sigma_k)^2 (falls back to "paper" without one)
     landmark_weighting: str = "paper"
-    # > 0: Cauchy-robust landmark residuals, c^2 log(1 + r^2 / c^2) with c in crop pixels
-    landmark_robust_px: float = 0.0
+    # > 0: Cauchy-robust landmark residuals, c^2 log(1 + r^2 / c^2); c = this times each
+    # point's calibrated sigma ("sigma" weighting), else in crop pixels
+    landmark_robust: float = 0.0
     # facerecon.render.rasterize backend: "torch" (any device), "nvdiffrast" (CUDA, needs the
     # package) or "auto" (nvdiffrast when importable and the tensors are on CUDA, else torch)
     rasterizer: str = "torch"

@@ -12,6 +12,7 @@ result on a given device and thread count.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -23,7 +24,13 @@ import torch.nn.functional as F
 
 from facerecon.fit.config import FitConfig, StageConfig
 from facerecon.fit.contour import contour_candidates
-from facerecon.fit.landmarks import LandmarkSpec, landmark_spec, project_landmarks, spec_candidates
+from facerecon.fit.landmarks import (
+    LandmarkSpec,
+    calibration_key,
+    landmark_spec,
+    project_landmarks,
+    spec_candidates,
+)
 from facerecon.losses import (
     albedo_flatness_loss,
     coefficient_regularization,
@@ -51,12 +58,16 @@ class FitTarget:
         lm68: ``(B, 68, 2)`` detected landmarks in crop pixels.
         attention: ``(B, 1, S, S)`` skin attention A, or None to compute it from ``image``.
         lm_valid: ``(B, 68)`` optional landmark confidences (0 drops a point).
+        detector: the detector the landmarks came from (``facerecon.detect.Face.detector``,
+            e.g. ``"dlib hog"``); ``FitConfig.landmark_detector="auto"`` fits its calibrated
+            landmark definition.
     """
 
     image: torch.Tensor
     lm68: torch.Tensor
     attention: torch.Tensor | None = None
     lm_valid: torch.Tensor | None = None
+    detector: str | None = None
 
 
 @dataclass
@@ -206,7 +217,7 @@ def fit_landmarks(
             cand = spec_candidates(spec, shape_at)
             lm = project_landmarks(cand, params.angles, params.trans, camera)
             terms = {
-                "landmark": _landmark_term(lm, target, spec, cfg),
+                "landmark": _landmark_term(lm, target, spec, cfg, params.angles),
                 "coef": coefficient_regularization(
                     params.ids(),
                     params.exp_coeff,
@@ -223,17 +234,20 @@ def fit_landmarks(
 
 
 def _landmark_term(
-    lm: torch.Tensor, target: FitTarget, spec: LandmarkSpec, cfg: FitConfig
+    lm: torch.Tensor, target: FitTarget, spec: LandmarkSpec, cfg: FitConfig, angles: torch.Tensor
 ) -> torch.Tensor:
     """The landmark term of ``lm (B, 68, 2)``: the paper's weights, or with
     ``cfg.landmark_weighting == "sigma"`` and a calibrated spec ``(sigma_ref / sigma_k)^2``
-    (a Gaussian noise model in 224-crop pixels); robust above ``cfg.landmark_robust_px``."""
-    weights = None
+    (a Gaussian noise model in 224-crop pixels, at the current yaw ``angles[:, 1]``, which
+    carries no gradient through the weights); Cauchy-robust beyond ``cfg.landmark_robust``
+    (times each point's sigma; crop pixels without a calibration)."""
+    weights, robust = None, cfg.landmark_robust
     if cfg.landmark_weighting == "sigma" and spec.sigma is not None:
-        weights = (SIGMA_REF_PX / spec.sigma.clamp_min(0.5)) ** 2
-    return landmark_loss(
-        lm, target.lm68, weights=weights, valid=target.lm_valid, robust=cfg.landmark_robust_px
-    )
+        sigma = spec.sigma_at(torch.rad2deg(angles[:, 1].detach())).clamp_min(0.5)
+        weights = (SIGMA_REF_PX / sigma) ** 2
+        if robust > 0:
+            robust = robust * sigma  # in units of each point's noise
+    return landmark_loss(lm, target.lm68, weights=weights, valid=target.lm_valid, robust=robust)
 
 
 def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -270,7 +284,7 @@ def hybrid_terms(
         spec = landmark_spec(model, contour=False)
     cand = spec_candidates(spec, lambda i: vertices[:, i])
     lm = project_landmarks(cand, params.angles, params.trans, camera)
-    terms["landmark"] = _landmark_term(lm, target, spec, cfg)
+    terms["landmark"] = _landmark_term(lm, target, spec, cfg, params.angles)
     terms["coef"] = coefficient_regularization(
         ids, params.exp_coeff, params.tex_coeff, alpha=w.alpha, beta=w.beta, delta=w.delta
     )
@@ -325,7 +339,8 @@ def fit_hybrid(
 ) -> None:
     """One coarse-to-fine stage of the full hybrid loss over every parameter: ``stage.iters``
     steps on ``terms_of(params, stage)`` (:func:`hybrid_terms` of the fit); logs as ``name``."""
-    names = ("angles", "trans", "id_coeff", "exp_coeff", "tex_coeff", "gamma")
+    every = ("angles", "trans", "id_coeff", "exp_coeff", "tex_coeff", "gamma")
+    names = tuple(n for n in every if n not in stage.frozen)
     opt = _optimizer(params, cfg, names)
     base = [g["lr"] for g in opt.param_groups]
     total, parts = None, {}
@@ -369,18 +384,18 @@ def fit(
     if target.attention is None:
         from facerecon.skin import skin_attention, skin_probability
 
-        target = FitTarget(
-            target.image,
-            target.lm68,
-            skin_attention(skin_probability(target.image)),
-            target.lm_valid,
+        target = dataclasses.replace(
+            target, attention=skin_attention(skin_probability(target.image))
         )
     batch = target.image.shape[0]
     params = Params(model, batch, cfg.shared_identity, target.image)
     if init is not None:
         params.load(model, init)
     history: list[dict[str, float]] = []
-    spec = landmark_spec(model, cfg.landmark_detector, cfg.contour_landmarks)
+    detector = cfg.landmark_detector
+    if detector == "auto":
+        detector = calibration_key(target.detector)
+    spec = landmark_spec(model, detector, cfg.contour_landmarks)
     if cfg.landmark_iters:
         fit_landmarks(model, params, target, camera, cfg, history, spec)
     target_embedding = None

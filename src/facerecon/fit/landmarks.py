@@ -10,7 +10,10 @@ that takes the vertices and equal weights bends the shape to the difference. A
   the jaw points 0..16 follow the silhouette; other rows repeat their vertex);
 - ``index (68, 3)`` / ``weight (68, 3)``: the landmark as a point on the surface, barycentric in
   a triangle (the inner points 17..67 of a calibrated detector; None: the model's vertices);
-- ``sigma (68,)``: the detector's noise in 224-crop pixels (None: uncalibrated).
+- ``sigma (68,)``: the detector's noise in 224-crop pixels on faces within 30 degrees of
+  frontal, and ``sigma_by_yaw (Y, 68)`` the same per signed-yaw bin (the far side's points of a
+  turned face are the noisiest: detectors put them on the visible outline); None:
+  uncalibrated.
 
 Calibrations are measured by ``scripts/calibrate_landmarks.py`` on renders of the model with
 known geometry and photo textures, and stored as ``facerecon/fit/landmarks/MODEL_DETECTOR.json``.
@@ -32,6 +35,7 @@ from facerecon.render import CameraConfig, project, transform
 __all__ = [
     "CALIBRATION_DIR",
     "LandmarkSpec",
+    "calibration_key",
     "calibration_path",
     "landmark_spec",
     "project_landmarks",
@@ -51,6 +55,30 @@ class LandmarkSpec:
     weight: torch.Tensor | None = None
     sigma: torch.Tensor | None = None
     detector: str | None = None
+    sigma_yaw: torch.Tensor | None = None  # (Y,) yaw bin centres, degrees
+    sigma_by_yaw: torch.Tensor | None = None  # (Y, 68) noise per yaw bin, 224-crop pixels
+
+    def sigma_at(self, yaw_deg: torch.Tensor) -> torch.Tensor | None:
+        """``(B, 68)`` noise for the faces' yaws ``(B,)`` in degrees (linear between the
+        calibration's yaw bins, the end bins beyond them), or the yaw-free ``(68,)`` sigma
+        when the calibration has no bins (None: uncalibrated)."""
+        if self.sigma_by_yaw is None or self.sigma_yaw is None:
+            return self.sigma
+        c = self.sigma_yaw.to(yaw_deg)
+        t = yaw_deg.clamp(float(c[0]), float(c[-1]))
+        hi = torch.searchsorted(c, t.contiguous()).clamp(1, len(c) - 1)
+        lo = hi - 1
+        w = ((t - c[lo]) / (c[hi] - c[lo])).unsqueeze(-1)
+        table = self.sigma_by_yaw.to(yaw_deg)
+        return (1 - w) * table[lo] + w * table[hi]
+
+
+def calibration_key(detector: str | None) -> str | None:
+    """The calibration a detector's landmarks use: ``"dlib hog"``, ``"dlib mmod"``,
+    ``"dlib hog x2"`` -> ``"dlib"`` (one shape predictor), ``"mediapipe"`` -> ``"mediapipe"``."""
+    if not detector:
+        return None
+    return detector.split()[0]
 
 
 def calibration_path(model_name: str, detector: str) -> Path:
@@ -92,6 +120,10 @@ def landmark_spec(
         weight = torch.as_tensor(data["weight"], dtype=dtype, device=lm.device)
         if "sigma_px" in data:
             sigma = torch.as_tensor(data["sigma_px"], dtype=dtype, device=lm.device)
+        if "sigma_px_by_yaw" in data:
+            by_yaw = torch.as_tensor(data["sigma_px_by_yaw"], dtype=dtype, device=lm.device)
+            yaw = torch.as_tensor(data["sigma_yaw_deg"], dtype=dtype, device=lm.device)
+            return LandmarkSpec(table, index, weight, sigma, detector, yaw, by_yaw)
     return LandmarkSpec(table, index, weight, sigma, detector if data is not None else None)
 
 

@@ -69,13 +69,14 @@ def landmark_loss(
     target: torch.Tensor,
     weights: torch.Tensor | None = None,
     valid: torch.Tensor | None = None,
-    robust: float = 0.0,
+    robust: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """Weighted squared landmark distance ``sum_n w_n ||p_n - q_n||^2 / (B * 68)``.
 
-    With ``robust = c > 0`` the squared distance ``r^2`` becomes the Cauchy loss
-    ``c^2 log(1 + r^2 / c^2)`` (the same near 0, growing only logarithmically beyond ``c``
-    pixels), so one badly placed point cannot bend the face.
+    With ``robust = c > 0`` (a number, or ``(68,)`` / ``(B, 68)`` per point) the squared
+    distance ``r^2`` becomes the Cauchy loss ``c^2 log(1 + r^2 / c^2)`` (the same near 0,
+    growing only logarithmically beyond ``c`` pixels), so one badly placed point cannot bend
+    the face.
 
     Args:
         pred: ``(B, 68, 2)`` projected model landmarks, 224-pixel units.
@@ -95,8 +96,9 @@ def landmark_loss(
     if valid is not None:
         w = w * valid.to(pred)
     sq = ((pred - target) ** 2).sum(dim=-1)
-    if robust > 0:
-        sq = robust**2 * torch.log1p(sq / robust**2)
+    if isinstance(robust, torch.Tensor) or robust > 0:
+        c2 = torch.as_tensor(robust, dtype=sq.dtype, device=sq.device).clamp_min(1e-6) ** 2
+        sq = c2 * torch.log1p(sq / c2)
     return (w * sq).sum() / (batch * n)
 
 

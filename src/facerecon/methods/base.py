@@ -95,13 +95,16 @@ class MethodSpec:
         return functools.partial(embed, load_facerec(device=torch.device(self.device)))
 
 
-def crops_target(faces: Sequence[Any], like: torch.Tensor) -> FitTarget:
+def crops_target(
+    faces: Sequence[Any], like: torch.Tensor, detector: str | None = None
+) -> FitTarget:
     """Aligned faces (:class:`facerecon.detect.AlignedFace`: ``image (S, S, 3)`` uint8,
     ``lm68 (68, 2)`` crop pixels) as a :class:`FitTarget`: ``image (B, 3, S, S)`` in
-    0..1 and ``lm68 (B, 68, 2)``, on the device and dtype of ``like``."""
+    0..1 and ``lm68 (B, 68, 2)``, on the device and dtype of ``like``; ``detector``: where the
+    landmarks came from (``FitTarget.detector``)."""
     image = torch.from_numpy(np.stack([f.image for f in faces])).to(like.device, like.dtype)
     lm = torch.from_numpy(np.stack([f.lm68 for f in faces])).to(like.device, like.dtype)
-    return FitTarget((image / 255.0).permute(0, 3, 1, 2).contiguous(), lm)
+    return FitTarget((image / 255.0).permute(0, 3, 1, 2).contiguous(), lm, detector=detector)
 
 
 def load_rnet_checked(weights: Path | str | None, model: MorphableModel, device, method: str):
