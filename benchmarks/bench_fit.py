@@ -53,7 +53,8 @@ def run(quick: bool = False) -> list[dict]:
     if weights:
         net = load_rnet(weights)
         configs["rnet"] = RNetMethod(model, net)
-        configs["auto (rnet + refine)"] = AutoMethod(model, net, refine_config(weights), facerec)
+        refiner = FitMethod(model, refine_config(weights), facerec)
+        configs["auto (rnet + refine)"] = AutoMethod(configs["rnet"], refiner)
     for label, method in configs.items():
         secs, nmes = [], []
         for name in PHOTOS:

@@ -46,6 +46,7 @@ def config(quick: bool, rnet: str | None = None):
         quick=quick,
         rnet=rnet,
         cnet=cnet,
+        texture_dir=_bench_synthetic()._textures(),
     )
 
 

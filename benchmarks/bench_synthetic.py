@@ -63,7 +63,19 @@ def config(quick: bool, rnet: str | None = None, cnet: str | None = None):
         ablation=not quick,
         rnet=rnet,
         cnet=cnet,
+        texture_dir=_textures(),
     )
+
+
+def _textures() -> str:
+    """The photo textures of the realistic benchmark (``bench_realistic.texture_dir``)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent / "bench_realistic.py"
+    spec = importlib.util.spec_from_file_location("bench_realistic", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.texture_dir()
 
 
 def rows_from_result(result: dict, section: str = SECTION) -> list[dict]:

@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["render", "detect", "skin", "facerec", "fit", "rnet", "heldout", "synthetic"]
+ORDER = ["render", "detect", "skin", "facerec", "fit", "rnet", "heldout", "synthetic", "realistic"]
 
 
 def machine() -> str:

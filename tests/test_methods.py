@@ -116,7 +116,7 @@ def test_rnet_and_auto_share_the_network_estimate(model, target):
     assert torch.equal(est.coeffs, aggregate_set(coeffs, conf, model.layout, "s4"))
     assert est.confidences.shape == (2,) and torch.allclose(est.confidences, conf.sum(-1))
     refine = FitConfig.fast()
-    auto = AutoMethod(model, net, refine, cnet=cnet)(target, shared_identity=True)
+    auto = AutoMethod(RNetMethod(model, net, cnet), FitMethod(model, refine))(target, True)
     ref = fit(model, target, _shared(refine), init=est.coeffs).coeffs
     assert torch.equal(auto.coeffs, ref) and torch.equal(auto.confidences, est.confidences)
 

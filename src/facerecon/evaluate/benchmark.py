@@ -354,10 +354,11 @@ def net_methods(
     ``rnet`` and ``auto`` (R-Net + ``refine_config``; ``facerec`` for its perceptual term) per
     image; their shape averaging and ``auto``'s joint refinement per set; with a C-Net the
     S1-S4 aggregations of the R-Net identities and ``auto`` started from S4."""
-    from facerecon.methods import AutoMethod, RNetMethod
+    from facerecon.methods import AutoMethod, FitMethod, RNetMethod
 
     rnet_rows = MethodRows(RNetMethod(model, rnet), detections)
-    auto_rows = MethodRows(AutoMethod(model, rnet, refine_config, facerec), detections)
+    refiner = FitMethod(model, refine_config, facerec)
+    auto_rows = MethodRows(AutoMethod(RNetMethod(model, rnet), refiner), detections)
     single = {"rnet": rnet_rows.single, "auto": auto_rows.single}
     sets: dict[str, SetMethod] = {
         "rnet: shape averaging": rnet_rows.shape_average("rnet"),
@@ -368,7 +369,7 @@ def net_methods(
         for name in ("s1", "s2", "s3", "s4"):
             rows = MethodRows(RNetMethod(model, rnet, cnet, name), detections)
             sets[f"rnet + cnet: {name.upper()}"] = rows.joint_neutral
-        auto_cnet = AutoMethod(model, rnet, refine_config, facerec, cnet, "s4")
+        auto_cnet = AutoMethod(RNetMethod(model, rnet, cnet, "s4"), refiner)
         sets["auto + cnet S4: joint refine"] = MethodRows(auto_cnet, detections).joint_neutral
     multiview = {"rnet: front view only": rnet_rows.front_only}
     return single, sets, multiview, {"rnet": rnet_rows, "auto": auto_rows}

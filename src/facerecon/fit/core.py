@@ -61,6 +61,9 @@ class FitTarget:
         detector: the detector the landmarks came from (``facerecon.detect.Face.detector``,
             e.g. ``"dlib hog"``); ``FitConfig.landmark_detector="auto"`` fits its calibrated
             landmark definition.
+        more_lm68: further detections of the same faces, ``((detector, (B, 68, 2)), ...)``,
+            NaN rows where that detector found nothing; each adds its own landmark term (with
+            its own calibration: independent errors average out).
     """
 
     image: torch.Tensor
@@ -68,6 +71,7 @@ class FitTarget:
     attention: torch.Tensor | None = None
     lm_valid: torch.Tensor | None = None
     detector: str | None = None
+    more_lm68: tuple[tuple[str, torch.Tensor], ...] = ()
 
 
 @dataclass
@@ -198,7 +202,7 @@ def fit_landmarks(
     camera: CameraConfig,
     cfg: FitConfig,
     history: list[dict[str, float]],
-    spec: LandmarkSpec,
+    observations: list[LandmarkObservation],
 ) -> None:
     """Stage 0: pose first, then pose + identity + expression, on the 68 landmarks."""
     weights = cfg.loss
@@ -214,10 +218,9 @@ def fit_landmarks(
             _cosine_lr(opt, base, step, iters, cfg.lr_decay)
             opt.zero_grad(set_to_none=True)
             shape_at = functools.partial(landmark_vertices, model, params.ids(), params.exp_coeff)
-            cand = spec_candidates(spec, shape_at)
-            lm = project_landmarks(cand, params.angles, params.trans, camera)
+            _, landmark = _landmarks_and_term(observations, shape_at, params, cfg, camera)
             terms = {
-                "landmark": _landmark_term(lm, target, spec, cfg, params.angles),
+                "landmark": landmark,
                 "coef": coefficient_regularization(
                     params.ids(),
                     params.exp_coeff,
@@ -233,21 +236,68 @@ def fit_landmarks(
         history.append({"stage": "landmarks", "total": float(total.detach()), **_floats(parts)})
 
 
+@dataclass
+class LandmarkObservation:
+    """One detector's landmarks of the batch: its spec, ``lm68 (B, 68, 2)`` and ``valid``."""
+
+    spec: LandmarkSpec
+    lm68: torch.Tensor
+    valid: torch.Tensor | None = None
+
+
+def landmark_observations(
+    model: MorphableModel, target: FitTarget, cfg: FitConfig
+) -> list[LandmarkObservation]:
+    """The target's landmark sets: ``target.lm68`` (first) and ``target.more_lm68``, each
+    with the spec of its detector (``cfg.landmark_detector``; ``"auto"``: the detector's
+    calibration)."""
+
+    def spec_for(detector: str | None) -> LandmarkSpec:
+        name = cfg.landmark_detector
+        if name == "auto":
+            name = calibration_key(detector)
+        return landmark_spec(model, name, cfg.contour_landmarks)
+
+    out = [LandmarkObservation(spec_for(target.detector), target.lm68, target.lm_valid)]
+    for detector, lm in target.more_lm68:
+        found = torch.isfinite(lm).all(dim=-1)  # (B, 68)
+        out.append(LandmarkObservation(spec_for(detector), torch.nan_to_num(lm), found.to(lm)))
+    return out
+
+
+def _landmarks_and_term(
+    observations: list[LandmarkObservation],
+    points_at,
+    params: Params,
+    cfg: FitConfig,
+    camera: CameraConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lm (B, 68, 2) of the first observation's spec, the summed landmark term)``."""
+    total, first = None, None
+    for obs in observations:
+        cand = spec_candidates(obs.spec, points_at)
+        lm = project_landmarks(cand, params.angles, params.trans, camera)
+        term = _landmark_term(lm, obs, cfg, params.angles)
+        total = term if total is None else total + term
+        first = lm if first is None else first
+    return first, total
+
+
 def _landmark_term(
-    lm: torch.Tensor, target: FitTarget, spec: LandmarkSpec, cfg: FitConfig, angles: torch.Tensor
+    lm: torch.Tensor, obs: LandmarkObservation, cfg: FitConfig, angles: torch.Tensor
 ) -> torch.Tensor:
     """The landmark term of ``lm (B, 68, 2)``: the paper's weights, or with
     ``cfg.landmark_weighting == "sigma"`` and a calibrated spec ``(sigma_ref / sigma_k)^2``
     (a Gaussian noise model in 224-crop pixels, at the current yaw ``angles[:, 1]``, which
     carries no gradient through the weights); Cauchy-robust beyond ``cfg.landmark_robust``
     (times each point's sigma; crop pixels without a calibration)."""
-    weights, robust = None, cfg.landmark_robust
+    weights, robust, spec = None, cfg.landmark_robust, obs.spec
     if cfg.landmark_weighting == "sigma" and spec.sigma is not None:
         sigma = spec.sigma_at(torch.rad2deg(angles[:, 1].detach())).clamp_min(0.5)
         weights = (SIGMA_REF_PX / sigma) ** 2
         if robust > 0:
             robust = robust * sigma  # in units of each point's noise
-    return landmark_loss(lm, target.lm68, weights=weights, valid=target.lm_valid, robust=robust)
+    return landmark_loss(lm, obs.lm68, weights=weights, valid=obs.valid, robust=robust)
 
 
 def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -269,22 +319,22 @@ def hybrid_terms(
     cfg: FitConfig,
     facerec: Embedder | None = None,
     target_embedding: torch.Tensor | None = None,
-    spec: LandmarkSpec | None = None,
+    observations: list[LandmarkObservation] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every loss term of the current parameters, rendering at ``stage.size``.
 
-    ``spec`` says which surface points the landmarks are (:func:`landmark_spec`; default: the
-    model's fixed landmark vertices).
+    ``observations`` (:func:`landmark_observations`) are the landmark sets and which surface
+    points they are (default: ``target.lm68`` on the model's fixed landmark vertices).
     """
     w = cfg.loss
     ids = params.ids()
     vertices, albedo = model(ids, params.exp_coeff, params.tex_coeff)
     terms: dict[str, torch.Tensor] = {}
-    if spec is None:
+    if observations is None:
         spec = landmark_spec(model, contour=False)
-    cand = spec_candidates(spec, lambda i: vertices[:, i])
-    lm = project_landmarks(cand, params.angles, params.trans, camera)
-    terms["landmark"] = _landmark_term(lm, target, spec, cfg, params.angles)
+        observations = [LandmarkObservation(spec, target.lm68, target.lm_valid)]
+    points_at = lambda i: vertices[:, i]  # noqa: E731
+    lm, terms["landmark"] = _landmarks_and_term(observations, points_at, params, cfg, camera)
     terms["coef"] = coefficient_regularization(
         ids, params.exp_coeff, params.tex_coeff, alpha=w.alpha, beta=w.beta, delta=w.delta
     )
@@ -392,19 +442,18 @@ def fit(
     if init is not None:
         params.load(model, init)
     history: list[dict[str, float]] = []
-    detector = cfg.landmark_detector
-    if detector == "auto":
-        detector = calibration_key(target.detector)
-    spec = landmark_spec(model, detector, cfg.contour_landmarks)
+    observations = landmark_observations(model, target, cfg)
     if cfg.landmark_iters:
-        fit_landmarks(model, params, target, camera, cfg, history, spec)
+        fit_landmarks(model, params, target, camera, cfg, history, observations)
     target_embedding = None
     if facerec is not None and (cfg.coarse.perceptual or cfg.fine.perceptual):
         with torch.no_grad():
             target_embedding = facerec(target.image, target.lm68)
 
     def terms_of(p: Params, stage: StageConfig) -> dict[str, torch.Tensor]:
-        return hybrid_terms(model, p, target, camera, stage, cfg, facerec, target_embedding, spec)
+        return hybrid_terms(
+            model, p, target, camera, stage, cfg, facerec, target_embedding, observations
+        )
 
     for name, stage in (("coarse", cfg.coarse), ("fine", cfg.fine)):
         if stage.iters:

@@ -6,6 +6,8 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
+
 from facerecon.errors import FaceReconError
 from facerecon.fit import FitConfig, FitTarget, fit
 from facerecon.methods.base import Embedder, Estimate, MethodSpec
@@ -57,8 +59,12 @@ class FitMethod:
         facerec = None if spec.fast else spec.embedder()
         return cls(model, cfg, facerec, spec.rasterizer)
 
-    def __call__(self, target: FitTarget, shared_identity: bool = False) -> Estimate:
+    def __call__(
+        self, target: FitTarget, shared_identity: bool = False, init: torch.Tensor | None = None
+    ) -> Estimate:
+        """The fit of ``target``; ``init (B, layout.size)`` starts it from another estimate
+        (default: the mean face, zero pose)."""
         t0 = time.perf_counter()
         cfg = fit_config_for(self.config, shared_identity, self.rasterizer)
-        res = fit(self.model, target, cfg, facerec=self.facerec)
+        res = fit(self.model, target, cfg, facerec=self.facerec, init=init)
         return Estimate(res.coeffs.detach(), None, res.history, time.perf_counter() - t0)

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from facerecon.fit import FitConfig, FitTarget, fit
-from facerecon.methods.base import Embedder, Estimate, MethodSpec, load_rnet_checked
-from facerecon.methods.fit import fit_config_for
+from facerecon.fit import FitConfig, FitTarget
+from facerecon.methods.base import Estimate, MethodSpec, load_rnet_checked
+from facerecon.methods.fit import FitMethod
 
 if TYPE_CHECKING:
     from facerecon.morphable import MorphableModel
@@ -78,48 +78,33 @@ def _nets(spec: MethodSpec, model: MorphableModel, method: str) -> tuple[Any, An
 
 class AutoMethod:
     """``auto``: the R-Net's estimate (:class:`RNetMethod`, so image sets start from the
-    aggregated identity) refined by a short fit (:meth:`FitConfig.refine`, by default with the
-    loss weights the net was trained with).
+    aggregated identity) refined by a short fit from it.
 
     Args:
-        model, rnet, cnet, strategy: as :class:`RNetMethod`.
-        refine: the refinement's stages and weights.
-        facerec: embedder of the refinement's perceptual term (None: off).
-        rasterizer: overrides ``refine.rasterizer`` when given.
+        network: the :class:`RNetMethod` (its C-Net and strategy aggregate image sets).
+        refiner: the refinement, a :class:`FitMethod` (default: :meth:`FitConfig.refine`);
+            :func:`refine_config` gives the one for an R-Net file (the loss weights the net
+            was trained with).
     """
 
     name: ClassVar[str] = "auto"
     uses_rnet: ClassVar[bool] = True
     stage: ClassVar[str] = "R-Net + fitting"
 
-    def __init__(
-        self,
-        model: MorphableModel,
-        rnet,
-        refine: FitConfig | None = None,
-        facerec: Embedder | None = None,
-        cnet=None,
-        strategy: str = "s4",
-        rasterizer: str | None = None,
-    ):
-        self.model = model
-        self.network = RNetMethod(model, rnet, cnet, strategy)
-        self.refine = refine or FitConfig.refine()
-        self.facerec = facerec
-        self.rasterizer = rasterizer
+    def __init__(self, network: RNetMethod, refiner: FitMethod | None = None):
+        self.model = network.model
+        self.network = network
+        self.refiner = refiner or FitMethod(network.model, FitConfig.refine())
 
     @classmethod
     def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> AutoMethod:
         rnet, cnet = _nets(spec, model, cls.name)
-        refine = refine_config(spec.weights)
         facerec = None if spec.fast else spec.embedder()
-        return cls(model, rnet, refine, facerec, cnet, spec.strategy, spec.rasterizer)
+        refiner = FitMethod(model, refine_config(spec.weights), facerec, spec.rasterizer)
+        return cls(RNetMethod(model, rnet, cnet, spec.strategy), refiner)
 
     def __call__(self, target: FitTarget, shared_identity: bool = False) -> Estimate:
         t0 = time.perf_counter()
         init = self.network(target, shared_identity)
-        cfg = fit_config_for(self.refine, shared_identity, self.rasterizer)
-        res = fit(self.model, target, cfg, facerec=self.facerec, init=init.coeffs)
-        return Estimate(
-            res.coeffs.detach(), init.confidences, res.history, time.perf_counter() - t0
-        )
+        res = self.refiner(target, shared_identity, init=init.coeffs)
+        return Estimate(res.coeffs, init.confidences, res.history, time.perf_counter() - t0)
