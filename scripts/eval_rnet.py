@@ -29,8 +29,8 @@ def _load(name: str, path: Path):
 
 
 def main() -> None:
-    from facerecon.fit import FitTarget
-    from facerecon.methods import AutoMethod, FitMethod, RNetMethod, refine_config
+    from facerecon.fit import FitConfig, FitTarget
+    from facerecon.methods import AutoMethod, FitMethod, RNetMethod
     from facerecon.morphable import load_face_model
     from facerecon.nets.rnet import load_rnet
 
@@ -46,7 +46,7 @@ def main() -> None:
         name, path = arg.split("=", 1)
         net, target = load_rnet(path), FitTarget(image, lm)
         coeffs = RNetMethod(model, net)(target).coeffs
-        auto = AutoMethod(RNetMethod(model, net), FitMethod(model, refine_config(path)))
+        auto = AutoMethod(RNetMethod(model, net), FitMethod(model, FitConfig.refine()))
         refined = auto(target).coeffs
         shape = {
             k: tests._shape_rmse_mm(model, model.layout.split(c)["id_coeff"].numpy(), samples)

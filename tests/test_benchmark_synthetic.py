@@ -190,10 +190,10 @@ def test_network_and_ablation_methods_plug_into_the_benchmark(ict_npz, tmp_path)
     assert len(ablation) == 3
     for name in ablation:  # same detections as the fit: same successes
         assert single[name]["n"] == single["fit"]["n"] and 0.3 < single[name]["mean"] < 15.0
-    # the rows differ in what they fit; the quick run's fit (FitConfig.fast()) has no
-    # perceptual term, so it is exactly the "landmarks + photo" row
+    # the rows differ in what they fit (the photometric term moves the shape in them, as in
+    # the paper; the default fit freezes it there, so its row differs from all three)
     assert len({round(single[k]["mean"], 9) for k in ablation}) == 3
-    assert single["fit ablation: landmarks + photo"]["mean"] == single["fit"]["mean"]
+    assert single["fit ablation: landmarks + photo"]["mean"] != single["fit"]["mean"]
     assert set(out["seconds_per_image"]) == {"rnet", "auto"}
     names = {"rnet: shape averaging", *(f"rnet + cnet: S{k}" for k in range(1, 5))}
     names |= {"auto: shape averaging", "auto: joint refine", "auto + cnet S4: joint refine"}

@@ -73,6 +73,8 @@ def test_hybrid_stages_use_contour_landmarks(model):
         landmark_iters=0,
         coarse=StageConfig(iters=1, size=56, photometric=False),
         fine=StageConfig(iters=0),
+        landmark_weighting="paper",
+        landmark_robust=0.0,  # the plain squared term, to compare with landmark_loss
         **{k: v for k, v in lrs.items() if k != "lr_decay"},
     )
     res = fit(model, FitTarget(image, target_lm, torch.ones(1, 1, 224, 224)), cfg, init=init)

@@ -89,7 +89,7 @@ def test_sigma_weighting_is_used_by_the_fit(model):
     lm = torch.full((1, 68, 2), 112.0) + torch.randn(1, 68, 2)
     target = FitTarget(torch.full((1, 3, 224, 224), 0.5), lm)
     cfg = dataclasses.replace(
-        FitConfig.fast(), landmark_detector="dlib", landmark_weighting="sigma",
+        FitConfig.fast(), landmark_detector="dlib", landmark_weighting="sigma", landmark_robust=0.0,
         lr_angles=0.0, lr_trans=0.0, lr_id=0.0, lr_exp=0.0, landmark_iters=3,
         coarse=dataclasses.replace(FitConfig.fast().coarse, iters=0),
         fine=dataclasses.replace(FitConfig.fast().fine, iters=0),

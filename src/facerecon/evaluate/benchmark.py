@@ -223,6 +223,7 @@ class Detections:
     def __init__(self, detectors: Sequence = ()):
         self.detectors = list(detectors)
         self._aligned: dict[int, tuple[Any, Any, str | None]] = {}
+        self._alt: dict[int, dict] = {}
 
     def aligned(self, sample) -> Any | None:
         """The sample's ``AlignedFace`` or None when no detector finds a face."""
@@ -239,7 +240,7 @@ class Detections:
         hit = self._aligned.get(id(sample))
         if hit is not None and hit[0] is sample:
             return hit[1], hit[2]
-        aligned, backend = None, None
+        aligned, backend, alt = None, None, {}
         for det in self.detectors or [None]:
             try:
                 face = detect_one(sample.image, detector_obj=det)
@@ -247,13 +248,21 @@ class Detections:
                 continue
             aligned = align(sample.image, face.lm68)
             backend = face.detector or "dlib hog"
+            alt = {k: aligned.transform.to_crop(v) for k, v in face.alt_lm68.items()}
             break
         self._aligned[id(sample)] = (sample, aligned, backend)
+        self._alt[id(sample)] = alt
         return aligned, backend
+
+    def alt_of(self, sample) -> dict:
+        """Other detectors' landmarks of the sample's face, ``{name: (68, 2)}`` crop pixels."""
+        self._detect(sample)
+        return self._alt.get(id(sample), {})
 
     def clear(self) -> None:
         """Forget cached detections (call between identities to bound memory)."""
         self._aligned.clear()
+        self._alt.clear()
 
 
 class MethodRows:
@@ -276,12 +285,15 @@ class MethodRows:
         self.seconds = 0.0
         self.images = 0
 
-    def _coeffs(self, faces: list, shared_identity: bool) -> torch.Tensor:
+    def _coeffs(self, samples: list, shared_identity: bool) -> torch.Tensor:
         import torch
 
         from facerecon.methods import crops_target
 
-        target = crops_target(faces, self.model.mean_shape)
+        faces = [self.detections.aligned(s) for s in samples]
+        detectors = tuple(self.detections.detector_of(s) for s in samples)
+        alt = [self.detections.alt_of(s) for s in samples]
+        target = crops_target(faces, self.model.mean_shape, detectors, alt)
         if not self.skin_attention:
             target.attention = torch.ones_like(target.image[:, :1])
         return self.method(target, shared_identity).coeffs
@@ -293,7 +305,7 @@ class MethodRows:
         if not ok:
             return out
         t0 = time.perf_counter()
-        coeffs = self._coeffs([faces[k] for k in ok], shared_identity)
+        coeffs = self._coeffs([samples[k] for k in ok], shared_identity)
         if not shared_identity:
             self.seconds += time.perf_counter() - t0
             self.images += len(ok)
@@ -377,15 +389,16 @@ def net_methods(
 
 def ablation_methods(model, fit_config, detections: Detections) -> dict[str, SingleMethod]:
     """Single-image rows in the layout of the paper's Table 1, on the fitting path (same
-    stages and steps as ``fit_config``, perceptual term off unless named): landmarks only;
-    landmarks + photometric without skin attention; landmarks + photometric with it. The full
-    hybrid loss (+ perceptual) is the ``fit`` row."""
+    stages and steps as ``fit_config``, perceptual term off, every term free to move the shape
+    as in the paper -- the default freezes the shape in the photometric stages, which would
+    make the rows equal): landmarks only; landmarks + photometric without skin attention;
+    landmarks + photometric with it."""
     from facerecon.methods import FitMethod
 
     no_perc = dataclasses.replace(
         fit_config,
-        coarse=dataclasses.replace(fit_config.coarse, perceptual=False),
-        fine=dataclasses.replace(fit_config.fine, perceptual=False),
+        coarse=dataclasses.replace(fit_config.coarse, perceptual=False, frozen=()),
+        fine=dataclasses.replace(fit_config.fine, perceptual=False, frozen=()),
     )
     lm_only = dataclasses.replace(
         no_perc,
@@ -729,11 +742,10 @@ def run_synthetic_benchmark(
         if config.ablation:
             all_single.update(ablation_methods(model, fit_config, detections))
     if config.rnet:
-        from facerecon.methods import refine_config
         from facerecon.methods.base import load_rnet_checked
         from facerecon.nets.cnet import load_cnet
 
-        refine = refine_config(config.rnet)
+        refine = FitConfig.refine()
         if fast:
             refine = dataclasses.replace(refine, fine=dataclasses.replace(refine.fine, iters=0))
         cnet = load_cnet(config.cnet, device=device) if config.cnet else None

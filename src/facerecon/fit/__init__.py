@@ -1,6 +1,6 @@
 """Analysis-by-synthesis fitting (the method that needs no trained network)."""
 
-from facerecon.fit.config import FitConfig, StageConfig
+from facerecon.fit.config import SHAPE, FitConfig, StageConfig, calibrated_loss
 from facerecon.fit.core import (
     FitResult,
     FitTarget,
@@ -19,11 +19,13 @@ from facerecon.fit.landmarks import (
 )
 
 __all__ = [
+    "SHAPE",
     "FitConfig",
     "FitResult",
     "FitTarget",
     "LandmarkSpec",
     "StageConfig",
+    "calibrated_loss",
     "fit",
     "fitted_landmarks",
     "landmark_spec",

@@ -59,8 +59,9 @@ class FitTarget:
         attention: ``(B, 1, S, S)`` skin attention A, or None to compute it from ``image``.
         lm_valid: ``(B, 68)`` optional landmark confidences (0 drops a point).
         detector: the detector the landmarks came from (``facerecon.detect.Face.detector``,
-            e.g. ``"dlib hog"``); ``FitConfig.landmark_detector="auto"`` fits its calibrated
-            landmark definition.
+            e.g. ``"dlib hog"``), one for the batch or one per image; with
+            ``FitConfig.landmark_detector="auto"`` each image's landmarks are fitted with
+            that detector's calibrated definition.
         more_lm68: further detections of the same faces, ``((detector, (B, 68, 2)), ...)``,
             NaN rows where that detector found nothing; each adds its own landmark term (with
             its own calibration: independent errors average out).
@@ -70,7 +71,7 @@ class FitTarget:
     lm68: torch.Tensor
     attention: torch.Tensor | None = None
     lm_valid: torch.Tensor | None = None
-    detector: str | None = None
+    detector: str | tuple[str | None, ...] | None = None
     more_lm68: tuple[tuple[str, torch.Tensor], ...] = ()
 
 
@@ -258,7 +259,18 @@ def landmark_observations(
             name = calibration_key(detector)
         return landmark_spec(model, name, cfg.contour_landmarks)
 
-    out = [LandmarkObservation(spec_for(target.detector), target.lm68, target.lm_valid)]
+    per_image = target.detector
+    if per_image is None or isinstance(per_image, str):
+        per_image = (per_image,) * target.lm68.shape[0]
+    out = []
+    for name in dict.fromkeys(per_image):  # one observation per detector, on its images
+        rows = torch.tensor([d == name for d in per_image], device=target.lm68.device)
+        valid = rows[:, None].to(target.lm68).expand(-1, 68)
+        if target.lm_valid is not None:
+            valid = valid * target.lm_valid.to(valid)
+        out.append(LandmarkObservation(spec_for(name), target.lm68, valid))
+    if len(out) == 1 and target.lm_valid is None:
+        out[0].valid = None  # one detector for all: the plain term
     for detector, lm in target.more_lm68:
         found = torch.isfinite(lm).all(dim=-1)  # (B, 68)
         out.append(LandmarkObservation(spec_for(detector), torch.nan_to_num(lm), found.to(lm)))
@@ -289,11 +301,16 @@ def _landmark_term(
     """The landmark term of ``lm (B, 68, 2)``: the paper's weights, or with
     ``cfg.landmark_weighting == "sigma"`` and a calibrated spec ``(sigma_ref / sigma_k)^2``
     (a Gaussian noise model in 224-crop pixels, at the current yaw ``angles[:, 1]``, which
-    carries no gradient through the weights); Cauchy-robust beyond ``cfg.landmark_robust``
+    carries no gradient through the weights; ``cfg.landmark_sigma_max_yaw`` caps that yaw);
+    Cauchy-robust beyond ``cfg.landmark_robust``
     (times each point's sigma; crop pixels without a calibration)."""
     weights, robust, spec = None, cfg.landmark_robust, obs.spec
     if cfg.landmark_weighting == "sigma" and spec.sigma is not None:
-        sigma = spec.sigma_at(torch.rad2deg(angles[:, 1].detach())).clamp_min(0.5)
+        yaw = torch.rad2deg(angles[:, 1].detach())
+        if cfg.landmark_sigma_max_yaw is not None:
+            cap = float(cfg.landmark_sigma_max_yaw)
+            yaw = yaw.clamp(-cap, cap)
+        sigma = spec.sigma_at(yaw).clamp_min(0.5)
         weights = (SIGMA_REF_PX / sigma) ** 2
         if robust > 0:
             robust = robust * sigma  # in units of each point's noise

@@ -52,7 +52,6 @@ _LAZY = {
     "FitMethod": "facerecon.methods.fit",
     "RNetMethod": "facerecon.methods.network",
     "AutoMethod": "facerecon.methods.network",
-    "refine_config": "facerecon.methods.network",
 }
 
 __all__ = [
@@ -68,7 +67,6 @@ __all__ = [
     "method_class",
     "method_names",
     "network_methods",
-    "refine_config",
 ]
 
 

@@ -96,15 +96,25 @@ class MethodSpec:
 
 
 def crops_target(
-    faces: Sequence[Any], like: torch.Tensor, detector: str | None = None
+    faces: Sequence[Any],
+    like: torch.Tensor,
+    detector: str | tuple[str | None, ...] | None = None,
+    alt_lm68: Sequence[dict[str, np.ndarray]] | None = None,
 ) -> FitTarget:
     """Aligned faces (:class:`facerecon.detect.AlignedFace`: ``image (S, S, 3)`` uint8,
     ``lm68 (68, 2)`` crop pixels) as a :class:`FitTarget`: ``image (B, 3, S, S)`` in
     0..1 and ``lm68 (B, 68, 2)``, on the device and dtype of ``like``; ``detector``: where the
-    landmarks came from (``FitTarget.detector``)."""
+    landmarks came from (``FitTarget.detector``); ``alt_lm68``: per face, other detectors'
+    landmarks ``{name: (68, 2)}`` in *crop* pixels (``FitTarget.more_lm68``, NaN where a
+    detector has none for a face)."""
     image = torch.from_numpy(np.stack([f.image for f in faces])).to(like.device, like.dtype)
     lm = torch.from_numpy(np.stack([f.lm68 for f in faces])).to(like.device, like.dtype)
-    return FitTarget((image / 255.0).permute(0, 3, 1, 2).contiguous(), lm, detector=detector)
+    more = []
+    for name in sorted({k for d in alt_lm68 or () for k in d}):
+        rows = [np.asarray(d.get(name, np.full((68, 2), np.nan)), np.float64) for d in alt_lm68]
+        more.append((name, torch.from_numpy(np.stack(rows)).to(like.device, like.dtype)))
+    image = (image / 255.0).permute(0, 3, 1, 2).contiguous()
+    return FitTarget(image, lm, detector=detector, more_lm68=tuple(more))
 
 
 def load_rnet_checked(weights: Path | str | None, model: MorphableModel, device, method: str):

@@ -15,7 +15,15 @@ from facerecon.methods.base import Embedder, Estimate, MethodSpec
 if TYPE_CHECKING:
     from facerecon.morphable import MorphableModel
 
-__all__ = ["FitMethod", "fit_config_for"]
+__all__ = ["FitMethod", "embedder_for", "fit_config_for"]
+
+
+def embedder_for(cfg: FitConfig, spec: MethodSpec):
+    """The face-recognition embedder when a stage of ``cfg`` has the perceptual term (and the
+    spec allows it), else None (nothing is loaded)."""
+    if spec.fast or not (cfg.coarse.perceptual or cfg.fine.perceptual):
+        return None
+    return spec.embedder()
 
 
 def fit_config_for(cfg: FitConfig, shared_identity: bool, rasterizer: str | None) -> FitConfig:
@@ -56,8 +64,7 @@ class FitMethod:
         if spec.cnet is not None:
             raise FaceReconError("--cnet needs R-Net features: use --method rnet or auto")
         cfg = FitConfig.fast() if spec.fast else FitConfig()
-        facerec = None if spec.fast else spec.embedder()
-        return cls(model, cfg, facerec, spec.rasterizer)
+        return cls(model, cfg, embedder_for(cfg, spec), spec.rasterizer)
 
     def __call__(
         self, target: FitTarget, shared_identity: bool = False, init: torch.Tensor | None = None

@@ -9,20 +9,12 @@ import torch
 
 from facerecon.fit import FitConfig, FitTarget
 from facerecon.methods.base import Estimate, MethodSpec, load_rnet_checked
-from facerecon.methods.fit import FitMethod
+from facerecon.methods.fit import FitMethod, embedder_for
 
 if TYPE_CHECKING:
     from facerecon.morphable import MorphableModel
 
-__all__ = ["AutoMethod", "RNetMethod", "refine_config"]
-
-
-def refine_config(weights) -> FitConfig:
-    """``auto``'s refinement for the R-Net file ``weights``: :meth:`FitConfig.refine` with the
-    loss weights the net was trained with (the paper's when the file does not say)."""
-    from facerecon.nets.rnet import training_loss_config
-
-    return FitConfig.refine(training_loss_config(weights))
+__all__ = ["AutoMethod", "RNetMethod"]
 
 
 class RNetMethod:
@@ -82,9 +74,8 @@ class AutoMethod:
 
     Args:
         network: the :class:`RNetMethod` (its C-Net and strategy aggregate image sets).
-        refiner: the refinement, a :class:`FitMethod` (default: :meth:`FitConfig.refine`);
-            :func:`refine_config` gives the one for an R-Net file (the loss weights the net
-            was trained with).
+        refiner: the refinement, a :class:`FitMethod` (default: :meth:`FitConfig.refine`, the
+            noise-aware fit's settings from the net's estimate).
     """
 
     name: ClassVar[str] = "auto"
@@ -99,8 +90,8 @@ class AutoMethod:
     @classmethod
     def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> AutoMethod:
         rnet, cnet = _nets(spec, model, cls.name)
-        facerec = None if spec.fast else spec.embedder()
-        refiner = FitMethod(model, refine_config(spec.weights), facerec, spec.rasterizer)
+        cfg = FitConfig.refine()
+        refiner = FitMethod(model, cfg, embedder_for(cfg, spec), spec.rasterizer)
         return cls(RNetMethod(model, rnet, cnet, spec.strategy), refiner)
 
     def __call__(self, target: FitTarget, shared_identity: bool = False) -> Estimate:

@@ -17,6 +17,7 @@ training engine (:mod:`facerecon.train.engine`) calls for R-Net and C-Net traini
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
@@ -93,7 +94,11 @@ def rnet_terms(
         name -> scalar tensor; keys among photo, landmark, perceptual, coef, tex, light.
     """
     camera = camera or CameraConfig()
-    cfg = FitConfig(loss=loss or HybridLossConfig(), rasterizer=rasterizer)
+    # the paper's landmark term (model vertices, weight 20 on nose and inner mouth, squared):
+    # what the nets are trained with, independent of the fit's noise-aware defaults
+    cfg = dataclasses.replace(
+        FitConfig.paper(), loss=loss or HybridLossConfig(), rasterizer=rasterizer
+    )
     perceptual = facerec is not None and target_embedding is not None
     stage = StageConfig(iters=1, size=render_size, perceptual=perceptual, photometric=True)
     target = FitTarget(image=image, lm68=lm68, attention=attention)
