@@ -23,7 +23,10 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["render", "detect", "skin", "facerec", "fit", "rnet", "heldout", "synthetic", "realistic"]
+ORDER = [
+    "render", "detect", "skin", "facerec", "fit", "rnet", "heldout", "synthetic", "realistic",
+    "multiview",
+]  # fmt: skip
 
 
 def machine() -> str:

@@ -35,8 +35,23 @@ def _reconstruct_parser(sub) -> None:
         help="photos -> 3D faces (mesh, coefficients, overlays, report)",
         description="Reconstruct the face(s) in each photo. PATH may be files, folders or globs.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="*", metavar="PATH")
     p.add_argument("--out", type=Path, default=Path("facerecon_out"), help="output folder")
+    p.add_argument(
+        "--views",
+        nargs="+",
+        metavar="PHOTO",
+        default=None,
+        help="1 to 3 simultaneous views of one face (e.g. left, front, right; any order): one "
+        "identity and expression, per-view pose and light (default method: mvr-auto when "
+        "DF-MVR weights ship for the model, else mvfit)",
+    )
+    p.add_argument(
+        "--mvr-weights",
+        type=Path,
+        default=None,
+        help="DF-MVR weights for mvr / mvr-auto (default: the ones shipped for the model)",
+    )
     p.add_argument(
         "--set",
         dest="as_set",
@@ -51,8 +66,9 @@ def _reconstruct_parser(sub) -> None:
         default=None,
         choices=method_choices(),
         help="fit: analysis-by-synthesis (no network); rnet: R-Net regression (fast); auto: "
-        "R-Net estimate refined by a few fitting steps. Default: auto when R-Net weights are "
-        "given or ship for the model, else fit",
+        "R-Net estimate refined by a few fitting steps; with --views: mvfit (joint fit of the "
+        "views), mvr (DF-MVR network), mvr-auto (DF-MVR refined by a joint fit). Default: auto "
+        "when R-Net weights are given or ship for the model, else fit",
     )
     p.add_argument(
         "--weights",
@@ -149,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     ev.add_argument("passthrough", nargs=argparse.REMAINDER)
-    tr = sub.add_parser("train", help="train networks (rnet, cnet)", add_help=False)
-    tr.add_argument("net", choices=["rnet", "cnet"])
+    tr = sub.add_parser("train", help="train networks (rnet, cnet, mvr)", add_help=False)
+    tr.add_argument("net", choices=["rnet", "cnet", "mvr"])
     tr.add_argument("passthrough", nargs=argparse.REMAINDER)
     pr = sub.add_parser(
         "prepare", help="detect, align and cache a folder of photos for training", add_help=False
@@ -169,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_reconstruct(args) -> int:
     from facerecon.pipeline import ReconstructOptions, run
 
+    if bool(args.paths) == bool(args.views):
+        print("error: give photos as PATH ... or as --views PHOTO ..., not both or neither",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if args.views and len(args.views) > 3:
+        print(f"error: --views takes 1 to 3 photos of one face, got {len(args.views)}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if args.views and args.all_faces:
+        print("error: --views uses the largest face of each photo; drop --all-faces",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     options = ReconstructOptions(
         out_dir=args.out,
         model=args.model,
@@ -179,7 +207,9 @@ def cmd_reconstruct(args) -> int:
         rasterizer=args.rasterizer,
         strategy=args.strategy,
         device=args.device,
-        as_set=args.as_set,
+        as_set=args.as_set or bool(args.views),
+        views=bool(args.views),
+        mvr_weights=args.mvr_weights,
         all_faces=args.all_faces,
         overwrite=args.overwrite,
         detector=args.detector,
@@ -187,7 +217,7 @@ def cmd_reconstruct(args) -> int:
         fast=args.fast,
         report=args.report,
     )
-    summary = run(args.paths, options, show_progress=not args.quiet)
+    summary = run(args.views or args.paths, options, show_progress=not args.quiet)
     for source, message in summary.failed:
         print(f"failed: {source}: {message}", file=sys.stderr)
     n_ok = len(summary.written)
@@ -253,7 +283,7 @@ def cmd_info(args) -> int:
         print(f"default face model: unavailable ({exc})")
     from facerecon.nets.shipped import WEIGHTS_DIR, shipped_weights
 
-    for kind in ("rnet", "cnet"):
+    for kind in ("rnet", "cnet", "mvr"):
         path = shipped_weights(kind, "bfm-lite")
         print(f"shipped {kind} (bfm-lite): {path if path else f'none in {WEIGHTS_DIR}'}")
     for mod in ("dlib", "mediapipe", "kornia", "cv2"):
@@ -275,6 +305,10 @@ def cmd_train(args) -> int:
         from facerecon.train.cnet import main_train_cnet
 
         return main_train_cnet(args.passthrough)
+    if args.net == "mvr":
+        from facerecon.train.mvr import main_train_mvr
+
+        return main_train_mvr(args.passthrough)
     from facerecon.train import main_train
 
     return main_train(args.passthrough)

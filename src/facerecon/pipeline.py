@@ -43,6 +43,10 @@ class ReconstructOptions:
     strategy: str = "s4"  # aggregation strategy for --set with a C-Net (facerecon.aggregate)
     device: str = "cpu"
     as_set: bool = False
+    # the inputs are 1-3 simultaneous views of one face (--views): one identity and one
+    # expression, per-view pose and light; implies as_set
+    views: bool = False
+    mvr_weights: Path | None = None  # DF-MVR weights for mvr / mvr-auto (None: the shipped)
     all_faces: bool = False
     overwrite: bool = False
     detector: str = "auto"  # facerecon.detect.DETECTOR_CHOICES; auto: dlib, then fallbacks
@@ -544,10 +548,22 @@ def resolve_options(options: ReconstructOptions) -> ReconstructOptions:
     - ``cnet``: with ``as_set``, an R-Net method and the shipped R-Net, the C-Net shipped for
       ``model`` (it was trained on that R-Net's features, never paired with another).
 
+    - with ``views``: ``method`` ``mvr-auto`` when DF-MVR weights are given or ship for
+      ``model``, else ``mvfit``; ``as_set`` is set.
+
     ``shipped=False`` never picks shipped weights (so ``method`` defaults to ``fit``).
     """
     from facerecon.methods import network_methods
     from facerecon.nets.shipped import shipped_weights
+
+    if options.views:
+        mvr = options.mvr_weights
+        if mvr is None and options.shipped:
+            mvr = shipped_weights("mvr", options.model)
+        method = options.method or ("mvr-auto" if mvr is not None else "mvfit")
+        options = dataclasses.replace(
+            options, as_set=True, all_faces=False, method=method, mvr_weights=mvr
+        )
 
     weights, method, cnet = options.weights, options.method, options.cnet
     shipped_rnet = shipped_weights("rnet", options.model) if options.shipped else None
@@ -567,6 +583,7 @@ def method_spec(options: ReconstructOptions):
 
     return MethodSpec(
         weights=options.weights,
+        mvr_weights=options.mvr_weights,
         cnet=options.cnet,
         strategy=options.strategy,
         fast=options.fast,

@@ -69,6 +69,8 @@ class FitConfig:
     lr_gamma: float = 3e-2
     lr_decay: float = 0.3  # learning rate factor reached at the end of each stage (cosine)
     shared_identity: bool = False  # image sets: one id_coeff for all images
+    # simultaneous views of one face (multi-view fit): one exp_coeff for all images too
+    shared_expression: bool = False
     # Jaw landmarks follow the silhouette (fit.contour); on the faces_68pt photos (fast config)
     # landmark NME went 9.4 -> 9.2 % (35-degree yaw), 4.1 -> 4.1 %, 8.3 -> 8.0 %.
     contour_landmarks: bool = True

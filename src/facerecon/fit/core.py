@@ -88,10 +88,16 @@ class FitResult:
 
 
 class Params(torch.nn.Module):
-    """The optimised coefficients of a batch; identity optionally shared across the batch."""
+    """The optimised coefficients of a batch; identity (and expression) optionally shared
+    across the batch."""
 
     def __init__(
-        self, model: MorphableModel, batch: int, shared_identity: bool, like: torch.Tensor
+        self,
+        model: MorphableModel,
+        batch: int,
+        shared_identity: bool,
+        like: torch.Tensor,
+        shared_expression: bool = False,
     ):
         super().__init__()
         kw = {"device": like.device, "dtype": like.dtype}
@@ -100,7 +106,9 @@ class Params(torch.nn.Module):
         self.id_coeff = torch.nn.Parameter(
             torch.zeros(1 if shared_identity else batch, layout.n_id, **kw)
         )
-        self.exp_coeff = torch.nn.Parameter(torch.zeros(batch, layout.n_exp, **kw))
+        self.exp_shared = torch.nn.Parameter(
+            torch.zeros(1 if shared_expression else batch, layout.n_exp, **kw)
+        )
         self.tex_coeff = torch.nn.Parameter(torch.zeros(batch, layout.n_tex, **kw))
         self.angles = torch.nn.Parameter(torch.zeros(batch, 3, **kw))
         self.gamma = torch.nn.Parameter(torch.zeros(batch, 27, **kw))
@@ -111,14 +119,20 @@ class Params(torch.nn.Module):
         identity starts at their mean."""
         parts = model.layout.split(coeffs.detach().to(self.angles))
         with torch.no_grad():
-            ids = parts["id_coeff"]
-            self.id_coeff.copy_(ids.mean(0, keepdim=True) if self.id_coeff.shape[0] == 1 else ids)
-            for name in ("exp_coeff", "tex_coeff", "angles", "gamma", "trans"):
+            for param, key in ((self.id_coeff, "id_coeff"), (self.exp_shared, "exp_coeff")):
+                v = parts[key]
+                param.copy_(v.mean(0, keepdim=True) if param.shape[0] == 1 else v)
+            for name in ("tex_coeff", "angles", "gamma", "trans"):
                 getattr(self, name).copy_(parts[name])
 
     def ids(self) -> torch.Tensor:
         """``(B, n_id)`` identity, expanded when shared."""
         return self.id_coeff.expand(self.batch, -1)
+
+    @property
+    def exp_coeff(self) -> torch.Tensor:
+        """``(B, n_exp)`` expression, expanded when shared."""
+        return self.exp_shared.expand(self.batch, -1)
 
     def as_vector(self, model: MorphableModel) -> torch.Tensor:
         parts = {
@@ -192,7 +206,8 @@ def _optimizer(params: Params, cfg: FitConfig, names: tuple[str, ...]) -> torch.
         "tex_coeff": cfg.lr_tex,
         "gamma": cfg.lr_gamma,
     }
-    groups = [{"params": [getattr(params, n)], "lr": lrs[n]} for n in names]
+    leaf = {"exp_coeff": "exp_shared"}  # the parameter behind an expanded view
+    groups = [{"params": [getattr(params, leaf.get(n, n))], "lr": lrs[n]} for n in names]
     return torch.optim.Adam(groups)
 
 
@@ -455,7 +470,7 @@ def fit(
             target, attention=skin_attention(skin_probability(target.image))
         )
     batch = target.image.shape[0]
-    params = Params(model, batch, cfg.shared_identity, target.image)
+    params = Params(model, batch, cfg.shared_identity, target.image, cfg.shared_expression)
     if init is not None:
         params.load(model, init)
     history: list[dict[str, float]] = []

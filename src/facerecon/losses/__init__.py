@@ -6,6 +6,13 @@ with the weights of a :class:`HybridLossConfig` (paper values by default,
 """
 
 from facerecon.losses.hybrid import HybridLossConfig, LossTermError, hybrid_loss
+from facerecon.losses.multiview import (
+    dfmvr_landmark_weights,
+    landmark3d_loss,
+    landmark_norm_loss,
+    parse_loss,
+    similarity_align,
+)
 from facerecon.losses.terms import (
     HEAVY_LANDMARKS,
     albedo_flatness_loss,
@@ -24,11 +31,16 @@ __all__ = [
     "LossTermError",
     "albedo_flatness_loss",
     "coefficient_regularization",
+    "dfmvr_landmark_weights",
     "hybrid_loss",
+    "landmark3d_loss",
     "landmark_loss",
+    "landmark_norm_loss",
     "landmark_weights",
     "lighting_regularization",
+    "parse_loss",
     "perceptual_loss",
     "photometric_loss",
     "photometric_mask",
+    "similarity_align",
 ]

@@ -12,7 +12,13 @@ name       class                                what it does
 ``fit``    :class:`~.fit.FitMethod`             analysis-by-synthesis from the mean face
 ``rnet``   :class:`~.network.RNetMethod`        one R-Net pass; sets: C-Net or averaging
 ``auto``   :class:`~.network.AutoMethod`        the R-Net's estimate refined by a short fit
+``mvfit``  :class:`~.multiview.MultiViewFitMethod`  views of one face: one identity and expression
+``mvr``    :class:`~.multiview.MVRMethod`       DF-MVR network on 1-3 views
+``mvr-auto`` :class:`~.multiview.MVRAutoMethod` DF-MVR's estimate refined by a short joint fit
 =========  ===================================  ==============================================
+
+Multi-view methods (``multiview = True``) treat their whole batch as simultaneous views of one
+face (``reconstruct --views``).
 
 Adding a method is a class (``name``, ``stage``, ``uses_rnet``, ``from_spec``, ``__call__``;
 see :class:`~.base.Method`) plus one line in :data:`METHODS`. The CLI's ``--method`` choices,
@@ -42,6 +48,9 @@ METHODS: dict[str, str] = {
     "fit": "facerecon.methods.fit:FitMethod",
     "rnet": "facerecon.methods.network:RNetMethod",
     "auto": "facerecon.methods.network:AutoMethod",
+    "mvfit": "facerecon.methods.multiview:MultiViewFitMethod",
+    "mvr": "facerecon.methods.multiview:MVRMethod",
+    "mvr-auto": "facerecon.methods.multiview:MVRAutoMethod",
 }
 
 _LAZY = {
@@ -52,6 +61,9 @@ _LAZY = {
     "FitMethod": "facerecon.methods.fit",
     "RNetMethod": "facerecon.methods.network",
     "AutoMethod": "facerecon.methods.network",
+    "MultiViewFitMethod": "facerecon.methods.multiview",
+    "MVRMethod": "facerecon.methods.multiview",
+    "MVRAutoMethod": "facerecon.methods.multiview",
 }
 
 __all__ = [
@@ -59,13 +71,17 @@ __all__ = [
     "AutoMethod",
     "Estimate",
     "FitMethod",
+    "MVRAutoMethod",
+    "MVRMethod",
     "Method",
     "MethodSpec",
+    "MultiViewFitMethod",
     "RNetMethod",
     "build_method",
     "crops_target",
     "method_class",
     "method_names",
+    "multiview_methods",
     "network_methods",
 ]
 
@@ -95,6 +111,11 @@ def method_class(name: str) -> type:
 def network_methods() -> tuple[str, ...]:
     """Names of the methods that need R-Net weights (the shipped ones by default)."""
     return tuple(name for name in METHODS if method_class(name).uses_rnet)
+
+
+def multiview_methods() -> tuple[str, ...]:
+    """Names of the methods whose batch is the views of one face (``--views``)."""
+    return tuple(n for n in METHODS if getattr(method_class(n), "multiview", False))
 
 
 def build_method(name: str, spec: MethodSpec, model: MorphableModel) -> Method:

@@ -69,6 +69,7 @@ class MethodSpec:
 
     Attributes:
         weights: R-Net weights (``rnet``, ``auto``); required by those methods.
+        mvr_weights: DF-MVR weights (``mvr``, ``mvr-auto``; None: the shipped ones).
         cnet: C-Net weights; image sets are then aggregated with its confidences by
             ``strategy`` (else plain averaging).
         strategy: :data:`facerecon.aggregate.STRATEGIES` key.
@@ -79,6 +80,7 @@ class MethodSpec:
     """
 
     weights: Path | None = None
+    mvr_weights: Path | None = None
     cnet: Path | None = None
     strategy: str = "s4"
     fast: bool = False

@@ -1,8 +1,9 @@
 """Where the weights that ship with facerecon live, per face model.
 
-``src/facerecon/weights/`` is where fp16 files named ``rnet_<model>.pt`` and ``cnet_<model>.pt``
-go (``<model>`` is a face-model name such as ``bfm-lite``), next to a ``README.md`` with the
-exact commands, data and step counts that produced them. Today ``bfm-lite`` has both (CPU-trained;
+``src/facerecon/weights/`` is where fp16 files named ``rnet_<model>.pt``, ``cnet_<model>.pt``
+and ``mvr_<model>.pt`` go (``<model>`` is a face-model name such as ``bfm-lite``), next to a
+``README.md`` with the exact commands, data and step counts that produced them. Today
+``bfm-lite`` has all three (CPU-trained;
 see that README for what they do and do not do); for any other model every lookup returns None
 and ``reconstruct`` defaults to fitting. Only named models can have shipped weights: a model
 given as a file path never matches.
@@ -16,14 +17,15 @@ from pathlib import Path
 __all__ = ["WEIGHTS_DIR", "shipped_weights"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-KINDS = ("rnet", "cnet")
+KINDS = ("rnet", "cnet", "mvr")
 
 
 def shipped_weights(
     kind: str, model: str, root: str | os.PathLike[str] | None = None
 ) -> Path | None:
-    """The shipped ``kind`` (``"rnet"`` or ``"cnet"``) weights for face model ``model``, or
-    None when none ship (or ``model`` is a path). ``root`` defaults to :data:`WEIGHTS_DIR`."""
+    """The shipped ``kind`` (``"rnet"``, ``"cnet"`` or ``"mvr"``) weights for face model
+    ``model``, or None when none ship (or ``model`` is a path). ``root`` defaults to
+    :data:`WEIGHTS_DIR`."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     name = str(model)

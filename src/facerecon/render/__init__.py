@@ -5,7 +5,7 @@ Public API::
     CameraConfig, euler_to_matrix, transform, project            # camera.py
     vertex_normals, face_normals, sh_basis, sh_shading, shade    # shading.py
     rasterize, interpolate, Fragments, nvdiffrast_available      # rasterizer.py
-    render, render_attributes, RenderOutput                      # renderer.py
+    render, render_attributes, render_parse, RenderOutput        # renderer.py
 """
 
 from facerecon.render.camera import CameraConfig, euler_to_matrix, project, transform
@@ -16,7 +16,7 @@ from facerecon.render.rasterizer import (
     nvdiffrast_available,
     rasterize,
 )
-from facerecon.render.renderer import RenderOutput, render, render_attributes
+from facerecon.render.renderer import RenderOutput, render, render_attributes, render_parse
 from facerecon.render.shading import (
     AMBIENT_OFFSET,
     face_normals,
@@ -40,6 +40,7 @@ __all__ = [
     "rasterize",
     "render",
     "render_attributes",
+    "render_parse",
     "sh_basis",
     "sh_shading",
     "shade",

@@ -10,7 +10,7 @@ from facerecon.render.camera import CameraConfig, project, transform
 from facerecon.render.rasterizer import Fragments, interpolate, rasterize
 from facerecon.render.shading import shade, vertex_normals
 
-__all__ = ["RenderOutput", "render", "render_attributes"]
+__all__ = ["RenderOutput", "render", "render_attributes", "render_parse"]
 
 
 @dataclass
@@ -161,3 +161,49 @@ def render_attributes(
     else:
         out = interpolate(attrs, frags, triangles)
     return out.permute(0, 3, 1, 2), frags
+
+
+def render_parse(
+    vertices_mm: torch.Tensor,
+    triangles: torch.Tensor,
+    vertex_labels: torch.Tensor,
+    angles: torch.Tensor,
+    trans: torch.Tensor,
+    n_classes: int,
+    camera: CameraConfig | None = None,
+    other_label: int = 1,
+    backend: str = "torch",
+    fragments: Fragments | None = None,
+) -> torch.Tensor:
+    """Soft face parse of a render: per-pixel class probabilities ``(B, n_classes, S, S)``.
+
+    Each vertex carries the one-hot of its label (``Region.OTHER`` vertices count as
+    ``other_label``, skin); the one-hots are interpolated with the barycentrics, so a pixel
+    near a label boundary inside a triangle gets a mixture, and moving the vertices moves the
+    boundary: the result is differentiable with respect to the shape (and pose). Class 0 is the
+    background: ``1 - coverage``. (DF-MVR's release runs a frozen parse network on a detached
+    render, so its parse loss gives no gradient.)
+
+    Args:
+        vertices_mm: ``(B, N, 3)`` mm; triangles: ``(F, 3)``; vertex_labels: ``(N,)`` int.
+        angles, trans, camera, backend: as in :func:`render`.
+        n_classes: classes of the parse (``facerecon.labels.NUM_PARSE_CLASSES``).
+        other_label: the class of labels ``>= n_classes``.
+        fragments: the :class:`Fragments` of a render of the same vertices and pose (e.g.
+            ``RenderOutput.fragments``): reused instead of rasterizing again.
+    """
+    labels = vertex_labels.to(device=vertices_mm.device, dtype=torch.int64)
+    labels = torch.where(labels >= n_classes, torch.full_like(labels, other_label), labels)
+    onehot = torch.nn.functional.one_hot(labels, n_classes).to(vertices_mm.dtype)
+    if fragments is None:
+        probs, frags = render_attributes(
+            vertices_mm, onehot, triangles, angles, trans, camera, backend=backend
+        )
+    else:
+        frags = fragments
+        tri = triangles.to(device=vertices_mm.device, dtype=torch.int64)
+        onehot = onehot.unsqueeze(0).expand(vertices_mm.shape[0], *onehot.shape)
+        probs = interpolate(onehot, frags, tri).permute(0, 3, 1, 2)
+    cover = frags.mask.unsqueeze(1).to(probs.dtype)
+    background = (1.0 - cover) + probs[:, :1]
+    return torch.cat([background, probs[:, 1:]], dim=1)

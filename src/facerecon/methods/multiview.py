@@ -1,0 +1,191 @@
+"""Multi-view methods: 1 to 3 simultaneous views of one face (``reconstruct --views``).
+
+A multi-view batch is the views of one face at one moment: one identity *and* one expression,
+each view with its own pose and light. Every method here treats its whole batch so (the
+``shared_identity`` argument of the method contract is implied).
+
+* ``mvfit`` (:class:`MultiViewFitMethod`): the noise-aware fit with shared identity and
+  expression; every view's landmarks and pixels constrain the one shape.
+* ``mvr`` (:class:`MVRMethod`): one pass of the DF-MVR network (:mod:`facerecon.nets.mvr`);
+  views are put into its left / front / right slots by their yaw (estimated by a short
+  landmark fit), so the order of the photos does not matter.
+* ``mvr-auto`` (:class:`MVRAutoMethod`): the network's estimate refined by a short joint fit
+  (``FitConfig.refine()`` with shared identity and expression).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from facerecon.errors import FaceReconError, ModelFileError
+from facerecon.fit import FitConfig, FitTarget, StageConfig, fit
+from facerecon.methods.base import Estimate, MethodSpec
+from facerecon.methods.fit import FitMethod, embedder_for
+
+if TYPE_CHECKING:
+    from facerecon.morphable import MorphableModel
+
+__all__ = ["MVRAutoMethod", "MVRMethod", "MultiViewFitMethod", "estimate_yaws", "multiview_config"]
+
+
+def multiview_config(cfg: FitConfig, rasterizer: str | None = None) -> FitConfig:
+    """``cfg`` with one identity and one expression for the batch."""
+    changes: dict[str, Any] = {"shared_identity": True, "shared_expression": True}
+    if rasterizer is not None:
+        changes["rasterizer"] = rasterizer
+    return dataclasses.replace(cfg, **changes)
+
+
+def estimate_yaws(model: MorphableModel, target: FitTarget, iters: int = 45) -> np.ndarray:
+    """Yaw (degrees, the sign of ``angles[1]``) of each view from a short landmark-only fit of
+    the mean face (pose first, then shape): ``(B,)``."""
+    cfg = dataclasses.replace(
+        FitConfig(),
+        landmark_iters=iters,
+        coarse=StageConfig(iters=0),
+        fine=StageConfig(iters=0),
+    )
+    res = fit(model, dataclasses.replace(target, attention=target.image[:, :1] * 0 + 1), cfg)
+    angles = model.layout.split(res.coeffs)["angles"]
+    return np.rad2deg(angles[:, 1].detach().cpu().double().numpy())
+
+
+class MultiViewFitMethod:
+    """``mvfit``: the fit with one identity and expression for all views (module docstring).
+
+    Args:
+        model, config, facerec, rasterizer: as :class:`facerecon.methods.FitMethod` (the
+            config's ``shared_*`` flags are set here).
+    """
+
+    name: ClassVar[str] = "mvfit"
+    uses_rnet: ClassVar[bool] = False
+    uses_mvr: ClassVar[bool] = False
+    multiview: ClassVar[bool] = True
+    stage: ClassVar[str] = "multi-view fitting"
+
+    def __init__(self, model: MorphableModel, config: FitConfig | None = None, facerec=None,
+                 rasterizer: str | None = None):  # fmt: skip
+        self.model = model
+        self.fitter = FitMethod(model, multiview_config(config or FitConfig()), facerec, rasterizer)
+
+    @classmethod
+    def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> MultiViewFitMethod:
+        cfg = FitConfig.fast() if spec.fast else FitConfig()
+        return cls(model, cfg, embedder_for(cfg, spec), spec.rasterizer)
+
+    def __call__(
+        self, target: FitTarget, shared_identity: bool = True, init: torch.Tensor | None = None
+    ) -> Estimate:
+        """The joint fit of the views (``init (B, layout.size)``: start from an estimate)."""
+        return self.fitter(target, True, init=init)
+
+
+def _parses(target: FitTarget) -> torch.Tensor:
+    """``(B, S, S)`` int64 landmark parse maps of the crops (as the net was trained with)."""
+    from facerecon.detect.parsing import parse_from_landmarks
+
+    size = target.image.shape[-1]
+    lm = target.lm68.detach().cpu().double().numpy()
+    maps = [parse_from_landmarks(p, size).astype(np.int64) for p in lm]
+    return torch.from_numpy(np.stack(maps)).to(target.image.device)
+
+
+class MVRMethod:
+    """``mvr``: one DF-MVR pass over 1 to 3 views.
+
+    Args:
+        model: the face model (its layout must be the net's).
+        net: a :class:`facerecon.nets.mvr.MVRNet` (eval mode).
+    """
+
+    name: ClassVar[str] = "mvr"
+    uses_rnet: ClassVar[bool] = False
+    uses_mvr: ClassVar[bool] = True
+    multiview: ClassVar[bool] = True
+    stage: ClassVar[str] = "DF-MVR"
+
+    def __init__(self, model: MorphableModel, net):
+        self.model, self.net = model, net
+        if net.layout.size != model.layout.size:
+            raise ModelFileError(
+                f"the DF-MVR weights predict {net.layout.size} coefficients but face model "
+                f"{model.name} needs {model.layout.size}"
+            )
+
+    @classmethod
+    def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> MVRMethod:
+        return cls(model, load_mvr_checked(spec, model))
+
+    def __call__(self, target: FitTarget, shared_identity: bool = True) -> Estimate:
+        from facerecon.nets.mvr import slot_order
+
+        t0 = time.perf_counter()
+        b = target.image.shape[0]
+        n_slots = self.net.config.n_views
+        if not 1 <= b <= n_slots:
+            raise FaceReconError(f"DF-MVR takes 1 to {n_slots} views of one face, got {b}")
+        slots = slot_order(estimate_yaws(self.model, target), n_slots)
+        size = target.image.shape[-1]
+        dev, dt = target.image.device, target.image.dtype
+        image = torch.zeros(1, n_slots, 3, size, size, device=dev, dtype=dt)
+        parse = torch.zeros(1, n_slots, size, size, device=dev, dtype=torch.long)
+        present = torch.zeros(1, n_slots, dtype=torch.bool, device=dev)
+        parses = _parses(target)
+        for i, s in enumerate(slots):
+            image[0, s], parse[0, s], present[0, s] = target.image[i], parses[i], True
+        with torch.no_grad():
+            out = self.net(image, parse, present)[0]  # (n_slots, size)
+        coeffs = out[torch.as_tensor(slots, device=dev)].to(dt)
+        return Estimate(coeffs, None, [], time.perf_counter() - t0)
+
+
+class MVRAutoMethod:
+    """``mvr-auto``: :class:`MVRMethod`'s estimate refined by a short joint fit.
+
+    Args:
+        network: the :class:`MVRMethod`.
+        refiner: a :class:`MultiViewFitMethod` (default: ``FitConfig.refine()`` settings).
+    """
+
+    name: ClassVar[str] = "mvr-auto"
+    uses_rnet: ClassVar[bool] = False
+    uses_mvr: ClassVar[bool] = True
+    multiview: ClassVar[bool] = True
+    stage: ClassVar[str] = "DF-MVR + multi-view fitting"
+
+    def __init__(self, network: MVRMethod, refiner: MultiViewFitMethod | None = None):
+        self.model = network.model
+        self.network = network
+        self.refiner = refiner or MultiViewFitMethod(network.model, FitConfig.refine())
+
+    @classmethod
+    def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> MVRAutoMethod:
+        cfg = FitConfig.refine()
+        refiner = MultiViewFitMethod(model, cfg, embedder_for(cfg, spec), spec.rasterizer)
+        return cls(MVRMethod.from_spec(spec, model), refiner)
+
+    def __call__(self, target: FitTarget, shared_identity: bool = True) -> Estimate:
+        t0 = time.perf_counter()
+        init = self.network(target)
+        res = self.refiner(target, init=init.coeffs)
+        return Estimate(res.coeffs, None, res.history, time.perf_counter() - t0)
+
+
+def load_mvr_checked(spec: MethodSpec, model: MorphableModel):
+    """The DF-MVR net of ``spec.mvr_weights`` (the shipped one for the model by default)."""
+    from facerecon.nets.mvr import load_mvr
+    from facerecon.nets.shipped import shipped_weights
+
+    path = spec.mvr_weights or shipped_weights("mvr", model.name)
+    if path is None:
+        raise ModelFileError(
+            f"--method mvr / mvr-auto need DF-MVR weights for {model.name}: pass --mvr-weights "
+            "PATH (train them with `facerecon train mvr`)"
+        )
+    return load_mvr(path, device=torch.device(spec.device))
