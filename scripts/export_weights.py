@@ -1,10 +1,11 @@
-"""Turn a training checkpoint (R-Net or C-Net) into a shippable fp16 weights file.
+"""Turn a training checkpoint (R-Net, C-Net or DF-MVR) into a shippable fp16 weights file.
 
     python scripts/export_weights.py CHECKPOINT OUT.pt [--note TEXT]
 
 The file records where it came from in its ``meta``: checkpoint step, the training config, the
 note (e.g. the data recipe and command). ``facerecon.nets.rnet.load_rnet`` /
-``facerecon.nets.cnet.load_cnet`` read it (upcast to float32).
+``facerecon.nets.cnet.load_cnet`` / ``facerecon.nets.mvr.load_mvr`` read it (upcast to
+float32).
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ def export(checkpoint: Path, out: Path, note: str = "") -> Path:
         net = CNet.from_config(CNetConfig.from_dict(ckpt["cnet_config"]))
         net.load_state_dict(ckpt["model"], strict=True)
         return export_cnet_weights(net, out, meta)
-    raise SystemExit(f"error: {checkpoint} is not an R-Net or C-Net training checkpoint")
+    if "mvr_config" in ckpt:
+        from facerecon.nets.mvr import MVRConfig, MVRNet, export_mvr
+
+        net = MVRNet(MVRConfig.from_dict(ckpt["mvr_config"]))
+        net.load_state_dict(ckpt["model"], strict=True)
+        return export_mvr(net, out, meta)
+    raise SystemExit(f"error: {checkpoint} is not an R-Net, C-Net or DF-MVR training checkpoint")
 
 
 def main() -> None:

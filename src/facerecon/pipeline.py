@@ -470,6 +470,8 @@ def reconstruct(
     cnet: str | Path | None = None,
     fast: bool = False,
     shipped: bool = True,
+    views: bool = False,
+    mvr_weights: str | Path | None = None,
 ) -> list[Reconstruction]:
     """Reconstruct the faces of photos in memory (the Python API; the CLI adds the files).
 
@@ -487,6 +489,8 @@ def reconstruct(
             ``"mediapipe"``.
         device, weights, cnet, fast, shipped: as the CLI's ``--device``, ``--weights``,
             ``--cnet``, ``--fast``, ``--no-shipped-weights``.
+        views, mvr_weights: the images are 1-3 simultaneous views of one face (``--views``,
+            ``--mvr-weights``): one identity and expression, per-view pose and light.
 
     Returns:
         One :class:`Reconstruction` per face, in input order.
@@ -505,13 +509,16 @@ def reconstruct(
         cnet=Path(cnet) if cnet is not None else None,
         shipped=shipped,
         device=device,
-        as_set=as_set,
-        all_faces=all_faces,
+        as_set=as_set or views,
+        views=views,
+        mvr_weights=Path(mvr_weights) if mvr_weights is not None else None,
+        all_faces=all_faces and not views,
         detector=detector,
         fast=fast,
         report=False,
     )
     recon = Reconstructor(options)
+    as_set, all_faces = recon.options.as_set, recon.options.all_faces
     det = detector_for(detector)
     paths = [Path(x) for x in items if not isinstance(x, np.ndarray)]
     stems = iter(unique_names(paths))

@@ -219,7 +219,28 @@ def main_prepare(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-attention", action="store_true", help="do not store skin attention")
     ap.add_argument("--retry-rejected", action="store_true")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument(
+        "--views",
+        action="store_true",
+        help="multi-view training data (facerecon train mvr): SRC holds one folder per capture "
+        "with 1 to 3 photos of one face; OUT gets one view triple per folder",
+    )
+    ap.add_argument("--face-model", default="bfm-lite", help="for the yaw that orders the views")
     args = ap.parse_args(argv)
+    if args.views:
+        from facerecon.data.view_triples import prepare_view_folders
+
+        try:
+            n, skipped, rejected = prepare_view_folders(
+                args.src, args.out, args.face_model, size=args.size
+            )
+        except FaceReconError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for name, reason in rejected:
+            print(f"rejected: {name}: {reason}", file=sys.stderr)
+        print(f"prepared {n} view triples, {skipped} already done, {len(rejected)} rejected")
+        return 0
     try:
         rep = prepare_folder(
             args.src,

@@ -35,6 +35,7 @@ from facerecon.fileio import atomic_savez
 
 __all__ = [
     "ViewTripleDataset",
+    "prepare_view_folders",
     "triple_path",
     "triple_yaws",
     "write_triples_card",
@@ -139,9 +140,9 @@ class ViewTripleDataset(Dataset):
     which have the same fields without the 3D ones).
 
     Items: ``image (3, 3, S, S)`` float 0..1, ``lm68 (3, 68, 2)``, ``parse (3, S, S)`` int64,
-    ``yaw (3,)``, ``present (3,)`` bool (all True on disk; view dropout is the trainer's),
+    ``yaw (3,)``, ``present (3,)`` bool (the filled slots; view dropout is the trainer's),
     ``index``; with 3D ground truth also ``lm68_3d (68, 3)`` and ``has_3d`` True (else zeros
-    and False).
+    and False), and the synthetic truth's ``id_coeff`` / ``exp_coeff`` (empty when absent).
 
     Args:
         root: the folder.
@@ -172,13 +173,107 @@ class ViewTripleDataset(Dataset):
         except (OSError, ValueError) as exc:
             raise FaceReconError(f"cannot read view triple {path}: {type(exc).__name__}") from exc
         has_3d = "lm68_3d" in d
+        coeffs = {
+            k: torch.from_numpy(d[k]).float() if k in d else torch.zeros(0)
+            for k in ("id_coeff", "exp_coeff")
+        }
         return {
+            **coeffs,
             "image": torch.from_numpy(d["image"]).permute(0, 3, 1, 2).float() / 255.0,
             "lm68": torch.from_numpy(d["lm68"]).float(),
             "parse": torch.from_numpy(d["parse"].astype(np.int64)),
             "yaw": torch.from_numpy(d["yaw"]).float(),
-            "present": torch.ones(3, dtype=torch.bool),
+            "present": torch.from_numpy(d["present"].astype(bool))
+            if "present" in d
+            else torch.ones(3, dtype=torch.bool),
             "lm68_3d": torch.from_numpy(d["lm68_3d"]).float() if has_3d else torch.zeros(68, 3),
             "has_3d": torch.tensor(has_3d),
             "index": torch.tensor(i),
         }
+
+
+def prepare_view_folders(
+    src_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    face_model: str = "bfm-lite",
+    detector: str = "auto",
+    size: int = 224,
+    on_item: Callable[[str, str], None] | None = None,
+) -> tuple[int, int, list[tuple[str, str]]]:
+    """``facerecon prepare --views``: one triple per sub-folder of ``src_dir`` (1 to 3 photos of
+    one face taken together, any names and order).
+
+    Each photo's largest face is detected (``detector``, the product's chain by default) and
+    aligned; the views are put into the left / front / right slots by their yaw (a landmark fit
+    of ``face_model``, :func:`facerecon.fit.pose.estimate_yaws`) and stored as
+    ``out_dir/<folder>.npz`` with :func:`write_view_triples`'s fields (``present (3,)`` marks
+    the filled slots; no 3D fields). A folder whose photos all fail, or that has more than 3
+    photos, is rejected with its reason; a photo without a face is dropped from its triple.
+
+    Returns:
+        ``(written, skipped, rejected [(folder, reason)])``.
+
+    Raises:
+        FaceReconError: ``src_dir`` is not a folder or has no sub-folders with photos.
+    """
+    from facerecon.data.prepared import list_images
+    from facerecon.detect import align, detect_one, detector_for, load_image
+    from facerecon.detect.parsing import parse_from_landmarks
+    from facerecon.fit.pose import estimate_yaws
+    from facerecon.morphable import load_face_model
+    from facerecon.nets.mvr import slot_order
+
+    src, out = Path(src_dir), Path(out_dir)
+    if not src.is_dir():
+        raise FaceReconError(f"not a folder: {src}")
+    folders = sorted(p for p in src.iterdir() if p.is_dir() and list_images(p))
+    if not folders:
+        raise FaceReconError(
+            f"{src} has no sub-folders with photos: --views wants one folder per capture "
+            "(1 to 3 photos of one face each)"
+        )
+    det = detector_for(detector)
+    model = load_face_model(face_model)
+    written = skipped = 0
+    rejected: list[tuple[str, str]] = []
+    for folder in folders:
+        path = out / f"{folder.name}.npz"
+        if path.is_file():
+            skipped += 1
+            continue
+        photos = list_images(folder)
+        if len(photos) > 3:
+            rejected.append((folder.name, f"{len(photos)} photos (at most 3 views)"))
+            continue
+        crops, lms = [], []
+        for rel in photos:
+            try:
+                image = load_image(folder / rel)
+                face = detect_one(image, detector_obj=det, name=rel.name)
+            except (FaceReconError, ValueError, OSError) as exc:
+                if on_item:
+                    on_item(f"{folder.name}/{rel}", f"dropped: {exc}")
+                continue
+            al = align(image, face.lm68, size=size)
+            crops.append(al.image)
+            lms.append(al.lm68.astype(np.float32))
+        if not crops:
+            rejected.append((folder.name, "no face found in any photo"))
+            continue
+        yaws = estimate_yaws(model, torch.from_numpy(np.stack(lms)).double(), size)
+        slots = slot_order(yaws)
+        image = np.zeros((3, size, size, 3), np.uint8)
+        lm68 = np.zeros((3, 68, 2), np.float32)
+        parse = np.zeros((3, size, size), np.uint8)
+        yaw = np.zeros(3, np.float32)
+        present = np.zeros(3, bool)
+        for k, s in enumerate(slots):
+            image[s], lm68[s], yaw[s], present[s] = crops[k], lms[k], yaws[k], True
+            parse[s] = parse_from_landmarks(lms[k], size).astype(np.uint8)
+        arrays = {"image": image, "lm68": lm68, "parse": parse, "yaw": yaw, "present": present,
+                  "source": np.asarray(str(folder))}  # fmt: skip
+        atomic_savez(path, arrays, compressed=True)
+        written += 1
+        if on_item:
+            on_item(folder.name, f"written ({len(crops)} views)")
+    return written, skipped, rejected

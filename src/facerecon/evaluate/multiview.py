@@ -153,6 +153,7 @@ def run_multiview_benchmark(
             det.clear()
             triple = engine.triple(i, yaws_deg=(-spread, 0.0, spread))
             front = triple[1]
+            front_cache: dict = {}  # the front-only row is the same for every subset
             gv, gf, glm = _gt(front, neutral=False)
             nv, nf, nlm = _gt(front, neutral=True)
             for k, idx in view_subsets(triple, i, cfg.views).items():
@@ -179,9 +180,14 @@ def run_multiview_benchmark(
                         tuple(det.detector_of(v) for v in use),
                         [det.alt_of(v) for v in use],
                     )
-                    t0 = time.perf_counter()
-                    coeffs = run(target)
-                    timing.setdefault(name, []).append(time.perf_counter() - t0)
+                    if name == "front-only" and "coeffs" in front_cache:
+                        coeffs = front_cache["coeffs"]
+                    else:
+                        t0 = time.perf_counter()
+                        coeffs = run(target)
+                        timing.setdefault(name, []).append(time.perf_counter() - t0)
+                        if name == "front-only":
+                            front_cache["coeffs"] = coeffs
                     pred = _model_mesh(model, coeffs)[
                         next(j for j, v in enumerate(use) if v is front)
                     ]

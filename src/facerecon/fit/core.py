@@ -241,8 +241,7 @@ def fit_landmarks(
                     params.ids(),
                     params.exp_coeff,
                     params.tex_coeff,
-                    alpha=weights.alpha,
-                    beta=weights.beta,
+                    *prior_weights(params, cfg),
                     delta=weights.delta,
                 ),
             }
@@ -332,6 +331,27 @@ def _landmark_term(
     return landmark_loss(lm, obs.lm68, weights=weights, valid=obs.valid, robust=robust)
 
 
+def prior_weights(params, cfg: FitConfig) -> tuple[float, float]:
+    """``(alpha, beta)`` of the coefficient prior for ``params``.
+
+    The landmark and photometric terms are means over the batch, and so is the prior of an
+    expanded shared coefficient: by default a shared identity is held to the prior as if the
+    batch were one image. With ``cfg.shared_prior == "map"`` a coefficient shared by ``B``
+    images (``Params`` with one row) gets ``1 / B`` of the weight: the posterior of ``B``
+    independent observations, whose evidence adds up while the prior counts once.
+    """
+    alpha, beta = cfg.loss.alpha, cfg.loss.beta
+    if cfg.shared_prior != "map":
+        return alpha, beta
+    batch = getattr(params, "batch", 1)
+    if batch > 1 and params.id_coeff.shape[0] == 1:
+        alpha = alpha / batch
+    shared_exp = getattr(params, "exp_shared", None)
+    if batch > 1 and shared_exp is not None and shared_exp.shape[0] == 1:
+        beta = beta / batch
+    return alpha, beta
+
+
 def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(v.detach()) for k, v in parts.items()}
 
@@ -368,7 +388,7 @@ def hybrid_terms(
     points_at = lambda i: vertices[:, i]  # noqa: E731
     lm, terms["landmark"] = _landmarks_and_term(observations, points_at, params, cfg, camera)
     terms["coef"] = coefficient_regularization(
-        ids, params.exp_coeff, params.tex_coeff, alpha=w.alpha, beta=w.beta, delta=w.delta
+        ids, params.exp_coeff, params.tex_coeff, *prior_weights(params, cfg), delta=w.delta
     )
     terms["tex"] = albedo_flatness_loss(albedo, model.skin_mask)
     if w.w_light:

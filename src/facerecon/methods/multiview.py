@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from facerecon.errors import FaceReconError, ModelFileError
-from facerecon.fit import FitConfig, FitTarget, StageConfig, fit
+from facerecon.fit import FitConfig, FitTarget
+from facerecon.fit.pose import estimate_yaws
 from facerecon.methods.base import Estimate, MethodSpec
 from facerecon.methods.fit import FitMethod, embedder_for
 
@@ -34,25 +35,16 @@ __all__ = ["MVRAutoMethod", "MVRMethod", "MultiViewFitMethod", "estimate_yaws", 
 
 
 def multiview_config(cfg: FitConfig, rasterizer: str | None = None) -> FitConfig:
-    """``cfg`` with one identity and one expression for the batch."""
-    changes: dict[str, Any] = {"shared_identity": True, "shared_expression": True}
+    """``cfg`` with one identity and one expression for the batch, held to the prior once
+    against all views' evidence (``shared_prior="map"``)."""
+    changes: dict[str, Any] = {
+        "shared_identity": True,
+        "shared_expression": True,
+        "shared_prior": "map",
+    }
     if rasterizer is not None:
         changes["rasterizer"] = rasterizer
     return dataclasses.replace(cfg, **changes)
-
-
-def estimate_yaws(model: MorphableModel, target: FitTarget, iters: int = 45) -> np.ndarray:
-    """Yaw (degrees, the sign of ``angles[1]``) of each view from a short landmark-only fit of
-    the mean face (pose first, then shape): ``(B,)``."""
-    cfg = dataclasses.replace(
-        FitConfig(),
-        landmark_iters=iters,
-        coarse=StageConfig(iters=0),
-        fine=StageConfig(iters=0),
-    )
-    res = fit(model, dataclasses.replace(target, attention=target.image[:, :1] * 0 + 1), cfg)
-    angles = model.layout.split(res.coeffs)["angles"]
-    return np.rad2deg(angles[:, 1].detach().cpu().double().numpy())
 
 
 class MultiViewFitMethod:
@@ -130,8 +122,8 @@ class MVRMethod:
         n_slots = self.net.config.n_views
         if not 1 <= b <= n_slots:
             raise FaceReconError(f"DF-MVR takes 1 to {n_slots} views of one face, got {b}")
-        slots = slot_order(estimate_yaws(self.model, target), n_slots)
         size = target.image.shape[-1]
+        slots = slot_order(estimate_yaws(self.model, target.lm68, size), n_slots)
         dev, dt = target.image.device, target.image.dtype
         image = torch.zeros(1, n_slots, 3, size, size, device=dev, dtype=dt)
         parse = torch.zeros(1, n_slots, size, size, device=dev, dtype=torch.long)

@@ -68,6 +68,7 @@ __all__ = [
     "MVRTrainConfig",
     "dfmvr_loss",
     "drop_views",
+    "lm3d_indices",
     "main_train_mvr",
     "mvr_terms",
     "parse_weight_map",
@@ -98,6 +99,9 @@ class MVRTrainConfig(TrainConfig):
         view_dropout: probability that an item loses views (then it keeps 1 or 2 of them).
         keep_probs: relative probabilities of keeping 1 and 2 views when it does.
         lm3d: use the 3D-landmark term on items that carry 3D landmarks (synthetic).
+        lm3d_points: 68 (the 3D landmarks, as the release's keypoints) or more: the 68 plus
+            ``lm3d_points - 68`` front-face vertices spread evenly, their truth computed from
+            the synthetic item's coefficients (only when it carries them, in the same model).
         mask_from_step: first step with the parse-mask term (the release: epoch 100 of 280).
     """
 
@@ -112,6 +116,7 @@ class MVRTrainConfig(TrainConfig):
     view_dropout: float = 0.5
     keep_probs: tuple[float, float] = (0.4, 0.6)
     lm3d: bool = True
+    lm3d_points: int = 68
     mask_from_step: int = 0
 
     def __post_init__(self) -> None:
@@ -176,6 +181,18 @@ def parse_weight_map(
     return (out / 255.0)[:, None]
 
 
+def lm3d_indices(model: MorphableModel, n: int) -> torch.Tensor:
+    """``(n,)`` vertex indices of the 3D-landmark term: the 68 landmarks, then ``n - 68``
+    front-face vertices evenly spread over the front region (a fixed stride)."""
+    lm = model.landmarks68.long()
+    if n <= 68:
+        return lm[:n]
+    front = torch.nonzero(model.front_mask).flatten()
+    front = front[~torch.isin(front, lm)]
+    pick = front[torch.linspace(0, len(front) - 1, n - 68).round().long()]
+    return torch.cat([lm, pick.to(lm)])
+
+
 def mvr_terms(
     model: MorphableModel,
     coeffs: torch.Tensor,
@@ -185,6 +202,7 @@ def mvr_terms(
     parse: torch.Tensor,
     lm68_3d: torch.Tensor | None = None,
     loss: HybridLossConfig | None = None,
+    points_3d: torch.Tensor | None = None,
     camera: CameraConfig | None = None,
     render_size: int = 224,
     use_mask: bool = True,
@@ -197,8 +215,9 @@ def mvr_terms(
         present: ``(B, V)`` bool, the views that exist.
         image: ``(B, V, 3, S, S)`` aligned crops 0..1; lm68: ``(B, V, 68, 2)`` crop pixels;
             parse: ``(B, V, S, S)`` labels.
-        lm68_3d: ``(B, 68, 3)`` mm model-space 3D landmarks, NaN rows for items without them,
-            or None (no ``lm3d`` term).
+        lm68_3d: ``(B, K, 3)`` mm model-space 3D points, NaN rows for items without them, or
+            None (no ``lm3d`` term).
+        points_3d: ``(K,)`` vertex indices of those points (default: the 68 landmarks).
         loss: weights (:func:`dfmvr_loss` when None): ``alpha``/``beta``/``delta`` and whether
             the lighting term is needed.
         camera: crop camera (the paper's when None); render_size: side of the renders.
@@ -247,7 +266,9 @@ def mvr_terms(
     if lm68_3d is not None and w.extra.get("lm3d", 0.0):
         has = torch.isfinite(lm68_3d).all(dim=-1).all(dim=-1)
         if bool(has.any()):
-            pts = landmark_vertices(model, first["id_coeff"][has], first["exp_coeff"][has])
+            pts = landmark_vertices(
+                model, first["id_coeff"][has], first["exp_coeff"][has], points_3d
+            )
             terms["lm3d"] = landmark3d_loss(pts, lm68_3d[has])
         else:
             terms["lm3d"] = coeffs.sum() * 0.0
@@ -264,6 +285,7 @@ class MVRStep:
     def __init__(self, cfg: MVRTrainConfig, model: MorphableModel, device: torch.device) -> None:
         self.cfg, self.model, self.device = cfg, model, device
         self.calls = 0
+        self.points = lm3d_indices(model, cfg.lm3d_points)
 
     def __call__(
         self, net: torch.nn.Module, batch: dict[str, Any]
@@ -280,6 +302,8 @@ class MVRStep:
         if cfg.lm3d and "lm68_3d" in batch:
             lm3d = batch["lm68_3d"].to(dev).clone()
             lm3d[~batch["has_3d"].to(dev).bool()] = float("nan")
+            if cfg.lm3d_points > 68:
+                lm3d = self._dense_truth(batch, lm3d)
         coeffs = net(image, parse, present)
         terms = mvr_terms(
             self.model,
@@ -290,11 +314,31 @@ class MVRStep:
             parse,
             lm3d,
             cfg.loss,
+            self.points if cfg.lm3d_points > 68 else None,
             render_size=cfg.render_size,
             use_mask=self.calls >= cfg.mask_from_step or not net.training,
             rasterizer=cfg.rasterizer,
         )
         return hybrid_loss(terms, cfg.loss)
+
+    def _dense_truth(self, batch: dict[str, Any], lm3d: torch.Tensor) -> torch.Tensor:
+        """``(B, lm3d_points, 3)`` truth at :func:`lm3d_indices` from the items' coefficients
+        (NaN rows for items without coefficients of this model)."""
+        model, dev = self.model, self.device
+        ids, exps = batch.get("id_coeff"), batch.get("exp_coeff")
+        b = lm3d.shape[0]
+        out = torch.full((b, len(self.points), 3), float("nan"), device=dev, dtype=lm3d.dtype)
+        if (
+            ids is None
+            or ids.shape[-1] != model.layout.n_id
+            or exps.shape[-1] != model.layout.n_exp
+        ):
+            return out
+        has = torch.isfinite(lm3d).all(-1).all(-1)
+        with torch.no_grad():
+            pts = landmark_vertices(model, ids.to(dev).to(lm3d), exps.to(dev).to(lm3d), self.points)
+        out[has] = pts[has]
+        return out
 
 
 def _split(cfg: MVRTrainConfig):
