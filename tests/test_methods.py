@@ -71,7 +71,8 @@ def test_registry_names_classes_and_cli_choices():
     for name in method_names():
         cls = method_class(name)
         assert cls.name == name and isinstance(cls.stage, str)
-    with pytest.raises(FaceReconError, match="unknown method 'nope'; known: fit, rnet, auto, mvfit"):
+    known = "unknown method 'nope'; known: fit, rnet, auto, mvfit"
+    with pytest.raises(FaceReconError, match=known):
         method_class("nope")
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     method = next(a for a in sub.choices["reconstruct"]._actions if a.dest == "method")

@@ -43,8 +43,8 @@ def _reconstruct_parser(sub) -> None:
         metavar="PHOTO",
         default=None,
         help="1 to 3 simultaneous views of one face (e.g. left, front, right; any order): one "
-        "identity and expression, per-view pose and light (default method: mvr-auto when "
-        "DF-MVR weights ship for the model, else mvfit)",
+        "identity and expression, per-view pose and light (default method: mvfit, the joint "
+        "fit of the views; mvr / mvr-auto use the DF-MVR network)",
     )
     p.add_argument(
         "--mvr-weights",

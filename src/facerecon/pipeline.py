@@ -555,8 +555,9 @@ def resolve_options(options: ReconstructOptions) -> ReconstructOptions:
     - ``cnet``: with ``as_set``, an R-Net method and the shipped R-Net, the C-Net shipped for
       ``model`` (it was trained on that R-Net's features, never paired with another).
 
-    - with ``views``: ``method`` ``mvr-auto`` when DF-MVR weights are given or ship for
-      ``model``, else ``mvfit``; ``as_set`` is set.
+    - with ``views``: ``method`` ``mvfit`` (the multi-view fit: the most accurate multi-view
+      row of BENCHMARKS.md; the shipped CPU DF-MVR net learned no identity, so ``mvr-auto``
+      only matches it), ``mvr_weights`` the shipped ones when none are given; ``as_set``.
 
     ``shipped=False`` never picks shipped weights (so ``method`` defaults to ``fit``).
     """
@@ -567,7 +568,7 @@ def resolve_options(options: ReconstructOptions) -> ReconstructOptions:
         mvr = options.mvr_weights
         if mvr is None and options.shipped:
             mvr = shipped_weights("mvr", options.model)
-        method = options.method or ("mvr-auto" if mvr is not None else "mvfit")
+        method = options.method or "mvfit"
         options = dataclasses.replace(
             options, as_set=True, all_faces=False, method=method, mvr_weights=mvr
         )
