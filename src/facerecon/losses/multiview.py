@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from facerecon.losses.terms import landmark_weights
+
 __all__ = [
     "ALIGN7",
     "dfmvr_landmark_weights",
@@ -35,9 +37,7 @@ def dfmvr_landmark_weights(
     device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
     """``(68,)``: 20 on 28-30, 36-47 and 60-67 (0-based), 1 elsewhere."""
-    w = torch.ones(68, device=device, dtype=dtype or torch.get_default_dtype())
-    w[list(_HEAVY)] = 20.0
-    return w
+    return landmark_weights(device, dtype, heavy=_HEAVY)
 
 
 def landmark_norm_loss(

@@ -52,15 +52,18 @@ def photometric_loss(
 
 
 def landmark_weights(
-    device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    heavy: tuple[int, ...] = HEAVY_LANDMARKS,
 ) -> torch.Tensor:
-    """The paper's per-landmark weights: 20 on 0-based 28, 29, 30 and 60..67, 1 elsewhere.
+    """The paper's per-landmark weights: 20 on 0-based 28, 29, 30 and 60..67 (``heavy``),
+    1 elsewhere.
 
     Returns:
         ``(68,)`` tensor.
     """
     w = torch.ones(68, device=device, dtype=dtype or torch.get_default_dtype())
-    w[list(HEAVY_LANDMARKS)] = 20.0
+    w[list(heavy)] = 20.0
     return w
 
 

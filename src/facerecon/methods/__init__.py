@@ -6,16 +6,16 @@ coefficient vector per image (layout of :mod:`facerecon.morphable.layout`), opti
 confidences and the optimiser's history. With ``shared_identity`` the batch is one person (an
 image set): every row of ``Estimate.coeffs`` then carries the same ``id_coeff``.
 
-=========  ===================================  ==============================================
-name       class                                what it does
-=========  ===================================  ==============================================
-``fit``    :class:`~.fit.FitMethod`             analysis-by-synthesis from the mean face
-``rnet``   :class:`~.network.RNetMethod`        one R-Net pass; sets: C-Net or averaging
-``auto``   :class:`~.network.AutoMethod`        the R-Net's estimate refined by a short fit
-``mvfit``  :class:`~.multiview.MultiViewFitMethod`  views of one face: one identity and expression
-``mvr``    :class:`~.multiview.MVRMethod`       DF-MVR network on 1-3 views
-``mvr-auto`` :class:`~.multiview.MVRAutoMethod` DF-MVR's estimate refined by a short joint fit
-=========  ===================================  ==============================================
+============  =======================================  ===========================================
+name          class                                    what it does
+============  =======================================  ===========================================
+``fit``       :class:`~.fit.FitMethod`                 analysis-by-synthesis from the mean face
+``rnet``      :class:`~.network.RNetMethod`            one R-Net pass; sets: C-Net or averaging
+``auto``      :class:`~.network.AutoMethod`            the R-Net's estimate refined by a short fit
+``mvfit``     :class:`~.multiview.MultiViewFitMethod`  views of one face: one identity, expression
+``mvr``       :class:`~.multiview.MVRMethod`           DF-MVR network on 1-3 views
+``mvr-auto``  :class:`~.multiview.MVRAutoMethod`       DF-MVR's estimate + a short joint fit
+============  =======================================  ===========================================
 
 Multi-view methods (``multiview = True``) treat their whole batch as simultaneous views of one
 face (``reconstruct --views``).
