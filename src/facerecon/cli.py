@@ -207,8 +207,8 @@ def cmd_reconstruct(args) -> int:
         rasterizer=args.rasterizer,
         strategy=args.strategy,
         device=args.device,
-        as_set=args.as_set or bool(args.views),
-        views=bool(args.views),
+        as_set=args.as_set,
+        views=bool(args.views),  # resolve_options makes it a set of views
         mvr_weights=args.mvr_weights,
         all_faces=args.all_faces,
         overwrite=args.overwrite,

@@ -509,16 +509,16 @@ def reconstruct(
         cnet=Path(cnet) if cnet is not None else None,
         shipped=shipped,
         device=device,
-        as_set=as_set or views,
+        as_set=as_set,
         views=views,
         mvr_weights=Path(mvr_weights) if mvr_weights is not None else None,
-        all_faces=all_faces and not views,
+        all_faces=all_faces,
         detector=detector,
         fast=fast,
         report=False,
     )
     recon = Reconstructor(options)
-    as_set, all_faces = recon.options.as_set, recon.options.all_faces
+    as_set, all_faces = recon.options.as_set, recon.options.all_faces  # views: a set, largest face
     det = detector_for(detector)
     paths = [Path(x) for x in items if not isinstance(x, np.ndarray)]
     stems = iter(unique_names(paths))

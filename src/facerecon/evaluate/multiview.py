@@ -19,8 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -66,7 +65,6 @@ class MultiviewBenchmarkConfig:
     mvr_weights: str | None = None
     rnet_weights: str | None = None
     detectors: tuple[str, ...] = ("auto",)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def view_subsets(triple: list, index: int, sizes=(1, 2, 3)) -> dict[int, list[int]]:
@@ -80,9 +78,10 @@ def _methods(cfg: MultiviewBenchmarkConfig, model) -> dict[str, Callable]:
     """name -> ``method(target) -> coeffs`` for the rows that can be built."""
     import dataclasses
 
+    from facerecon.errors import FaceReconError
     from facerecon.fit import FitConfig
     from facerecon.methods import MethodSpec, build_method
-    from facerecon.methods.fit import FitMethod
+    from facerecon.methods.fit import FitMethod, embedder_for
     from facerecon.nets.shipped import shipped_weights
 
     spec = MethodSpec(
@@ -100,12 +99,12 @@ def _methods(cfg: MultiviewBenchmarkConfig, model) -> dict[str, Callable]:
             out[name] = lambda t, m=m: m(t, False).coeffs
         elif name == "set-fit":
             fcfg = FitConfig.fast() if cfg.fast else FitConfig()
-            m = FitMethod(model, fcfg, spec.embedder() if not cfg.fast else None)
+            m = FitMethod(model, fcfg, embedder_for(fcfg, spec))
             out[name] = lambda t, m=m: m(t, True).coeffs
         elif name in ("mvr", "mvr-auto"):
             try:
                 m = build_method(name, spec, model)
-            except Exception:  # no weights: the row is skipped (said in the result)
+            except FaceReconError:  # no weights: the row is skipped (said in the result)
                 continue
             if cfg.fast and name == "mvr-auto":
                 ref = m.refiner.fitter

@@ -405,7 +405,7 @@ def hybrid_terms(
             cam,
             backend=cfg.rasterizer,
         )
-        front = _front_pixels(model, out.face_idx).unsqueeze(1)
+        front = front_pixels(model, out.face_idx).unsqueeze(1)
         face_mask = out.mask.to(out.image.dtype) * front
         image = _resize(target.image, stage.size)
         attention = _resize(target.attention, stage.size)
@@ -419,7 +419,7 @@ def hybrid_terms(
     return terms
 
 
-def _front_pixels(model: MorphableModel, face_idx: torch.Tensor) -> torch.Tensor:
+def front_pixels(model: MorphableModel, face_idx: torch.Tensor) -> torch.Tensor:
     """``(B, H, W)`` float: the visible triangle at the pixel is one of ``front_triangles``.
 
     The TensorFlow release's crop mask: its front triangles index the full vertex array after

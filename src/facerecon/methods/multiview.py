@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -31,20 +31,15 @@ from facerecon.methods.fit import FitMethod, embedder_for
 if TYPE_CHECKING:
     from facerecon.morphable import MorphableModel
 
-__all__ = ["MVRAutoMethod", "MVRMethod", "MultiViewFitMethod", "estimate_yaws", "multiview_config"]
+__all__ = ["MVRAutoMethod", "MVRMethod", "MultiViewFitMethod", "multiview_config"]
 
 
-def multiview_config(cfg: FitConfig, rasterizer: str | None = None) -> FitConfig:
+def multiview_config(cfg: FitConfig) -> FitConfig:
     """``cfg`` with one identity and one expression for the batch, held to the prior once
     against all views' evidence (``shared_prior="map"``)."""
-    changes: dict[str, Any] = {
-        "shared_identity": True,
-        "shared_expression": True,
-        "shared_prior": "map",
-    }
-    if rasterizer is not None:
-        changes["rasterizer"] = rasterizer
-    return dataclasses.replace(cfg, **changes)
+    return dataclasses.replace(
+        cfg, shared_identity=True, shared_expression=True, shared_prior="map"
+    )
 
 
 class MultiViewFitMethod:
@@ -57,7 +52,6 @@ class MultiViewFitMethod:
 
     name: ClassVar[str] = "mvfit"
     uses_rnet: ClassVar[bool] = False
-    uses_mvr: ClassVar[bool] = False
     multiview: ClassVar[bool] = True
     stage: ClassVar[str] = "multi-view fitting"
 
@@ -98,7 +92,6 @@ class MVRMethod:
 
     name: ClassVar[str] = "mvr"
     uses_rnet: ClassVar[bool] = False
-    uses_mvr: ClassVar[bool] = True
     multiview: ClassVar[bool] = True
     stage: ClassVar[str] = "DF-MVR"
 
@@ -147,7 +140,6 @@ class MVRAutoMethod:
 
     name: ClassVar[str] = "mvr-auto"
     uses_rnet: ClassVar[bool] = False
-    uses_mvr: ClassVar[bool] = True
     multiview: ClassVar[bool] = True
     stage: ClassVar[str] = "DF-MVR + multi-view fitting"
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from facerecon.errors import FaceReconError
-from facerecon.fit.core import fitted_landmarks, landmark_vertices
+from facerecon.fit.core import fitted_landmarks, front_pixels, landmark_vertices
 from facerecon.labels import NUM_PARSE_CLASSES
 from facerecon.losses import (
     HybridLossConfig,
@@ -229,15 +229,16 @@ def mvr_terms(
     w = loss or dfmvr_loss()
     camera = camera or CameraConfig()
     parts = model.layout.split(coeffs[present])  # (N, ...) per present view
-    first = model.layout.split(coeffs[:, 0])
-    vertices, albedo = model(parts["id_coeff"], parts["exp_coeff"], parts["tex_coeff"])
+    first = model.layout.split(coeffs[:, 0])  # the shared face of each item
+    face_v, face_a = model(first["id_coeff"], first["exp_coeff"], first["tex_coeff"])
+    item = torch.nonzero(present)[:, 0]  # the item of each present view
+    vertices, albedo = face_v[item], face_a[item]
     img, lm, par = image[present], lm68[present], parse[present]
     terms: dict[str, torch.Tensor] = {}
     cam = camera.scaled(render_size) if render_size != camera.size else camera
     out = render(vertices, albedo, model.triangles, parts["angles"], parts["trans"],
                  parts["gamma"], cam, backend=rasterizer)  # fmt: skip
-    front = model.front_face_mask[out.face_idx.clamp(min=0)] & (out.face_idx >= 0)
-    face = front.unsqueeze(1).to(out.image.dtype)
+    face = front_pixels(model, out.face_idx).unsqueeze(1).to(out.image.dtype)
     photo_img = (
         img
         if img.shape[-1] == render_size
