@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from facerecon.fit.core import _front_pixels
+from facerecon.fit.core import front_pixels
 from facerecon.morphable import load_face_model
 from facerecon.morphable.model import ARRAY_KEYS, MorphableModel, triangle_membership
 from facerecon.render import CameraConfig, render
@@ -40,8 +40,8 @@ def test_photometric_mask_counts_only_front_triangles():
     vertices, albedo = model(z(1, model.layout.n_id), z(1, model.layout.n_exp),
                              z(1, model.layout.n_tex))  # fmt: skip
     out = render(vertices, albedo, tri, z(1, 3), z(1, 3), z(1, 27), CameraConfig())
-    ours = _front_pixels(model, out.face_idx)[0].numpy() > 0
-    full = _front_pixels(base, out.face_idx)[0].numpy() > 0
+    ours = front_pixels(model, out.face_idx)[0].numpy() > 0
+    full = front_pixels(base, out.face_idx)[0].numpy() > 0
     shown = out.face_idx[0].numpy()
     want = np.isin(shown, kept.numpy())
     assert np.array_equal(ours, want)
