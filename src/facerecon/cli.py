@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     ev.add_argument("passthrough", nargs=argparse.REMAINDER)
-    tr = sub.add_parser("train", help="train networks (rnet, cnet, mvr)", add_help=False)
-    tr.add_argument("net", choices=["rnet", "cnet", "mvr"])
+    tr = sub.add_parser("train", help="train networks (rnet, cnet, mvr, pgn)", add_help=False)
+    tr.add_argument("net", choices=["rnet", "cnet", "mvr", "pgn"])
     tr.add_argument("passthrough", nargs=argparse.REMAINDER)
     pr = sub.add_parser(
         "prepare", help="detect, align and cache a folder of photos for training", add_help=False
@@ -309,6 +309,10 @@ def cmd_train(args) -> int:
         from facerecon.train.mvr import main_train_mvr
 
         return main_train_mvr(args.passthrough)
+    if args.net == "pgn":
+        from facerecon.train.pgn import main_train_pgn
+
+        return main_train_pgn(args.passthrough)
     from facerecon.train import main_train
 
     return main_train(args.passthrough)

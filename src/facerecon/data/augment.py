@@ -17,6 +17,7 @@ __all__ = [
     "FLIP_68",
     "AugmentConfig",
     "augment_sample",
+    "augment_sample_depth",
     "flip_sample",
     "random_similarity",
     "warp_sample",
@@ -119,10 +120,30 @@ def augment_sample(
     attention: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Random warp then (maybe) flip; returns the inputs unchanged when ``cfg.enabled`` is False."""
+    image, lm68, attention, _ = augment_sample_depth(image, lm68, None, rng, cfg, attention)
+    return image, lm68, attention
+
+
+def augment_sample_depth(
+    image: np.ndarray,
+    lm68: np.ndarray,
+    depth: np.ndarray | None,
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+    attention: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """:func:`augment_sample` (same draws from ``rng``) that also carries the landmarks'
+    ``depth (68,)`` in crop pixels (:func:`facerecon.data.synthetic_prepared.landmark_depth`):
+    scaled with the warp (an in-plane rotation and a shift leave depth alone) and re-indexed
+    with the flip."""
     if not cfg.enabled:
-        return image, lm68, attention
+        return image, lm68, attention, depth
     m, flip = random_similarity(rng, cfg, image.shape[0])
     image, lm68, attention = warp_sample(image, lm68, m, attention)
+    if depth is not None:
+        depth = np.asarray(depth) * math.sqrt(abs(np.linalg.det(m[:, :2])))
     if flip:
         image, lm68, attention = flip_sample(image, lm68, attention)
-    return image, lm68, attention
+        if depth is not None:
+            depth = depth[FLIP_68]
+    return image, lm68, attention, depth

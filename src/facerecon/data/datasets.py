@@ -1,7 +1,9 @@
 """Torch datasets of aligned 224 crops + 68 landmarks for R-Net training.
 
 Every dataset returns dicts ``{"image": (3, S, S) float32 0..1, "lm68": (68, 2) float32 crop
-pixels, "attention": (1, S, S) float32 (only when known), "index": int}``. Augmentation (see
+pixels, "attention": (1, S, S) float32 (only when known), "index": int}``; prepared synthetic
+items add ``"lm_depth": (68,)`` (landmark depth in crop pixels, the 3D-landmark label) and
+``"angles": (3,)`` (the true rotation, before augmentation). Augmentation (see
 ``facerecon.data.augment``) is drawn from ``numpy.random.default_rng([seed, epoch, index])``:
 a sample's augmentation depends only on (seed, epoch, index), never on worker scheduling, so a
 resumed run sees exactly the batches of an uninterrupted one. Call :meth:`set_epoch` per epoch.
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facerecon.data.augment import AugmentConfig, augment_sample
+from facerecon.data.augment import AugmentConfig, augment_sample_depth
 from facerecon.errors import FaceReconError
 
 __all__ = [
@@ -50,14 +52,20 @@ class _AugmentedFaces(Dataset):
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
+    def _truth(self, index: int) -> dict[str, np.ndarray]:
+        """Ground truth stored with item ``index`` (``lm_depth``, ``angles``); none here."""
+        return {}
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, lm, att = self._load(index)
+        truth = self._truth(index)
+        depth = truth.get("lm_depth")
         lm = np.asarray(lm, np.float64)
         if att is not None:
             att = np.asarray(att, np.float32)
         if self.augment is not None and self.augment.enabled:
             rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-            image, lm, att = augment_sample(image, lm, rng, self.augment, att)
+            image, lm, att, depth = augment_sample_depth(image, lm, depth, rng, self.augment, att)
         out: dict[str, Any] = {
             "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255,
             "lm68": torch.from_numpy(np.asarray(lm, np.float32)),
@@ -65,6 +73,10 @@ class _AugmentedFaces(Dataset):
         }
         if att is not None:
             out["attention"] = torch.from_numpy(np.ascontiguousarray(att, np.float32))[None]
+        if depth is not None:
+            out["lm_depth"] = torch.from_numpy(np.asarray(depth, np.float32))
+        if "angles" in truth:
+            out["angles"] = torch.from_numpy(np.asarray(truth["angles"], np.float32))
         return out
 
 
@@ -163,7 +175,17 @@ class PreparedFaceDataset(_AugmentedFaces):
         from facerecon.data.prepared import read_item
 
         item = read_item(self.files[index])
+        self._cached = (index, {k: item[k] for k in ("lm_depth", "angles") if k in item})
         return item["image"], item["lm68"], item.get("attention")
+
+    def _truth(self, index: int) -> dict[str, np.ndarray]:
+        cached = getattr(self, "_cached", None)
+        if cached is not None and cached[0] == index:  # read with the item by _load
+            return cached[1]
+        from facerecon.data.prepared import read_item
+
+        item = read_item(self.files[index])
+        return {k: item[k] for k in ("lm_depth", "angles") if k in item}
 
 
 def rendered_faces(

@@ -4,7 +4,9 @@ Layout of the output folder (one sub-folder per person is preserved from the inp
 
     out_dir/<person>/<name>.npz    image (224, 224, 3) uint8, lm68 (68, 2) float32,
                                    attention (224, 224) float16 (skin attention),
-                                   crop (5,) float64 [w0, h0, s, tx, ty], source (str)
+                                   crop (5,) float64 [w0, h0, s, tx, ty], source (str);
+                                   synthetic items add their truth: lm_depth (68,),
+                                   angles (3,), id_coeff, exp_coeff
     out_dir/rejected.txt           "<relative path>\t<reason>" per image that was skipped
 
 Re-running skips images whose npz exists or that were rejected before (``retry_rejected``
@@ -70,8 +72,10 @@ def write_item(
     attention: np.ndarray | None = None,
     crop: np.ndarray | None = None,
     source: str = "",
+    extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """Store one aligned face atomically (see the module docstring for the fields)."""
+    """Store one aligned face atomically (see the module docstring for the fields); ``extra``:
+    more named arrays (synthetic truth: ``lm_depth``, ``angles``, ``id_coeff``, ``exp_coeff``)."""
     arrays = {
         "image": np.asarray(image, np.uint8),
         "lm68": np.asarray(lm68, np.float32),
@@ -81,6 +85,8 @@ def write_item(
         arrays["attention"] = np.asarray(attention, np.float16)
     if crop is not None:
         arrays["crop"] = np.asarray(crop, np.float64)
+    for k, v in (extra or {}).items():
+        arrays[k] = np.asarray(v)
     return atomic_savez(path, arrays)
 
 

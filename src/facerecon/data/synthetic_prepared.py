@@ -8,7 +8,9 @@ the same folder serves R-Net training (every image) and C-Net training (image se
 Each item holds the photo aligned exactly like a real one (``facerecon.detect.align`` from the
 sample's ground-truth 2D landmarks), the landmarks in crop pixels, and the skin attention of the
 crop from the shipped skin classifier, so a training run never renders, aligns or classifies on
-the fly. Items are written atomically and existing ones are skipped: an interrupted run resumes,
+the fly. Synthetic items also carry their 3D truth (:func:`landmark_depth`, the rotation
+``angles`` and the model's ``id_coeff`` / ``exp_coeff``): the 3D-landmark labels of pose-guided
+training (:mod:`facerecon.train.pgn`) and the pose truth of its benchmark. Items are written atomically and existing ones are skipped: an interrupted run resumes,
 and several processes may fill disjoint identity ranges of one folder in parallel.
 """
 
@@ -24,7 +26,23 @@ import numpy as np
 
 from facerecon.data.prepared import write_item
 
-__all__ = ["item_path", "write_prepared", "write_prepared_card"]
+__all__ = ["item_path", "landmark_depth", "write_prepared", "write_prepared_card"]
+
+
+def landmark_depth(sample, crop_scale: float) -> np.ndarray:
+    """``(68,)`` depth of a synthetic sample's landmarks in *crop pixels*, positive towards the
+    camera, relative to their mean: the third coordinate that makes ``(u, v, depth)`` a
+    scaled-orthographic 3D landmark set in the crop (x, y in pixels, z on the same scale).
+
+    ``depth_i = (z_i - mean z) * focal / D * crop_scale`` with ``z`` the landmarks' camera-frame
+    z (mm), ``D`` their mean distance from the camera (mm), ``focal`` the render's (pixels) and
+    ``crop_scale`` the crop's pixels per photo pixel (:class:`facerecon.detect.CropTransform`).
+    """
+    z = np.asarray(sample.vertices_camera, np.float64)[np.asarray(sample.landmark_indices), 2]
+    dist = -z.mean()
+    return ((z - z.mean()) * float(sample.camera["focal"]) / dist * float(crop_scale)).astype(
+        np.float32
+    )
 
 
 def item_path(out_dir: str | os.PathLike[str], identity: int, condition: int) -> Path:
@@ -75,6 +93,12 @@ def write_prepared(
                     att,
                     al.transform.as_paper_params(),
                     source=f"synthetic:{faces.model.name}:{faces.seed}:{int(i)}:{c}",
+                    extra={
+                        "lm_depth": landmark_depth(sample, al.transform.scale),
+                        "angles": np.asarray(sample.coeffs["angles"], np.float32),
+                        "id_coeff": np.asarray(sample.coeffs["id_coeff"], np.float32),
+                        "exp_coeff": np.asarray(sample.coeffs["exp_coeff"], np.float32),
+                    },
                 )
                 written += 1
             if on_item is not None:

@@ -101,19 +101,12 @@ def similarity_align(
     Returns:
         ``(B, K, 3)`` aligned ``src``.
     """
+    from facerecon.render.pose import umeyama
+
     a = src if on is None else src[:, on]
     b = dst if on is None else dst[:, on]
-    ma, mb = a.mean(1, keepdim=True), b.mean(1, keepdim=True)
-    a0, b0 = a - ma, b - mb
-    cov = b0.transpose(1, 2) @ a0 / a.shape[1]  # (B, 3, 3)
-    u, s, vh = torch.linalg.svd(cov)
-    d = torch.sign(torch.det(u @ vh))
-    diag = torch.ones_like(s)
-    diag[:, -1] = d
-    rot = u @ torch.diag_embed(diag) @ vh
-    var = (a0**2).sum((1, 2)) / a.shape[1]
-    scale = (s * diag).sum(-1) / var.clamp_min(1e-12)
-    return scale[:, None, None] * (src - ma) @ rot.transpose(1, 2) + mb
+    scale, rot, t = umeyama(a, b)
+    return scale[:, None, None] * src @ rot.transpose(1, 2) + t[:, None]
 
 
 def landmark3d_loss(

@@ -3,12 +3,14 @@
 Public API::
 
     CameraConfig, euler_to_matrix, transform, project            # camera.py
+    umeyama, matrix_to_euler, pose_from_landmarks                # pose.py
     vertex_normals, face_normals, sh_basis, sh_shading, shade    # shading.py
     rasterize, interpolate, Fragments, nvdiffrast_available      # rasterizer.py
     render, render_attributes, render_parse, RenderOutput        # renderer.py
 """
 
 from facerecon.render.camera import CameraConfig, euler_to_matrix, project, transform
+from facerecon.render.pose import matrix_to_euler, pose_from_landmarks, umeyama
 from facerecon.render.rasterizer import (
     Fragments,
     RenderBackendError,
@@ -35,7 +37,9 @@ __all__ = [
     "euler_to_matrix",
     "face_normals",
     "interpolate",
+    "matrix_to_euler",
     "nvdiffrast_available",
+    "pose_from_landmarks",
     "project",
     "rasterize",
     "render",
@@ -45,5 +49,6 @@ __all__ = [
     "sh_shading",
     "shade",
     "transform",
+    "umeyama",
     "vertex_normals",
 ]

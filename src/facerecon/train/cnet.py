@@ -121,8 +121,8 @@ def load_cnet_config(path: str | os.PathLike[str], **overrides: Any) -> CNetTrai
 class ImageSetDataset(Dataset):
     """Sets of ``set_size`` images of one person from a per-image dataset with ``persons``.
 
-    Items: ``{"image": (M, 3, S, S), "lm68": (M, 68, 2), "attention": (M, 1, S, S) (when the
-    images have it), "index": int}``; a DataLoader batch adds the set axis in front.
+    Items: ``{"image": (M, 3, S, S), "lm68": (M, 68, 2), "attention": (M, 1, S, S),
+    "lm_depth": (M, 68), "angles": (M, 3) (each when all images have it), "index": int}``; a DataLoader batch adds the set axis in front.
     """
 
     def __init__(self, items: Dataset, set_size: int) -> None:
@@ -146,8 +146,9 @@ class ImageSetDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         got = [self.items[i] for i in self.sets[index]]
         out: dict[str, Any] = {k: torch.stack([g[k] for g in got]) for k in ("image", "lm68")}
-        if all("attention" in g for g in got):
-            out["attention"] = torch.stack([g["attention"] for g in got])
+        for k in ("attention", "lm_depth", "angles"):
+            if all(k in g for g in got):
+                out[k] = torch.stack([g[k] for g in got])
         out["index"] = int(index)
         return out
 

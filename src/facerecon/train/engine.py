@@ -74,7 +74,7 @@ __all__ = [
     "validate",
 ]
 
-METRIC_TERMS = ("photo", "landmark", "perceptual", "coef", "tex", "light", "mask", "lm3d")
+METRIC_TERMS = ("photo", "landmark", "perceptual", "coef", "tex", "light", "mask", "lm3d", "lm2d")
 CSV_FIELDS = ("step", "epoch", "split", "loss", *METRIC_TERMS, "lr", "seconds")
 #: Version in the checkpoint format tags. 2: RNG states as tensors and plain containers (read
 #: with ``weights_only=True``); version-1 files held numpy RNG state and no longer load.
