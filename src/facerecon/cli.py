@@ -120,6 +120,25 @@ def _reconstruct_parser(sub) -> None:
         help="never load the face-recognition net (the default noise-aware fit has no "
         "perceptual term; the paper's loss, facerecon.fit.FitConfig.paper(), has)",
     )
+    p.add_argument(
+        "--pgn-weights",
+        type=Path,
+        default=None,
+        help="PGN weights for --method pgn (default: the ones shipped for the model)",
+    )
+    v = p.add_argument_group("video (PATH is a clip: .mp4, .mov, .avi, .mkv, .webm)")
+    v.add_argument("--fps", type=float, default=None, help="frames per second kept (default all)")
+    v.add_argument("--max-frames", type=int, default=None, help="stop after N kept frames")
+    v.add_argument(
+        "--smoothing",
+        default="gaussian",
+        choices=["gaussian", "one-euro", "none"],
+        help="temporal smoothing of expression and pose (gaussian: zero-phase, default; "
+        "one-euro: causal)",
+    )
+    v.add_argument("--sigma", type=float, default=1.5, help="gaussian smoothing, in frames")
+    v.add_argument("--no-overlay-video", dest="overlay_video", action="store_false",
+                   help="do not write NAME_overlay.mp4")  # fmt: skip
     p.add_argument("--no-report", dest="report", action="store_false")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true")
@@ -183,8 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_reconstruct(args) -> int:
+    from facerecon.io.video import is_video
     from facerecon.pipeline import ReconstructOptions, run
 
+    videos = [p for p in args.paths if is_video(p)]
+    if videos:
+        if len(videos) != len(args.paths) or args.views or args.as_set:
+            print("error: give video clips alone (not with photos, --views or --set)",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        return cmd_reconstruct_videos(args, videos)
     if bool(args.paths) == bool(args.views):
         print("error: give photos as PATH ... or as --views PHOTO ..., not both or neither",
               file=sys.stderr)  # fmt: skip
@@ -210,6 +237,7 @@ def cmd_reconstruct(args) -> int:
         as_set=args.as_set,
         views=bool(args.views),  # resolve_options makes it a set of views
         mvr_weights=args.mvr_weights,
+        pgn_weights=args.pgn_weights,
         all_faces=args.all_faces,
         overwrite=args.overwrite,
         detector=args.detector,
@@ -225,6 +253,72 @@ def cmd_reconstruct(args) -> int:
     if summary.report:
         print(f"report: {summary.report}")
     return EXIT_OK if summary.ok else EXIT_SOME_FAILED
+
+
+def cmd_reconstruct_videos(args, videos: list[str]) -> int:
+    """``facerecon reconstruct clip.mp4 ...``: one clip after another; a bad clip is reported
+    and the others go on; ``summary.json`` lists the clips written and the ones that failed."""
+    import json
+
+    from facerecon.clip import ClipOptions, clip_outputs, run_clip
+    from facerecon.io.paths import ensure_writable
+    from facerecon.pipeline import check_outputs_free, prepare_out_dir, unique_names
+
+    if args.method not in (None, "pgn", "rnet", "auto", "fit"):
+        print(f"error: --method {args.method} does not take video; use pgn, rnet, auto or fit",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    paths = [Path(v) for v in videos]
+    names = unique_names(paths)
+    summary_path = args.out / "summary.json"
+    planned = [summary_path] + (
+        [args.out / "report.html"] if args.report else []
+    )  # fmt: skip
+    for n in names:
+        planned.extend(clip_outputs(args.out, n, args.overlay_video).values())
+    check_outputs_free([p for p in planned if p.exists()], args.overwrite)
+    prepare_out_dir(args.out)
+    options = ClipOptions(
+        out_dir=args.out, model=args.model, method=args.method, weights=args.weights,
+        pgn_weights=args.pgn_weights, cnet=args.cnet, shipped=args.shipped, fps=args.fps,
+        max_frames=args.max_frames, smoothing=args.smoothing, sigma=args.sigma,
+        overlay=args.overlay_video, detector=args.detector, device=args.device,
+        overwrite=args.overwrite, rasterizer=args.rasterizer, fast=True,
+        perceptual=False,
+    )  # fmt: skip
+    written, failed = [], []
+    for path, name in zip(paths, names, strict=True):
+        try:
+            rec = run_clip(path, options, show_progress=not args.quiet, name=name)
+        except FaceReconError as exc:
+            failed.append([str(path), str(exc)])
+            print(f"failed: {path}: {exc}", file=sys.stderr)
+            continue
+        written.append({k: v for k, v in rec.items() if k != "per_frame"})
+        print(f"{path}: {rec['frames']} frames ({rec['frames_with_face']} with a face) in "
+              f"{rec['seconds']['total']:.1f} s, {rec['frames_per_second']:.1f} frames/s")  # fmt: skip
+    ensure_writable(summary_path, args.overwrite).write_text(
+        json.dumps({"written": written, "failed": failed}, indent=2)
+    )
+    if args.report and written:
+        from facerecon.io import ReportEntry, write_report
+
+        entries = [
+            ReportEntry(name=w["name"], photo_path=None, overlay_path=w["paths"]["preview"],
+                        glb_path=w["paths"]["glb"], status="ok",
+                        meta={"method": w["method"], "frames": w["frames"],
+                              "with a face": w["frames_with_face"],
+                              "frames/s": round(w["frames_per_second"], 1)})
+            for w in written
+        ] + [
+            ReportEntry(name=Path(f).name, photo_path=None, overlay_path=None, glb_path=None,
+                        status="failed", message=m)
+            for f, m in failed
+        ]  # fmt: skip
+        report = write_report(args.out, entries, overwrite=args.overwrite)
+        print(f"report: {report}")
+    print(f"{len(written)} clip(s) written to {args.out}; {len(failed)} failed")
+    return EXIT_OK if not failed else EXIT_SOME_FAILED
 
 
 # Licences by model name, for models whose file does not state one (see README "Face models").

@@ -47,6 +47,7 @@ class ReconstructOptions:
     # expression, per-view pose and light; implies as_set
     views: bool = False
     mvr_weights: Path | None = None  # DF-MVR weights for mvr / mvr-auto (None: the shipped)
+    pgn_weights: Path | None = None  # PGN weights for pgn (None: the shipped)
     all_faces: bool = False
     overwrite: bool = False
     detector: str = "auto"  # facerecon.detect.DETECTOR_CHOICES; auto: dlib, then fallbacks
@@ -592,6 +593,7 @@ def method_spec(options: ReconstructOptions):
     return MethodSpec(
         weights=options.weights,
         mvr_weights=options.mvr_weights,
+        pgn_weights=options.pgn_weights,
         cnet=options.cnet,
         strategy=options.strategy,
         fast=options.fast,

@@ -3,7 +3,9 @@
 // State is written to the element: data-viewer-ready="1" once the mesh is shown, or
 // data-viewer-error="<message>" when WebGL or the mesh fails.
 import {
+  AnimationMixer,
   Box3,
+  Clock,
   Color,
   DirectionalLight,
   HemisphereLight,
@@ -111,6 +113,16 @@ export function mount(element, glbBase64) {
 
   let disposed = false;
   let content = null;
+  let mixer = null;
+  let frameRequest = 0;
+  const clock = new Clock();
+  // an animated GLB (a video's clip: morph targets + head pose) plays in a loop
+  const tick = () => {
+    if (disposed || !mixer) return;
+    mixer.update(clock.getDelta());
+    render();
+    frameRequest = requestAnimationFrame(tick);
+  };
   try {
     new GLTFLoader().parse(
       decodeBase64(glbBase64),
@@ -126,6 +138,12 @@ export function mount(element, glbBase64) {
         frame(camera, controls, content);
         render();
         element.setAttribute('data-viewer-vertices', String(vertices));
+        if (gltf.animations && gltf.animations.length > 0) {
+          mixer = new AnimationMixer(content);
+          mixer.clipAction(gltf.animations[0]).play();
+          element.setAttribute('data-viewer-animated', String(gltf.animations[0].duration));
+          frameRequest = requestAnimationFrame(tick);
+        }
         element.setAttribute('data-viewer-ready', '1');
       },
       (err) => markError(element, `cannot read mesh (${(err && err.message) || err})`),
@@ -138,6 +156,8 @@ export function mount(element, glbBase64) {
     dispose() {
       if (disposed) return;
       disposed = true;
+      if (frameRequest) cancelAnimationFrame(frameRequest);
+      if (mixer) mixer.stopAllAction();
       if (resize) resize.disconnect();
       controls.dispose();
       if (content) disposeObject(content);

@@ -87,7 +87,7 @@ _MM_PER_UNIT = 100.0
 _FACE_WIDTH_FRACTION = 0.55
 _CENTRE_JITTER = 0.08
 # Seed-stream tags: identity and condition draws never share a stream.
-_TAG_IDENTITY, _TAG_CONDITION, _TAG_TRIPLE, _TAG_VIEW = 1, 2, 3, 4
+_TAG_IDENTITY, _TAG_CONDITION, _TAG_TRIPLE, _TAG_VIEW, _TAG_SEQUENCE = 1, 2, 3, 4, 5
 
 
 class SynthError(FaceReconError):
@@ -438,6 +438,10 @@ class SyntheticFaces:
             hair_colour=_HAIR[rng.integers(0, len(_HAIR))] * rng.uniform(0.7, 1.2),
         )
 
+    def draw_expression(self, rng: np.random.Generator) -> np.ndarray:
+        """One random expression of the engine's distribution, ``(n_exp,)``."""
+        return self._draw_expression(rng)
+
     def _draw_expression(self, rng: np.random.Generator) -> np.ndarray:
         cfg, info = self.config, self._info
         if not info.blendshapes:
@@ -540,6 +544,37 @@ class SyntheticFaces:
             view_rng = self._rng(_TAG_VIEW, identity, condition, k)
             out.append(self._make(identity, condition, ident, cond, view_rng, bg_seed=bg_seed))
         return out
+
+    def sequence(
+        self,
+        identity: int,
+        angles: np.ndarray,
+        exp_coeff: np.ndarray,
+        condition: int = 0,
+    ) -> Iterator[FaceSample]:
+        """Frames of one identity moving (a synthetic video), one per row of ``angles``.
+
+        The frames share camera, distance, image offset, lighting and background (drawn once
+        from ``(seed, identity, condition)``); each frame has its own rotation ``angles[f]``
+        (radians, ``(F, 3)``) and expression ``exp_coeff[f]`` (``(F, n_exp)``); occluders and
+        degradations are drawn per frame (set their probabilities to 0 in the config for a
+        clean clip).
+        """
+        ident = self._draw_identity(identity)
+        rng = self._rng(_TAG_SEQUENCE, identity, condition)
+        base = self._draw_condition(rng)
+        bg_seed = int(rng.integers(0, 2**31))
+        for k, (a, e) in enumerate(zip(np.asarray(angles), np.asarray(exp_coeff), strict=True)):
+            cond = _Condition(
+                exp_coeff=np.asarray(e, np.float32),
+                angles=np.asarray(a, np.float64),
+                focal=base.focal,
+                depth=base.depth,
+                offset_px=base.offset_px,
+                gamma=base.gamma,
+            )
+            view_rng = self._rng(_TAG_SEQUENCE, identity, condition, k)
+            yield self._make(identity, condition, ident, cond, view_rng, bg_seed=bg_seed)
 
     def stream(self, n: int | None = None) -> Iterator[FaceSample]:
         """On-the-fly samples: identity ``i`` with condition 0, ``i = 0, 1, ...`` (``n`` of them,

@@ -6,6 +6,7 @@ Meshes are millimetres in OBJ/PLY and metres in GLB (glTF's unit); see :mod:`.me
 
 from facerecon.geometry import vertex_normals
 from facerecon.io.mesh import (
+    MeshAnimation,
     MeshData,
     bake_vertex_colors_to_texture,
     cylindrical_uv,
@@ -29,6 +30,7 @@ from facerecon.io.results import (
 )
 
 __all__ = [
+    "MeshAnimation",
     "MeshData",
     "ReportEntry",
     "bake_vertex_colors_to_texture",

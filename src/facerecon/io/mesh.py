@@ -458,12 +458,40 @@ def _pad4(data: bytes, fill: bytes) -> bytes:
     return data + fill * ((-len(data)) % 4)
 
 
-def glb_bytes(vertices: Any, triangles: Any, colors: Any = None, normals: Any = None) -> bytes:
+@dataclass
+class MeshAnimation:
+    """A clip for :func:`glb_bytes`: morph targets with per-frame weights and a per-frame node
+    pose (glTF ``LINEAR`` samplers; three.js, Blender and Unity play it).
+
+    Attributes:
+        times: ``(F,)`` seconds, increasing.
+        targets: ``(K, N, 3)`` vertex offsets in mm (e.g. expression directions); K may be 0.
+        weights: ``(F, K)`` target weights per frame.
+        rotations: ``(F, 4)`` unit quaternions ``(x, y, z, w)`` of the node, or None.
+        translations: ``(F, 3)`` node translation in mm, or None.
+    """
+
+    times: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+    rotations: np.ndarray | None = None
+    translations: np.ndarray | None = None
+
+
+def glb_bytes(
+    vertices: Any,
+    triangles: Any,
+    colors: Any = None,
+    normals: Any = None,
+    animation: MeshAnimation | None = None,
+) -> bytes:
     """Encode a mesh as glTF 2.0 binary (GLB) bytes; vertices in mm are stored in metres.
 
     Attributes: POSITION (float32, min/max), NORMAL (float32; computed when None), COLOR_0
     (uint16 normalised RGBA, linear) when colors is given, and uint32 indices. One mesh, node
-    and double-sided material (base colour white, so vertex colours show unchanged).
+    and double-sided material (base colour white, so vertex colours show unchanged). With an
+    ``animation``: its morph targets (POSITION offsets, metres) on the primitive and one
+    animation ``"clip"`` driving the node's weights, rotation and translation.
     """
     v, f, c = _mesh_arrays(vertices, triangles, colors)
     n = vertex_normals(v, f) if normals is None else as_numpy(normals, np.float64)
@@ -489,6 +517,8 @@ def glb_bytes(vertices: Any, triangles: Any, colors: Any = None, normals: Any = 
         attributes["COLOR_0"] = len(accessors) - 1
     blobs.append((f.astype("<u4").tobytes(), _ELEMENT_ARRAY_BUFFER))
     accessors.append({"componentType": _UNSIGNED_INT, "count": int(f.size), "type": "SCALAR"})
+    indices = len(accessors) - 1
+    anim_doc = _add_animation(animation, len(v), blobs, accessors) if animation else None
 
     buffer_views = []
     binary = b""
@@ -505,7 +535,7 @@ def glb_bytes(vertices: Any, triangles: Any, colors: Any = None, normals: Any = 
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0, "name": "face"}],
         "meshes": [{"name": "face", "primitives": [
-            {"attributes": attributes, "indices": len(accessors) - 1, "material": 0, "mode": 4}
+            {"attributes": attributes, "indices": indices, "material": 0, "mode": 4}
         ]}],
         "materials": [{"name": "face", "doubleSided": True, "pbrMetallicRoughness": {
             "baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0,
@@ -514,6 +544,12 @@ def glb_bytes(vertices: Any, triangles: Any, colors: Any = None, normals: Any = 
         "bufferViews": buffer_views,
         "accessors": accessors,
     }  # fmt: skip
+    if anim_doc is not None:
+        targets, k = anim_doc.pop("targets"), anim_doc.pop("n_targets")
+        if k:
+            gltf["meshes"][0]["primitives"][0]["targets"] = targets
+            gltf["meshes"][0]["weights"] = [0.0] * k
+        gltf["animations"] = [anim_doc]
     json_chunk = _pad4(json.dumps(gltf, separators=(",", ":")).encode("utf-8"), b" ")
     total = 12 + 8 + len(json_chunk) + 8 + len(binary)
     return b"".join([
@@ -523,6 +559,57 @@ def glb_bytes(vertices: Any, triangles: Any, colors: Any = None, normals: Any = 
     ])  # fmt: skip
 
 
+def _add_animation(
+    anim: MeshAnimation,
+    n_vertices: int,
+    blobs: list[tuple[bytes, int | None]],
+    accessors: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Append the animation's data to ``blobs`` / ``accessors``; its glTF entries."""
+    times = np.asarray(anim.times, "<f4").reshape(-1)
+    n = len(times)
+    if n < 1 or (np.diff(times) <= 0).any():
+        raise ValueError("animation times must be increasing, at least one frame")
+    targets = np.asarray(anim.targets, np.float64).reshape(-1, n_vertices, 3)
+    k = len(targets)
+
+    def add(arr: np.ndarray, kind: str, target: int | None = None, bounds: bool = False) -> int:
+        a = np.ascontiguousarray(arr, "<f4")
+        blobs.append((a.tobytes(), target))
+        acc: dict[str, Any] = {"componentType": _FLOAT, "count": int(a.shape[0]), "type": kind}
+        if bounds:
+            acc["min"] = a.min(axis=0).reshape(-1).tolist()
+            acc["max"] = a.max(axis=0).reshape(-1).tolist()
+        accessors.append(acc)
+        return len(accessors) - 1
+
+    target_refs = [{"POSITION": add(t / 1000.0, "VEC3", _ARRAY_BUFFER, True)} for t in targets]
+    t_in = add(times[:, None], "SCALAR", bounds=True)
+    samplers: list[dict[str, Any]] = []
+    channels: list[dict[str, Any]] = []
+
+    def channel(output: int, path: str) -> None:
+        samplers.append({"input": t_in, "output": output, "interpolation": "LINEAR"})
+        channels.append({"sampler": len(samplers) - 1, "target": {"node": 0, "path": path}})
+
+    if k:
+        w = np.asarray(anim.weights, np.float64).reshape(n, k)
+        channel(add(w.reshape(-1, 1), "SCALAR"), "weights")
+    if anim.rotations is not None:
+        q = np.asarray(anim.rotations, np.float64).reshape(n, 4)
+        channel(add(q / np.linalg.norm(q, axis=1, keepdims=True), "VEC4"), "rotation")
+    if anim.translations is not None:
+        tr = np.asarray(anim.translations, np.float64).reshape(n, 3) / 1000.0
+        channel(add(tr, "VEC3"), "translation")
+    return {
+        "name": "clip",
+        "samplers": samplers,
+        "channels": channels,
+        "targets": target_refs,
+        "n_targets": k,
+    }
+
+
 def write_glb(
     path: str | os.PathLike,
     vertices: Any,
@@ -530,12 +617,14 @@ def write_glb(
     colors: Any = None,
     normals: Any = None,
     overwrite: bool = False,
+    animation: MeshAnimation | None = None,
 ) -> Path:
     """Write a GLB (glTF 2.0 binary); ``vertices (N, 3)`` mm are stored in metres.
 
-    See :func:`glb_bytes` for the content. Returns the path.
+    See :func:`glb_bytes` for the content (``animation``: morph targets and a clip). Returns
+    the path.
     """
-    data = glb_bytes(vertices, triangles, colors, normals)
+    data = glb_bytes(vertices, triangles, colors, normals, animation)
     path = ensure_writable(path, overwrite)
     path.write_bytes(data)
     return path

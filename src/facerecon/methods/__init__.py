@@ -12,6 +12,7 @@ name          class                                    what it does
 ``fit``       :class:`~.fit.FitMethod`                 analysis-by-synthesis from the mean face
 ``rnet``      :class:`~.network.RNetMethod`            one R-Net pass; sets: C-Net or averaging
 ``auto``      :class:`~.network.AutoMethod`            the R-Net's estimate refined by a short fit
+``pgn``       :class:`~.network.PGNMethod`             pose from predicted 3D landmarks (PGN)
 ``mvfit``     :class:`~.multiview.MultiViewFitMethod`  views of one face: one identity, expression
 ``mvr``       :class:`~.multiview.MVRMethod`           DF-MVR network on 1-3 views
 ``mvr-auto``  :class:`~.multiview.MVRAutoMethod`       DF-MVR's estimate + a short joint fit
@@ -48,6 +49,7 @@ METHODS: dict[str, str] = {
     "fit": "facerecon.methods.fit:FitMethod",
     "rnet": "facerecon.methods.network:RNetMethod",
     "auto": "facerecon.methods.network:AutoMethod",
+    "pgn": "facerecon.methods.network:PGNMethod",
     "mvfit": "facerecon.methods.multiview:MultiViewFitMethod",
     "mvr": "facerecon.methods.multiview:MVRMethod",
     "mvr-auto": "facerecon.methods.multiview:MVRAutoMethod",
@@ -61,6 +63,7 @@ _LAZY = {
     "FitMethod": "facerecon.methods.fit",
     "RNetMethod": "facerecon.methods.network",
     "AutoMethod": "facerecon.methods.network",
+    "PGNMethod": "facerecon.methods.network",
     "MultiViewFitMethod": "facerecon.methods.multiview",
     "MVRMethod": "facerecon.methods.multiview",
     "MVRAutoMethod": "facerecon.methods.multiview",
@@ -75,6 +78,7 @@ __all__ = [
     "MVRMethod",
     "Method",
     "MethodSpec",
+    "PGNMethod",
     "MultiViewFitMethod",
     "RNetMethod",
     "build_method",

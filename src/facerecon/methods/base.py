@@ -36,12 +36,15 @@ class Estimate:
             or None when the method has none.
         history: per-stage loss values of a fit (empty for a pure regression).
         seconds: wall time of the call.
+        lm3d: ``(B, 68, 3)`` the PGN's predicted 3D landmarks (``(u, v, depth)`` crop pixels),
+            from which its pose was solved; None for other methods.
     """
 
     coeffs: torch.Tensor
     confidences: torch.Tensor | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    lm3d: torch.Tensor | None = None
 
 
 class Method(Protocol):
@@ -70,6 +73,7 @@ class MethodSpec:
     Attributes:
         weights: R-Net weights (``rnet``, ``auto``); required by those methods.
         mvr_weights: DF-MVR weights (``mvr``, ``mvr-auto``; None: the shipped ones).
+        pgn_weights: PGN weights (``pgn``; None: the shipped ones).
         cnet: C-Net weights; image sets are then aggregated with its confidences by
             ``strategy`` (else plain averaging).
         strategy: :data:`facerecon.aggregate.STRATEGIES` key.
@@ -81,6 +85,7 @@ class MethodSpec:
 
     weights: Path | None = None
     mvr_weights: Path | None = None
+    pgn_weights: Path | None = None
     cnet: Path | None = None
     strategy: str = "s4"
     fast: bool = False

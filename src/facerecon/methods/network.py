@@ -14,7 +14,7 @@ from facerecon.methods.fit import FitMethod, embedder_for
 if TYPE_CHECKING:
     from facerecon.morphable import MorphableModel
 
-__all__ = ["AutoMethod", "RNetMethod"]
+__all__ = ["AutoMethod", "PGNMethod", "RNetMethod", "load_pgn_checked"]
 
 
 class RNetMethod:
@@ -99,3 +99,71 @@ class AutoMethod:
         init = self.network(target, shared_identity)
         res = self.refiner(target, shared_identity, init=init.coeffs)
         return Estimate(res.coeffs, init.confidences, res.history, time.perf_counter() - t0)
+
+
+class PGNMethod:
+    """``pgn``: one PGN forward pass per crop (:mod:`facerecon.nets.pgn`): shape coefficients
+    regressed, pose solved from the predicted 3D landmarks.
+
+    For an image set (``shared_identity``) the identities are averaged and every image's pose
+    is solved again for that shared shape (so pose and shape stay consistent).
+    """
+
+    name: ClassVar[str] = "pgn"
+    uses_rnet: ClassVar[bool] = False
+    stage: ClassVar[str] = "PGN regression"
+
+    def __init__(self, model: MorphableModel, pgn):
+        self.model = model
+        self.pgn = pgn
+
+    @classmethod
+    def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> PGNMethod:
+        return cls(model, load_pgn_checked(spec, model))
+
+    def __call__(self, target: FitTarget, shared_identity: bool = False) -> Estimate:
+        from facerecon.nets.pgn import predict_pgn
+
+        t0 = time.perf_counter()
+        image = target.image
+        coeffs, lm3d = predict_pgn(self.pgn, self.model, image)
+        if shared_identity and len(coeffs) > 1:
+            coeffs = with_identity(self.model, coeffs, lm3d, None)
+        return Estimate(coeffs.to(image.dtype), None, [], time.perf_counter() - t0, lm3d)
+
+
+def with_identity(model: MorphableModel, coeffs, lm3d, id_coeff=None):
+    """PGN coefficients ``(B, layout.size)`` with one identity (``id_coeff (n_id,)``, default
+    their mean) and every pose solved again from the landmarks ``lm3d (B, 68, 3)`` for it."""
+    from facerecon.nets.pgn import pgn_coeffs
+
+    lay = model.layout
+    parts = lay.split(coeffs)
+    ids = parts["id_coeff"].mean(0) if id_coeff is None else id_coeff
+    shape = torch.cat(
+        [parts["id_coeff"], parts["exp_coeff"], parts["tex_coeff"], parts["gamma"]], dim=-1
+    )
+    ids = ids.to(shape).expand(len(coeffs), -1)
+    return pgn_coeffs(model, {"shape": shape, "lm3d": lm3d.to(shape)}, id_coeff=ids)
+
+
+def load_pgn_checked(spec: MethodSpec, model: MorphableModel):
+    """The PGN of ``spec.pgn_weights`` (the shipped one for the model by default), checked
+    against the face model's layout."""
+    from facerecon.errors import ModelFileError
+    from facerecon.nets.pgn import load_pgn
+    from facerecon.nets.shipped import shipped_weights
+
+    path = spec.pgn_weights or shipped_weights("pgn", model.name)
+    if path is None:
+        raise ModelFileError(
+            f"--method pgn needs PGN weights for {model.name}: pass --pgn-weights PATH "
+            "(train them with `facerecon train pgn`)"
+        )
+    net = load_pgn(path, device=torch.device(spec.device))
+    if net.layout != model.layout:
+        raise ModelFileError(
+            f"{path} predicts layout {net.layout} but face model {model.name} needs "
+            f"{model.layout}"
+        )
+    return net

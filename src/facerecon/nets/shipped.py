@@ -1,7 +1,7 @@
 """Where the weights that ship with facerecon live, per face model.
 
 ``src/facerecon/weights/`` is where fp16 files named ``rnet_<model>.pt``, ``cnet_<model>.pt``
-and ``mvr_<model>.pt`` go (``<model>`` is a face-model name such as ``bfm-lite``), next to a
+``mvr_<model>.pt`` and ``pgn_<model>.pt`` go (``<model>`` is a face-model name such as ``bfm-lite``), next to a
 ``README.md`` with the exact commands, data and step counts that produced them. Today
 ``bfm-lite`` has all three (CPU-trained;
 see that README for what they do and do not do); for any other model every lookup returns None
@@ -17,13 +17,13 @@ from pathlib import Path
 __all__ = ["WEIGHTS_DIR", "shipped_weights"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-KINDS = ("rnet", "cnet", "mvr")
+KINDS = ("rnet", "cnet", "mvr", "pgn")
 
 
 def shipped_weights(
     kind: str, model: str, root: str | os.PathLike[str] | None = None
 ) -> Path | None:
-    """The shipped ``kind`` (``"rnet"``, ``"cnet"`` or ``"mvr"``) weights for face model
+    """The shipped ``kind`` (``"rnet"``, ``"cnet"``, ``"mvr"`` or ``"pgn"``) weights for face model
     ``model``, or None when none ship (or ``model`` is a path). ``root`` defaults to
     :data:`WEIGHTS_DIR`."""
     if kind not in KINDS:
