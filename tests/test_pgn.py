@@ -99,7 +99,10 @@ def test_pgn_forward_from_rnet_and_files(model, tmp_path):
     net = from_rnet(rnet, model).eval()
     x = torch.rand(2, 3, 224, 224)
     out = net(x)
-    assert out["shape"].shape == (2, model.layout.n_id + model.layout.n_exp + model.layout.n_tex + 27)
+    assert out["shape"].shape == (
+        2,
+        model.layout.n_id + model.layout.n_exp + model.layout.n_tex + 27,
+    )
     assert out["lm3d"].shape == (2, 68, 3)
     # the shape head starts as the R-Net's rows; the landmark head at the template
     with torch.no_grad():
@@ -162,9 +165,10 @@ def test_depth_labels_follow_the_augmentation():
         b = augment_sample_depth(img, lm, depth, np.random.default_rng(seed), cfg)
         assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])  # the same draws
         # depth scales like the landmarks' spread (rotation and shift leave it alone)
-        scale = np.linalg.norm(b[1] - b[1].mean(0), axis=1).mean() / np.linalg.norm(
-            lm - lm.mean(0), axis=1
-        ).mean()
+        scale = (
+            np.linalg.norm(b[1] - b[1].mean(0), axis=1).mean()
+            / np.linalg.norm(lm - lm.mean(0), axis=1).mean()
+        )
         assert np.allclose(b[3], depth * scale, rtol=1e-6)
     flip = AugmentConfig(shift=0, scale=0, rotation=0, flip=1.0)
     _, _, _, d = augment_sample_depth(img, lm, depth, np.random.default_rng(0), flip)

@@ -106,3 +106,33 @@ def test_report_marks_unreadable_mesh(tmp_path):
     good, bad = viewer_tags(dom)
     assert 'data-viewer-ready="1"' in good
     assert 'data-viewer-error="cannot read mesh' in bad and "data-viewer-ready" not in bad
+
+
+def test_report_plays_an_animated_glb(tmp_path):
+    """A video's GLB (morph target + node rotation) mounts, reports its clip and animates."""
+    from facerecon.io import MeshAnimation
+
+    v, f, c = dome()
+    n = 25
+    anim = MeshAnimation(
+        times=np.arange(n) / 25.0,
+        targets=np.tile([0.0, 0.0, 20.0], (1, len(v), 1)),
+        weights=np.sin(np.linspace(0, np.pi, n))[:, None],
+        rotations=np.stack(
+            [
+                np.zeros(n),
+                np.sin(np.linspace(0, 0.5, n)),
+                np.zeros(n),
+                np.cos(np.linspace(0, 0.5, n)),
+            ],
+            1,
+        ),  # fmt: skip
+    )
+    glb = write_glb(tmp_path / "anim.glb", v, f, c, animation=anim)
+    report = write_report(tmp_path / "out", [ReportEntry("clip.mp4", None, None, str(glb), "ok")])
+    dom = browser(tmp_path, report.as_uri(), "--dump-dom").stdout
+    assert 'data-js-errors="0"' in dom, dom[:2000]
+    (tag,) = viewer_tags(dom)
+    assert 'data-viewer-ready="1"' in tag and "data-viewer-error" not in tag, tag
+    duration = float(re.search(r'data-viewer-animated="([0-9.]+)"', tag).group(1))
+    assert duration == pytest.approx((n - 1) / 25.0, abs=1e-3)

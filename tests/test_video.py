@@ -107,7 +107,9 @@ def test_expression_targets_and_quaternions_replay_the_clip(model):
     exp = np.random.default_rng(0).normal(0, 1, (7, basis.shape[-1]))
     targets, weights = expression_targets(basis, exp)
     assert np.abs(weights).max() <= 1 + 1e-9
-    assert np.allclose(np.einsum("ft,tnc->fnc", weights, targets), np.einsum("nck,fk->fnc", basis, exp))
+    assert np.allclose(
+        np.einsum("ft,tnc->fnc", weights, targets), np.einsum("nck,fk->fnc", basis, exp)
+    )
     few, w_few = expression_targets(basis, exp, max_targets=3)
     assert few.shape[0] == 3 and w_few.shape == (7, 3)
     angles = np.random.default_rng(1).uniform(-1.2, 1.2, (20, 3))
@@ -149,7 +151,12 @@ def test_animated_glb_is_valid_gltf(tmp_path):
     assert np.allclose(_accessor(doc, binary, prim["targets"][0]["POSITION"]), 1e-3)
     assert np.allclose(read_glb(path).vertices, v)  # still a plain mesh for other readers
     with pytest.raises(ValueError, match="increasing"):
-        write_glb(tmp_path / "b.glb", v, f, animation=MeshAnimation(np.zeros(3), np.zeros((0, 4, 3)), np.zeros((3, 0))))
+        write_glb(
+            tmp_path / "b.glb",
+            v,
+            f,
+            animation=MeshAnimation(np.zeros(3), np.zeros((0, 4, 3)), np.zeros((3, 0))),
+        )
 
 
 def test_cli_reconstructs_a_two_second_clip(clip, tmp_path, model):
@@ -194,3 +201,24 @@ def test_pgn_method_is_registered(model):
 
     assert "pgn" in method_names() and method_class("pgn").uses_rnet is False
     assert torch.is_tensor(model.mean_shape)
+
+
+def test_temporal_term_penalises_jitter_not_steady_motion():
+    from facerecon.fit import FitConfig
+    from facerecon.losses import temporal_smoothness
+
+    t = torch.arange(10, dtype=torch.float64)[:, None]
+    steady = temporal_smoothness(
+        0.1 * t.expand(-1, 4), 0.02 * t.expand(-1, 3), 0.01 * t.expand(-1, 3)
+    )
+    assert float(steady) == pytest.approx(0.0, abs=1e-20)
+    exp = (0.1 * t.expand(-1, 4)).clone().requires_grad_(True)
+    angles = torch.zeros(10, 3, dtype=torch.float64)
+    angles[5, 1] = np.deg2rad(1.0)  # one frame off by a degree
+    trans = torch.zeros(10, 3, dtype=torch.float64, requires_grad=True)
+    jit = temporal_smoothness(exp, angles, trans)
+    assert float(jit) == pytest.approx((1 + 4 + 1) / 8, rel=1e-9)  # dd = 1, -2, 1 degrees
+    assert torch.autograd.gradcheck(temporal_smoothness, (exp, angles.requires_grad_(True), trans))
+    cfg = FitConfig.fast().video(2e-3)
+    assert cfg.shared_identity and cfg.loss.extra["temporal"] == 2e-3
+    assert "temporal" not in FitConfig.fast().loss.extra

@@ -294,7 +294,7 @@ def cmd_reconstruct_videos(args, videos: list[str]) -> int:
             failed.append([str(path), str(exc)])
             print(f"failed: {path}: {exc}", file=sys.stderr)
             continue
-        written.append({k: v for k, v in rec.items() if k != "per_frame"})
+        written.append(rec)  # with its per-frame status
         print(f"{path}: {rec['frames']} frames ({rec['frames_with_face']} with a face) in "
               f"{rec['seconds']['total']:.1f} s, {rec['frames_per_second']:.1f} frames/s")  # fmt: skip
     ensure_writable(summary_path, args.overwrite).write_text(

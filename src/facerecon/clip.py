@@ -67,6 +67,9 @@ class ClipOptions:
         smoothing, sigma: :func:`facerecon.temporal.smooth_track` (sigma in frames of the
             kept rate).
         overlay: write the overlay video.
+        joint: ``fit`` / ``auto``: fit each batch of consecutive frames jointly (one identity,
+            :meth:`facerecon.fit.FitConfig.video`'s acceleration penalty of weight
+            ``temporal``) instead of frame by frame.
         detector: ``--detector`` of the first and the re-detections.
         batch_size: frames per network / fit batch.
         device, overwrite, rasterizer, report, fast, perceptual: as for photos.
@@ -84,6 +87,8 @@ class ClipOptions:
     smoothing: str = "gaussian"
     sigma: float = 1.5
     overlay: bool = True
+    joint: bool = True
+    temporal: float = 1e-3
     detector: str = "auto"
     batch_size: int = 32
     device: str = "cpu"
@@ -180,7 +185,7 @@ def estimate_clip(
             return
         t0 = time.perf_counter()
         target = crops_target(batch, model.mean_shape)
-        est, c = _estimate(method, target)
+        est, c = _estimate(method, target, options.joint)
         for k, row in enumerate(batch_rows):
             raw[row] = est.coeffs[k].detach().cpu().double().numpy()
             if est.lm3d is not None:
@@ -228,7 +233,9 @@ def estimate_clip(
         raise FaceReconError(f"{path}: no face found in any of {len(index)} frames")
     t0 = time.perf_counter()
     conf_arr = np.stack(conf) if any(np.isfinite(c).all() for c in conf) else None
-    id_coeff, tex_coeff = clip_identity(raw_arr[ok], lay, None if conf_arr is None else conf_arr[ok])
+    id_coeff, tex_coeff = clip_identity(
+        raw_arr[ok], lay, None if conf_arr is None else conf_arr[ok]
+    )
     coeffs = raw_arr.copy()
     sl = lay.slices()
     coeffs[ok, sl["id_coeff"]] = id_coeff
@@ -274,9 +281,21 @@ def _kept_rate(file_fps: float, want: float | None) -> float:
     return float(file_fps) / round(file_fps / want) if file_fps / want >= 1 else float(want)
 
 
-def _estimate(method, target):
+def video_method(method, temporal: float):
+    """``method`` set up for batches of consecutive frames: a ``fit``'s (or ``auto``'s
+    refinement's) config gets :meth:`facerecon.fit.FitConfig.video`; nets are unchanged."""
+    from facerecon.methods.fit import FitMethod
+    from facerecon.methods.network import AutoMethod
+
+    fit = method.refiner if isinstance(method, AutoMethod) else method
+    if isinstance(fit, FitMethod):
+        fit.config = fit.config.video(temporal)
+    return method
+
+
+def _estimate(method, target, joint: bool = True):
     """``(Estimate, per-frame C-Net confidences (B, n_id) or None)`` of one batch."""
-    from facerecon.methods.network import RNetMethod
+    from facerecon.methods.network import AutoMethod, RNetMethod
 
     if isinstance(method, RNetMethod) and method.cnet is not None:
         from facerecon.methods.base import Estimate
@@ -288,7 +307,10 @@ def _estimate(method, target):
         if conf.shape[-1] == 1:
             conf = np.repeat(conf, method.model.layout.n_id, axis=-1)
         return Estimate(coeffs.to(target.image.dtype), None, [], time.perf_counter() - t0), conf
-    return method(target, False), None
+    from facerecon.methods.fit import FitMethod
+
+    fits = isinstance(method, (FitMethod, AutoMethod))
+    return method(target, joint and fits and len(target.image) > 1), None
 
 
 def clip_identity(
@@ -331,7 +353,12 @@ def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
         t = np.trace(m)
         if t > 0:
             s = 2.0 * np.sqrt(t + 1.0)
-            q[i] = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
+            q[i] = [
+                (m[2, 1] - m[1, 2]) / s,
+                (m[0, 2] - m[2, 0]) / s,
+                (m[1, 0] - m[0, 1]) / s,
+                s / 4,
+            ]
         else:
             k = int(np.argmax(np.diag(m)))
             a, b = (k + 1) % 3, (k + 2) % 3
@@ -445,9 +472,7 @@ def write_clip(result: ClipResult, options: ClipOptions, model, paths: dict[str,
     save_coefficients(paths["npz"], arrays, meta, overwrite=ow)
 
 
-def write_overlay(
-    result: ClipResult, options: ClipOptions, model, paths: dict[str, Path]
-) -> float:
+def write_overlay(result: ClipResult, options: ClipOptions, model, paths: dict[str, Path]) -> float:
     """Decode the clip again and write the fitted face over every kept frame (MP4) and the
     middle frame as ``NAME_overlay.png``; returns the seconds spent."""
     from facerecon.io import draw_landmarks, overlay_image, save_png, warp_to_original
@@ -477,7 +502,9 @@ def write_overlay(
                                  parts["gamma"], CameraConfig(), backend=options.rasterizer)  # fmt: skip
                 h, w = img.shape[:2]
                 m = result.crop_to_original[row]
-                rimg = warp_to_original(out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy(), m, (h, w))
+                rimg = warp_to_original(
+                    out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy(), m, (h, w)
+                )
                 mask = warp_to_original(out.mask[0, 0].float().cpu().numpy(), m, (h, w))
                 img = overlay_image(img, rimg, mask)
                 img = draw_landmarks(img, result.lm68[row], color=(0, 255, 0))
@@ -550,6 +577,8 @@ def run_clip(
         device=options.device,
     )
     method = build_method(options.method, spec, model)
+    if options.joint:
+        method = video_method(method, options.temporal)
     tracker = FaceTracker(clip_detector(options.detector))
     load_s = time.perf_counter() - t0
     total = info.frames

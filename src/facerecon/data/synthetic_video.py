@@ -39,7 +39,9 @@ def head_motion(
     return np.deg2rad(np.stack([pitch, yaw, roll], axis=1))
 
 
-def talking(faces, n: int, fps: float, rng: np.random.Generator, rate_hz: float = 3.0) -> np.ndarray:
+def talking(
+    faces, n: int, fps: float, rng: np.random.Generator, rate_hz: float = 3.0
+) -> np.ndarray:
     """``(n, n_exp)`` expressions changing smoothly: the engine's random expressions as
     keyframes ``rate_hz`` times a second, joined by cosine interpolation."""
     n_keys = max(2, int(np.ceil(n / float(fps) * rate_hz)) + 2)

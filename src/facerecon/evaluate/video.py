@@ -22,6 +22,7 @@ of that offset (at most about 1 degree here), which these figures include.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ class PoseBenchmarkConfig:
     max_pitch_deg: float = 15.0
     max_roll_deg: float = 8.0
     shape_every: int = 1  # score the shape of every n-th face (ICP is the slow part)
+    extra: dict[str, Any] = field(default_factory=dict)  # more SynthConfig fields
 
 
 def pose_benchmark(
@@ -104,8 +106,8 @@ def pose_benchmark(
     from facerecon.methods import crops_target
 
     cfg = config or PoseBenchmarkConfig()
-    faces = SyntheticFaces(model, SynthConfig(image_size=cfg.image_size, occluder_prob=0.0),
-                           seed=cfg.seed)  # fmt: skip
+    faces = SyntheticFaces(model, SynthConfig(image_size=cfg.image_size, occluder_prob=0.0,
+                                              **cfg.extra), seed=cfg.seed)  # fmt: skip
     rng = np.random.default_rng(cfg.seed)
     tri = model.triangles.cpu().numpy()
     lm_idx = model.landmarks68.cpu().numpy()
@@ -183,6 +185,9 @@ class VideoBenchmarkConfig:
     shape_every: int = 5
     work_dir: str | None = None
     smoothers: tuple[str, ...] = ("none", "one-euro", "gaussian")
+    slow_clips: int = 1  # methods named in ``slow`` run on this many clips only
+    slow: tuple[str, ...] = ("fit",)
+    temporal: float = 1e-3  # the joint fit's acceleration weight (FitConfig.video)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -230,7 +235,9 @@ def score_clip(model, coeffs: np.ndarray, crop_to_original: np.ndarray, truth: d
     tri = model.triangles.cpu().numpy()
     nose = int(lm_idx[30])
     shapes, neutrals = [], []
-    ids = torch.from_numpy(np.where(ok[:, None], coeffs[:, sl["id_coeff"]], 0.0)).to(model.mean_shape)
+    ids = torch.from_numpy(np.where(ok[:, None], coeffs[:, sl["id_coeff"]], 0.0)).to(
+        model.mean_shape
+    )
     exps = torch.from_numpy(np.where(ok[:, None], coeffs[:, sl["exp_coeff"]], 0.0)).to(ids)
     true_exp = torch.from_numpy(truth["exp_coeff"]).to(ids)
     true_id = torch.from_numpy(truth["id_coeff"]).to(ids)[None]
@@ -298,20 +305,39 @@ def video_benchmark(
                                        int(lm_idx[30])))  # fmt: skip
     scores: dict[str, list[dict]] = {}
     fps: dict[str, list[float]] = {}
+    from facerecon.clip import video_method
+    from facerecon.methods.fit import FitMethod
+    from facerecon.methods.network import AutoMethod
+
     for name, method in methods.items():
-        for path, truth in clips:
-            tracker = FaceTracker(clip_detector("auto"))
-            opts = ClipOptions(smoothing="none", batch_size=16)
-            t0 = time.perf_counter()
-            res = estimate_clip(path, opts, method, model, tracker)
-            fps.setdefault(name, []).append(len(res.status) / (time.perf_counter() - t0))
-            tracker.close()
-            scores.setdefault(f"{name} per-frame", []).append(
-                score_clip(model, res.coeffs_raw, res.crop_to_original, truth, cfg.shape_every))
-            for sm in cfg.smoothers:
-                co = smooth_coeffs(res.coeffs, model.layout, sm, res.fps)
-                scores.setdefault(f"{name} video {sm}", []).append(
-                    score_clip(model, co, res.crop_to_original, truth, cfg.shape_every))
+        fits = isinstance(method, (FitMethod, AutoMethod))
+        use = clips[: cfg.slow_clips] if name in cfg.slow else clips
+        for path, truth in use:
+            # fits: frame by frame (the per-frame row), then jointly per batch (the video rows)
+            runs = [(False, method)]
+            if fits:
+                runs.append((True, video_method(copy.deepcopy(method), cfg.temporal)))
+            for joint, m in runs:
+                tracker = FaceTracker(clip_detector("auto"))
+                opts = ClipOptions(smoothing="none", batch_size=16, joint=joint)
+                t0 = time.perf_counter()
+                res = estimate_clip(path, opts, m, model, tracker)
+                fps.setdefault(f"{name}{' joint' if joint else ''}", []).append(
+                    len(res.status) / (time.perf_counter() - t0)
+                )
+                tracker.close()
+                if not joint:
+                    scores.setdefault(f"{name} per-frame", []).append(
+                        score_clip(model, res.coeffs_raw, res.crop_to_original, truth,
+                                   cfg.shape_every))  # fmt: skip
+                if fits and not joint:
+                    continue
+                tag = f"{name} {'joint-fit video' if joint else 'video'}"
+                for sm in cfg.smoothers:
+                    co = smooth_coeffs(res.coeffs, model.layout, sm, res.fps)
+                    scores.setdefault(f"{tag} {sm}", []).append(
+                        score_clip(model, co, res.crop_to_original, truth, cfg.shape_every)
+                    )
             if progress:
                 progress(f"video benchmark: {name}: {path.name} done")
     summary = {

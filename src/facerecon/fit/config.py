@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from facerecon.losses import HybridLossConfig
@@ -119,6 +120,13 @@ class FitConfig:
             coarse=StageConfig(iters=30, size=112, frozen=SHAPE),
             fine=StageConfig(iters=10, frozen=SHAPE),
         )
+
+    def video(self, temporal: float = 1e-3) -> FitConfig:
+        """This config for a batch of consecutive video frames: one identity for the batch and
+        the acceleration of expression, rotation (degrees) and translation (mm) penalised with
+        weight ``temporal`` (:func:`facerecon.losses.temporal_smoothness`)."""
+        loss = dataclasses.replace(self.loss, extra={**self.loss.extra, "temporal": temporal})
+        return dataclasses.replace(self, loss=loss, shared_identity=True)
 
     @classmethod
     def refine(cls, loss: HybridLossConfig | None = None) -> FitConfig:

@@ -39,6 +39,7 @@ from facerecon.losses import (
     lighting_regularization,
     perceptual_loss,
     photometric_loss,
+    temporal_smoothness,
 )
 from facerecon.morphable import MorphableModel
 from facerecon.render import CameraConfig, project, render, transform
@@ -245,6 +246,7 @@ def fit_landmarks(
                     delta=weights.delta,
                 ),
             }
+            _add_temporal(terms, params, cfg)
             total, parts = hybrid_loss(terms, weights)
             total.backward()
             opt.step()
@@ -331,6 +333,13 @@ def _landmark_term(
     return landmark_loss(lm, obs.lm68, weights=weights, valid=obs.valid, robust=robust)
 
 
+def _add_temporal(terms: dict[str, torch.Tensor], params, cfg: FitConfig) -> None:
+    """The video term: with a ``"temporal"`` weight in ``cfg.loss.extra`` the batch is
+    consecutive frames and their change is penalised (:func:`temporal_smoothness`)."""
+    if cfg.loss.extra.get("temporal") and params.angles.shape[0] > 2:
+        terms["temporal"] = temporal_smoothness(params.exp_coeff, params.angles, params.trans)
+
+
 def prior_weights(params, cfg: FitConfig) -> tuple[float, float]:
     """``(alpha, beta)`` of the coefficient prior for ``params``.
 
@@ -391,6 +400,7 @@ def hybrid_terms(
         ids, params.exp_coeff, params.tex_coeff, *prior_weights(params, cfg), delta=w.delta
     )
     terms["tex"] = albedo_flatness_loss(albedo, model.skin_mask)
+    _add_temporal(terms, params, cfg)
     if w.w_light:
         terms["light"] = lighting_regularization(params.gamma)
     if stage.photometric or stage.perceptual:

@@ -23,6 +23,7 @@ from facerecon.losses.terms import (
     perceptual_loss,
     photometric_loss,
     photometric_mask,
+    temporal_smoothness,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "photometric_loss",
     "photometric_mask",
     "similarity_align",
+    "temporal_smoothness",
 ]

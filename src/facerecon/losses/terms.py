@@ -143,6 +143,30 @@ def coefficient_regularization(
     return total / batch
 
 
+def temporal_smoothness(
+    exp_coeff: torch.Tensor, angles: torch.Tensor, trans: torch.Tensor
+) -> torch.Tensor:
+    """Squared acceleration of a batch of consecutive video frames: mean over the ``B - 2``
+    inner frames of ``|dd exp|^2 + |dd angles in degrees|^2 + |dd trans in mm|^2`` with
+    ``dd x[t] = x[t+1] - 2 x[t] + x[t-1]`` (steady motion costs nothing, jitter does; one
+    coefficient unit, one degree and one millimetre cost the same).
+
+    Args:
+        exp_coeff: ``(B, Kexp)``; angles: ``(B, 3)`` radians; trans: ``(B, 3)`` scene units
+            (100 mm), rows in time order.
+
+    Returns:
+        scalar (0 for fewer than 3 frames).
+    """
+    if exp_coeff.shape[0] < 3:
+        return exp_coeff.new_zeros(())
+
+    def dd(x: torch.Tensor) -> torch.Tensor:
+        return (x[2:] - 2 * x[1:-1] + x[:-2]).pow(2).sum(-1)
+
+    return (dd(exp_coeff) + dd(torch.rad2deg(angles)) + dd(100.0 * trans)).mean()
+
+
 def lighting_regularization(gamma: torch.Tensor) -> torch.Tensor:
     """Pushes SH lighting towards white light: ``mean((gamma - mean over RGB)^2)``.
 

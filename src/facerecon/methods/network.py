@@ -163,7 +163,6 @@ def load_pgn_checked(spec: MethodSpec, model: MorphableModel):
     net = load_pgn(path, device=torch.device(spec.device))
     if net.layout != model.layout:
         raise ModelFileError(
-            f"{path} predicts layout {net.layout} but face model {model.name} needs "
-            f"{model.layout}"
+            f"{path} predicts layout {net.layout} but face model {model.name} needs {model.layout}"
         )
     return net
