@@ -60,18 +60,35 @@ def _methods(model, with_fit: bool):
 def pose_rows(model, quick: bool) -> list[dict]:
     from facerecon.evaluate.video import PoseBenchmarkConfig, pose_benchmark
 
-    cfg = PoseBenchmarkConfig(per_bin=2 if quick else 8,
-                              extra={"albedo": "photo", "texture_dir": _texture_dir()})  # fmt: skip
+    cfg = PoseBenchmarkConfig(
+        per_bin=2 if quick else 8, extra={"albedo": "photo", "texture_dir": _texture_dir()}
+    )
     res = pose_benchmark(model, _methods(model, True), cfg, progress=print)
     rows = []
     for r in res["rows"]:
-        note = (f"mean {r['rot_mean']:.1f} deg; neutral shape {r['shape_mm']:.2f} mm vs average "
-                f"face {r['mean_face_mm']:.2f} mm; n={r['n']}")  # fmt: skip
-        rows.append({"section": POSE, "name": f"|yaw| {r['bin']}: {r['method']}: rotation error",
-                     "value": r["rot_deg"], "unit": "deg (median)", "notes": note})  # fmt: skip
+        note = (
+            f"mean {r['rot_mean']:.1f} deg; neutral shape {r['shape_mm']:.2f} mm vs average "
+            f"face {r['mean_face_mm']:.2f} mm; n={r['n']}"
+        )
+        rows.append(
+            {
+                "section": POSE,
+                "name": f"|yaw| {r['bin']}: {r['method']}: rotation error",
+                "value": r["rot_deg"],
+                "unit": "deg (median)",
+                "notes": note,
+            }
+        )
     for name, s in res["seconds"].items():
-        rows.append({"section": POSE, "name": f"seconds per face: {name}", "value": s,
-                     "unit": "s", "notes": "batches of 16 crops"})  # fmt: skip
+        rows.append(
+            {
+                "section": POSE,
+                "name": f"seconds per face: {name}",
+                "value": s,
+                "unit": "s",
+                "notes": "batches of 16 crops",
+            }
+        )
     return rows
 
 
@@ -87,13 +104,21 @@ def landmark_rows(model) -> list[dict]:
 
     folder = SHARED / "data" / "faces_68pt"
     if not folder.is_dir():
-        return [{"section": LM, "name": "skipped", "value": math.nan, "unit": "",
-                 "notes": f"{folder} not found"}]  # fmt: skip
+        return [
+            {
+                "section": LM,
+                "name": "skipped",
+                "value": math.nan,
+                "unit": "",
+                "notes": f"{folder} not found",
+            }
+        ]
     detector = detector_for("auto")
     rows = []
     photos = ("breakingbad.jpg", "takeo.ppm", "einstein.jpg")
-    faces = {n: prepare_photo(load_image(folder / n), folder / n, n, detector, False)[0]
-             for n in photos}  # fmt: skip
+    faces = {
+        n: prepare_photo(load_image(folder / n), folder / n, n, detector, False)[0] for n in photos
+    }
     for name, method in _methods(model, True).items():
         nme, own = [], []
         for n in photos:
@@ -110,39 +135,75 @@ def landmark_rows(model) -> list[dict]:
             if est.lm3d is not None:
                 uv = face.aligned.transform.to_original(est.lm3d[0, :, :2].detach().numpy())
                 own.append(np.linalg.norm(uv - truth, axis=1).mean() / iod)
-        rows.append({"section": LM, "name": f"{name}: model landmarks (pose + shape)",
-                     "value": 100 * float(np.mean(nme)), "unit": "% IOD",
-                     "notes": "3 photos, the product's detector chain aligns"})  # fmt: skip
+        rows.append(
+            {
+                "section": LM,
+                "name": f"{name}: model landmarks (pose + shape)",
+                "value": 100 * float(np.mean(nme)),
+                "unit": "% IOD",
+                "notes": "3 photos, the product's detector chain aligns",
+            }
+        )
         if own:
-            rows.append({"section": LM, "name": f"{name}: its predicted 2D landmarks",
-                         "value": 100 * float(np.mean(own)), "unit": "% IOD",
-                         "notes": "the points the pose is solved from"})  # fmt: skip
+            rows.append(
+                {
+                    "section": LM,
+                    "name": f"{name}: its predicted 2D landmarks",
+                    "value": 100 * float(np.mean(own)),
+                    "unit": "% IOD",
+                    "notes": "the points the pose is solved from",
+                }
+            )
     return rows
 
 
 def video_rows(model, quick: bool) -> list[dict]:
     from facerecon.evaluate.video import VideoBenchmarkConfig, video_benchmark
 
-    cfg = VideoBenchmarkConfig(clips=1 if quick else 3, frames=50,
-                               extra={"albedo": "photo", "texture_dir": _texture_dir()})  # fmt: skip
+    cfg = VideoBenchmarkConfig(
+        clips=1 if quick else 3, frames=50, extra={"albedo": "photo", "texture_dir": _texture_dir()}
+    )
     res = video_benchmark(model, _methods(model, not quick), cfg, progress=print)
     rows = []
     base = res["summary"].get("rnet per-frame", {})
     for key, m in res["summary"].items():
         jit = base.get("rot_jitter_deg")
         ratio = m["rot_jitter_deg"] / jit if jit else math.nan
-        note = (f"rotation error {m['rot_deg']:.1f} deg, rotation jitter {m['rot_jitter_deg']:.2f} "
-                f"deg ({ratio:.2f}x per-frame R-Net), position jitter {m['pos_jitter_mm']:.2f} "
-                f"mm, identity spread {m['id_spread_mm']:.2f} mm, landmark NME "
-                f"{100 * m['nme']:.1f} %")  # fmt: skip
-        rows.append({"section": VIDEO, "name": f"{key}: shape", "value": m["shape_mm"],
-                     "unit": "mm RMSE", "notes": note})  # fmt: skip
-    rows.append({"section": VIDEO, "name": "average face: shape", "value": res["mean_face_mm"],
-                 "unit": "mm RMSE", "notes": f"{res['clips']} clips x {res['frames']} frames, "
-                 "posed truth (identity + expression), shapes every 5th frame"})  # fmt: skip
+        note = (
+            f"rotation error {m['rot_deg']:.1f} deg, rotation jitter {m['rot_jitter_deg']:.2f} "
+            f"deg ({ratio:.2f}x per-frame R-Net), position jitter {m['pos_jitter_mm']:.2f} "
+            f"mm, identity spread {m['id_spread_mm']:.2f} mm, landmark NME "
+            f"{100 * m['nme']:.1f} %"
+        )
+        rows.append(
+            {
+                "section": VIDEO,
+                "name": f"{key}: shape",
+                "value": m["shape_mm"],
+                "unit": "mm RMSE",
+                "notes": note,
+            }
+        )
+    rows.append(
+        {
+            "section": VIDEO,
+            "name": "average face: shape",
+            "value": res["mean_face_mm"],
+            "unit": "mm RMSE",
+            "notes": f"{res['clips']} clips x {res['frames']} frames, "
+            "posed truth (identity + expression), shapes every 5th frame",
+        }
+    )
     for name, f in res["frames_per_second"].items():
-        rows.append({"section": VIDEO, "name": f"estimate frames/s: {name}", "value": f,
-                     "unit": "frames/s", "notes": "decode, track, align, estimate; 320 px"})  # fmt: skip
+        rows.append(
+            {
+                "section": VIDEO,
+                "name": f"estimate frames/s: {name}",
+                "value": f,
+                "unit": "frames/s",
+                "notes": "decode, track, align, estimate; 320 px",
+            }
+        )
     return rows
 
 
@@ -177,19 +238,33 @@ def speed_rows(model) -> list[dict]:
             tracker.close()
             best = res if best is None or dt < best.seconds["total"] else best
         n = len(best.status)
-        parts = ", ".join(f"{k} {1000 * v / n:.1f} ms" for k, v in best.seconds.items()
-                          if k != "total")  # fmt: skip
-        rows.append({"section": SPEED, "name": f"video path frames/s: {name}",
-                     "value": n / best.seconds["total"], "unit": "frames/s",
-                     "notes": f"640x640 clip, {n} frames, 1 face; per frame: {parts}; target >= 15"})  # fmt: skip
+        parts = ", ".join(
+            f"{k} {1000 * v / n:.1f} ms" for k, v in best.seconds.items() if k != "total"
+        )
+        rows.append(
+            {
+                "section": SPEED,
+                "name": f"video path frames/s: {name}",
+                "value": n / best.seconds["total"],
+                "unit": "frames/s",
+                "notes": f"640x640 clip, {n} frames, 1 face; per frame: {parts}; target >= 15",
+            }
+        )
         paths = clip_outputs(work, f"out_{name}")
         t0 = time.perf_counter()
         write_clip(best, opts, model, paths)
         w = time.perf_counter() - t0
         o = write_overlay(best, opts, model, paths)
-        rows.append({"section": SPEED, "name": f"outputs: {name}", "value": (w + o) / n * 1000,
-                     "unit": "ms/frame", "notes": f"npz + OBJ + animated GLB {w:.1f} s, overlay "
-                     f"MP4 {o:.1f} s ({o / n * 1000:.0f} ms/frame: a render per frame)"})  # fmt: skip
+        rows.append(
+            {
+                "section": SPEED,
+                "name": f"outputs: {name}",
+                "value": (w + o) / n * 1000,
+                "unit": "ms/frame",
+                "notes": f"npz + OBJ + animated GLB {w:.1f} s, overlay "
+                f"MP4 {o:.1f} s ({o / n * 1000:.0f} ms/frame: a render per frame)",
+            }
+        )
     return rows
 
 

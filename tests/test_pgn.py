@@ -115,7 +115,7 @@ def test_pgn_forward_from_rnet_and_files(model, tmp_path):
     zero = {"shape": torch.zeros(1, out["shape"].shape[1]), "lm3d": landmark_template(model)[None]}
     p = lay.split(pgn_coeffs(model, zero))
     assert float(p["angles"].abs().max()) < 1e-3 and float(p["trans"].abs().max()) < 0.02
-    coeffs, lm = predict_pgn(net, model, x)
+    coeffs, _ = predict_pgn(net, model, x)
     assert coeffs.shape == (2, lay.size) and torch.isfinite(coeffs).all()
     for save in (save_pgn, export_pgn):
         path = save(net, tmp_path / f"{save.__name__}.pt", {"note": "test"})

@@ -37,14 +37,25 @@ def dome(n: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def browser(tmp_path: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
     args = [
-        CHROME, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'chrome-profile'}",
+        CHROME,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
         # Software WebGL (SwiftShader through ANGLE); headless has no GPU.
-        "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-        "--window-size=1200,900", "--hide-scrollbars", "--virtual-time-budget=8000",
-        *extra, url,
-    ]  # fmt: skip
+        "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader",
+        "--window-size=1200,900",
+        "--hide-scrollbars",
+        "--virtual-time-budget=8000",
+        *extra,
+        url,
+    ]
     return subprocess.run(args, capture_output=True, text=True, timeout=90, check=False)
 
 
@@ -56,8 +67,11 @@ def make_report(tmp_path: Path, broken_mesh: bool = False) -> Path:
         glb = write_glb(tmp_path / f"mesh{i}.glb", v, f, c)
         if broken_mesh and i == 1:
             glb.write_bytes(b"this is not a GLB file")
-        entries.append(ReportEntry(f"face{i}.jpg", str(photo), str(photo), str(glb), "ok",
-                                   meta={"model": "test"}))  # fmt: skip
+        entries.append(
+            ReportEntry(
+                f"face{i}.jpg", str(photo), str(photo), str(glb), "ok", meta={"model": "test"}
+            )
+        )
     entries.append(ReportEntry("bad.jpg", None, None, None, "failed", "no face found"))
     return write_report(tmp_path / "out", entries)
 
@@ -126,7 +140,7 @@ def test_report_plays_an_animated_glb(tmp_path):
                 np.cos(np.linspace(0, 0.5, n)),
             ],
             1,
-        ),  # fmt: skip
+        ),
     )
     glb = write_glb(tmp_path / "anim.glb", v, f, c, animation=anim)
     report = write_report(tmp_path / "out", [ReportEntry("clip.mp4", None, None, str(glb), "ok")])

@@ -20,9 +20,10 @@ def clip(model, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("clip")
     faces = SyntheticFaces(
-        model, SynthConfig(image_size=192, occluder_prob=0.0, blur_prob=0.0, noise_prob=0.0),
+        model,
+        SynthConfig(image_size=192, occluder_prob=0.0, blur_prob=0.0, noise_prob=0.0),
         seed=11,
-    )  # fmt: skip
+    )
     truth = write_synthetic_clip(folder / "turn.mp4", faces, 4, 50, 25.0, max_yaw_deg=40.0)
     return folder / "turn.mp4", truth
 
@@ -57,7 +58,7 @@ def test_zero_frame_video_is_a_one_line_error(tmp_path):
 
     path = tmp_path / "empty.mp4"
     VideoWriter(path, 25.0, (64, 64)).close()  # a valid container without frames
-    with pytest.raises(ImageError, match="(no decodable frame|cannot decode)"):
+    with pytest.raises(ImageError, match=r"(no decodable frame|cannot decode)"):
         list(read_frames(path))
     with pytest.raises(ImageError, match="not found"):
         list(read_frames(tmp_path / "missing.mp4"))
@@ -116,11 +117,14 @@ def test_expression_targets_and_quaternions_replay_the_clip(model):
     R = np.stack([euler_matrix(a) for a in angles])
     q = matrix_to_quaternion(R)
     x, y, z, w = q.T
-    back = np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], 1)  # fmt: skip
+    back = np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        1,
+    )
     assert np.allclose(back, R, atol=1e-9)
 
 

@@ -261,31 +261,43 @@ def cmd_reconstruct_videos(args, videos: list[str]) -> int:
     import json
 
     from facerecon.clip import ClipOptions, clip_outputs, run_clip
-    from facerecon.io.paths import ensure_writable
-    from facerecon.pipeline import check_outputs_free, prepare_out_dir, unique_names
+    from facerecon.io.paths import check_outputs_free, ensure_writable, prepare_out_dir
+    from facerecon.pipeline import unique_names
 
     if args.method not in (None, "pgn", "rnet", "auto", "fit"):
-        print(f"error: --method {args.method} does not take video; use pgn, rnet, auto or fit",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: --method {args.method} does not take video; use pgn, rnet, auto or fit",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     paths = [Path(v) for v in videos]
     names = unique_names(paths)
     summary_path = args.out / "summary.json"
-    planned = [summary_path] + (
-        [args.out / "report.html"] if args.report else []
-    )  # fmt: skip
+    planned = [summary_path] + ([args.out / "report.html"] if args.report else [])
     for n in names:
         planned.extend(clip_outputs(args.out, n, args.overlay_video).values())
     check_outputs_free([p for p in planned if p.exists()], args.overwrite)
     prepare_out_dir(args.out)
     options = ClipOptions(
-        out_dir=args.out, model=args.model, method=args.method, weights=args.weights,
-        pgn_weights=args.pgn_weights, cnet=args.cnet, shipped=args.shipped, fps=args.fps,
-        max_frames=args.max_frames, smoothing=args.smoothing, sigma=args.sigma,
-        overlay=args.overlay_video, detector=args.detector, device=args.device,
-        overwrite=args.overwrite, rasterizer=args.rasterizer, fast=True,
+        out_dir=args.out,
+        model=args.model,
+        method=args.method,
+        weights=args.weights,
+        pgn_weights=args.pgn_weights,
+        cnet=args.cnet,
+        shipped=args.shipped,
+        fps=args.fps,
+        max_frames=args.max_frames,
+        smoothing=args.smoothing,
+        sigma=args.sigma,
+        overlay=args.overlay_video,
+        detector=args.detector,
+        device=args.device,
+        overwrite=args.overwrite,
+        rasterizer=args.rasterizer,
+        fast=True,
         perceptual=False,
-    )  # fmt: skip
+    )
     written, failed = [], []
     for path, name in zip(paths, names, strict=True):
         try:
@@ -295,8 +307,10 @@ def cmd_reconstruct_videos(args, videos: list[str]) -> int:
             print(f"failed: {path}: {exc}", file=sys.stderr)
             continue
         written.append(rec)  # with its per-frame status
-        print(f"{path}: {rec['frames']} frames ({rec['frames_with_face']} with a face) in "
-              f"{rec['seconds']['total']:.1f} s, {rec['frames_per_second']:.1f} frames/s")  # fmt: skip
+        print(
+            f"{path}: {rec['frames']} frames ({rec['frames_with_face']} with a face) in "
+            f"{rec['seconds']['total']:.1f} s, {rec['frames_per_second']:.1f} frames/s"
+        )
     ensure_writable(summary_path, args.overwrite).write_text(
         json.dumps({"written": written, "failed": failed}, indent=2)
     )
@@ -304,17 +318,31 @@ def cmd_reconstruct_videos(args, videos: list[str]) -> int:
         from facerecon.io import ReportEntry, write_report
 
         entries = [
-            ReportEntry(name=w["name"], photo_path=None, overlay_path=w["paths"]["preview"],
-                        glb_path=w["paths"]["glb"], status="ok",
-                        meta={"method": w["method"], "frames": w["frames"],
-                              "with a face": w["frames_with_face"],
-                              "frames/s": round(w["frames_per_second"], 1)})
+            ReportEntry(
+                name=w["name"],
+                photo_path=None,
+                overlay_path=w["paths"]["preview"],
+                glb_path=w["paths"]["glb"],
+                status="ok",
+                meta={
+                    "method": w["method"],
+                    "frames": w["frames"],
+                    "with a face": w["frames_with_face"],
+                    "frames/s": round(w["frames_per_second"], 1),
+                },
+            )
             for w in written
         ] + [
-            ReportEntry(name=Path(f).name, photo_path=None, overlay_path=None, glb_path=None,
-                        status="failed", message=m)
+            ReportEntry(
+                name=Path(f).name,
+                photo_path=None,
+                overlay_path=None,
+                glb_path=None,
+                status="failed",
+                message=m,
+            )
             for f, m in failed
-        ]  # fmt: skip
+        ]
         report = write_report(args.out, entries, overwrite=args.overwrite)
         print(f"report: {report}")
     print(f"{len(written)} clip(s) written to {args.out}; {len(failed)} failed")

@@ -498,8 +498,16 @@ def write_overlay(result: ClipResult, options: ClipOptions, model, paths: dict[s
                 parts = lay.split(torch.from_numpy(c)[None].to(dev, dt))
                 with torch.no_grad():
                     v, a = model(parts["id_coeff"], parts["exp_coeff"], parts["tex_coeff"])
-                    out = render(v, a, model.triangles, parts["angles"], parts["trans"],
-                                 parts["gamma"], CameraConfig(), backend=options.rasterizer)  # fmt: skip
+                    out = render(
+                        v,
+                        a,
+                        model.triangles,
+                        parts["angles"],
+                        parts["trans"],
+                        parts["gamma"],
+                        CameraConfig(),
+                        backend=options.rasterizer,
+                    )
                 h, w = img.shape[:2]
                 m = result.crop_to_original[row]
                 rimg = warp_to_original(
@@ -552,9 +560,9 @@ def run_clip(
     from tqdm import tqdm
 
     from facerecon.detect.track import FaceTracker
+    from facerecon.io.paths import check_outputs_free, prepare_out_dir
     from facerecon.methods import MethodSpec, build_method
     from facerecon.morphable import load_face_model
-    from facerecon.pipeline import check_outputs_free, prepare_out_dir
 
     path = Path(path)
     options = resolve_clip_options(options)
@@ -586,11 +594,18 @@ def run_clip(
         total = int(np.ceil(total * options.fps / info.fps))
     if options.max_frames is not None:
         total = min(total, options.max_frames) if total else options.max_frames
-    bar = tqdm(total=total or None, disable=not show_progress, unit="frame", desc=name,
-               file=sys.stderr, mininterval=0.5)  # fmt: skip
+    bar = tqdm(
+        total=total or None,
+        disable=not show_progress,
+        unit="frame",
+        desc=name,
+        file=sys.stderr,
+        mininterval=0.5,
+    )
     try:
-        result = estimate_clip(path, options, method, model, tracker,
-                               on_frame=lambda i, s: bar.update(1))  # fmt: skip
+        result = estimate_clip(
+            path, options, method, model, tracker, on_frame=lambda i, s: bar.update(1)
+        )
     finally:
         bar.close()
         tracker.close()

@@ -21,7 +21,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from facerecon.errors import FaceReconError, ImageError, OutputExistsError
+from facerecon.errors import FaceReconError, ImageError
+from facerecon.io.paths import check_outputs_free, prepare_out_dir
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 SUMMARY_NAME = "summary.json"
@@ -221,17 +222,6 @@ def existing_outputs(out_dir: Path, names: list[str], all_faces: bool, report: b
     if report:
         found.extend(report_conflicts(out_dir))
     return found
-
-
-def check_outputs_free(paths: Iterable[Path], overwrite: bool) -> None:
-    """Refuse before any work when an output exists and ``overwrite`` is off; the one-line
-    message names the first existing path."""
-    if overwrite:
-        return
-    existing = [p for p in paths if p.exists()]
-    if existing:
-        more = f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else ""
-        raise OutputExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace it")
 
 
 def one_line(exc: BaseException) -> str:
@@ -634,16 +624,6 @@ def reconstruct_face(recon: Reconstructor, face: PreparedFace) -> dict:
     stage = recon.method.stage
     result = run_stage(stage, recon.estimate, [face], shared_identity=False)
     return write_face(recon, face, result.coeffs[0], time.perf_counter() - start)
-
-
-def prepare_out_dir(out_dir: Path) -> None:
-    """Create ``out_dir``; a one-line error when it cannot be a folder."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FaceReconError(f"--out {out_dir} is a file, not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise FaceReconError(f"cannot create --out {out_dir}: {exc.strerror or exc}") from None
 
 
 def run(

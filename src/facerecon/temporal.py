@@ -38,7 +38,7 @@ def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     flat = a.reshape(a.shape[0], -1)
     if sigma <= 0 or a.shape[0] < 2:
         return a.copy()
-    radius = max(1, int(math.ceil(3.0 * sigma)))
+    radius = max(1, math.ceil(3.0 * sigma))
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / float(sigma)) ** 2)
     have = np.isfinite(flat).all(1)
     vals = np.where(have[:, None], flat, 0.0)

@@ -10,8 +10,9 @@ sample's ground-truth 2D landmarks), the landmarks in crop pixels, and the skin 
 crop from the shipped skin classifier, so a training run never renders, aligns or classifies on
 the fly. Synthetic items also carry their 3D truth (:func:`landmark_depth`, the rotation
 ``angles`` and the model's ``id_coeff`` / ``exp_coeff``): the 3D-landmark labels of pose-guided
-training (:mod:`facerecon.train.pgn`) and the pose truth of its benchmark. Items are written atomically and existing ones are skipped: an interrupted run resumes,
-and several processes may fill disjoint identity ranges of one folder in parallel.
+training (:mod:`facerecon.train.pgn`) and the pose truth of its benchmark. Items are written
+atomically and existing ones are skipped: an interrupted run resumes, and several processes
+may fill disjoint identity ranges of one folder in parallel.
 """
 
 from __future__ import annotations

@@ -67,8 +67,9 @@ def _rotations(angles: np.ndarray) -> np.ndarray:
 def _shape_rmse(model, vertices: np.ndarray, truth: np.ndarray, tri: np.ndarray, lm_idx, nose):
     from facerecon.evaluate.metrics import evaluate_mesh
 
-    res = evaluate_mesh(vertices, tri, truth, tri, gt_landmarks=lm_idx,
-                        pred_landmarks=lm_idx, nose_index=nose)  # fmt: skip
+    res = evaluate_mesh(
+        vertices, tri, truth, tri, gt_landmarks=lm_idx, pred_landmarks=lm_idx, nose_index=nose
+    )
     return res.rmse_plane
 
 
@@ -106,8 +107,9 @@ def pose_benchmark(
     from facerecon.methods import crops_target
 
     cfg = config or PoseBenchmarkConfig()
-    faces = SyntheticFaces(model, SynthConfig(image_size=cfg.image_size, occluder_prob=0.0,
-                                              **cfg.extra), seed=cfg.seed)  # fmt: skip
+    faces = SyntheticFaces(
+        model, SynthConfig(image_size=cfg.image_size, occluder_prob=0.0, **cfg.extra), seed=cfg.seed
+    )
     rng = np.random.default_rng(cfg.seed)
     tri = model.triangles.cpu().numpy()
     lm_idx = model.landmarks68.cpu().numpy()
@@ -117,8 +119,13 @@ def pose_benchmark(
         lo, hi = cfg.bins[b], cfg.bins[b + 1]
         for k in range(cfg.per_bin):
             yaw = rng.uniform(lo, hi) * (1 if k % 2 == 0 else -1)
-            a = np.deg2rad([rng.uniform(-cfg.max_pitch_deg, cfg.max_pitch_deg), yaw,
-                            rng.uniform(-cfg.max_roll_deg, cfg.max_roll_deg)])  # fmt: skip
+            a = np.deg2rad(
+                [
+                    rng.uniform(-cfg.max_pitch_deg, cfg.max_pitch_deg),
+                    yaw,
+                    rng.uniform(-cfg.max_roll_deg, cfg.max_roll_deg),
+                ]
+            )
             ident = 50000 + b * 100 + k
             exp = faces.draw_expression(rng)
             s = next(iter(faces.sequence(ident, a[None], exp[None])))
@@ -160,13 +167,17 @@ def pose_benchmark(
         for b in dict.fromkeys(bn for bn, _ in samples):
             rs = [r for r in records if r["method"] == name and r["bin"] == b]
             sh = [r["shape_mm"] for r in rs if "shape_mm" in r]
-            rows.append({
-                "method": name, "bin": b, "n": len(rs),
-                "rot_deg": float(np.median([r["rot_deg"] for r in rs])),
-                "rot_mean": float(np.mean([r["rot_deg"] for r in rs])),
-                "shape_mm": float(np.mean(sh)) if sh else math.nan,
-                "mean_face_mm": float(np.mean(mean_by_bin.get(b, [math.nan]))),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "method": name,
+                    "bin": b,
+                    "n": len(rs),
+                    "rot_deg": float(np.median([r["rot_deg"] for r in rs])),
+                    "rot_mean": float(np.mean([r["rot_deg"] for r in rs])),
+                    "shape_mm": float(np.mean(sh)) if sh else math.nan,
+                    "mean_face_mm": float(np.mean(mean_by_bin.get(b, [math.nan]))),
+                }
+            )
     return {"rows": rows, "seconds": seconds}
 
 
@@ -210,8 +221,9 @@ def _landmarks_photo(model, coeffs: np.ndarray, crop_to_original: np.ndarray) ->
     return out
 
 
-def score_clip(model, coeffs: np.ndarray, crop_to_original: np.ndarray, truth: dict,
-               shape_every: int = 5) -> dict[str, float]:  # fmt: skip
+def score_clip(
+    model, coeffs: np.ndarray, crop_to_original: np.ndarray, truth: dict, shape_every: int = 5
+) -> dict[str, float]:
     """Per-frame scores of ``coeffs (F, layout.size)`` against a synthetic clip's truth."""
     lay = model.layout
     sl = lay.slices()
@@ -284,13 +296,15 @@ def video_benchmark(
     cfg = config or VideoBenchmarkConfig()
     work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="facerecon_video_bench_"))
     work.mkdir(parents=True, exist_ok=True)
-    faces = SyntheticFaces(model, SynthConfig(image_size=cfg.image_size, occluder_prob=0.0,
-                                              **cfg.extra), seed=cfg.seed)  # fmt: skip
+    faces = SyntheticFaces(
+        model, SynthConfig(image_size=cfg.image_size, occluder_prob=0.0, **cfg.extra), seed=cfg.seed
+    )
     clips = []
     for c in range(cfg.clips):
         path = work / f"clip{c}.mp4"
-        truth = write_synthetic_clip(path, faces, 60000 + c, cfg.frames, cfg.fps, cfg.max_yaw_deg,
-                                     seed=cfg.seed)  # fmt: skip
+        truth = write_synthetic_clip(
+            path, faces, 60000 + c, cfg.frames, cfg.fps, cfg.max_yaw_deg, seed=cfg.seed
+        )
         clips.append((path, truth))
     tri = model.triangles.cpu().numpy()
     lm_idx = model.landmarks68.cpu().numpy()
@@ -299,10 +313,13 @@ def video_benchmark(
     for _, truth in clips:
         for f in range(0, cfg.frames, cfg.shape_every):
             with torch.no_grad():
-                gt = model.shape(torch.from_numpy(truth["id_coeff"]).to(model.mean_shape)[None],
-                                 torch.from_numpy(truth["exp_coeff"][f : f + 1]).to(model.mean_shape))  # fmt: skip
-            mean_mm.append(_shape_rmse(model, mean_face, gt[0].cpu().numpy(), tri, lm_idx,
-                                       int(lm_idx[30])))  # fmt: skip
+                gt = model.shape(
+                    torch.from_numpy(truth["id_coeff"]).to(model.mean_shape)[None],
+                    torch.from_numpy(truth["exp_coeff"][f : f + 1]).to(model.mean_shape),
+                )
+            mean_mm.append(
+                _shape_rmse(model, mean_face, gt[0].cpu().numpy(), tri, lm_idx, int(lm_idx[30]))
+            )
     scores: dict[str, list[dict]] = {}
     fps: dict[str, list[float]] = {}
     from facerecon.clip import video_method
@@ -328,8 +345,10 @@ def video_benchmark(
                 tracker.close()
                 if not joint:
                     scores.setdefault(f"{name} per-frame", []).append(
-                        score_clip(model, res.coeffs_raw, res.crop_to_original, truth,
-                                   cfg.shape_every))  # fmt: skip
+                        score_clip(
+                            model, res.coeffs_raw, res.crop_to_original, truth, cfg.shape_every
+                        )
+                    )
                 if fits and not joint:
                     continue
                 tag = f"{name} {'joint-fit video' if joint else 'video'}"

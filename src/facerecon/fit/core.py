@@ -157,9 +157,7 @@ def landmark_vertices(
 
     ``indices`` defaults to the 68 landmark vertices.
     """
-    idx = model.landmarks68 if indices is None else indices
-    shape = model.mean_shape[idx] + torch.einsum("...ck,bk->b...c", model.id_basis[idx], id_coeff)
-    return shape + torch.einsum("...ck,bk->b...c", model.exp_basis[idx], exp_coeff)
+    return model.shape_at(id_coeff, exp_coeff, indices)
 
 
 def landmark_table(model: MorphableModel, contour: bool = True) -> torch.Tensor:

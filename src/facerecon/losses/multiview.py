@@ -101,7 +101,7 @@ def similarity_align(
     Returns:
         ``(B, K, 3)`` aligned ``src``.
     """
-    from facerecon.render.pose import umeyama
+    from facerecon.procrustes import umeyama
 
     a = src if on is None else src[:, on]
     b = dst if on is None else dst[:, on]

@@ -173,6 +173,18 @@ class MorphableModel(torch.nn.Module):
         offset = offset + torch.einsum("nck,bk->bnc", self.exp_basis, exp_coeff.to(self.exp_basis))
         return self.mean_shape.unsqueeze(0) + offset
 
+    def shape_at(
+        self,
+        id_coeff: torch.Tensor,
+        exp_coeff: torch.Tensor,
+        indices: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Shape at a few vertices only: ``(B, *indices.shape, 3)`` mm (cheap: rows of the
+        bases); ``indices`` defaults to the 68 landmark vertices."""
+        idx = self.landmarks68 if indices is None else indices
+        shape = self.mean_shape[idx] + torch.einsum("...ck,bk->b...c", self.id_basis[idx], id_coeff)
+        return shape + torch.einsum("...ck,bk->b...c", self.exp_basis[idx], exp_coeff)
+
     def texture(self, tex_coeff: torch.Tensor) -> torch.Tensor:
         """Albedo ``(B, N, 3)`` (nominally 0..1, not clamped) from ``tex_coeff (B, Ktex)``."""
         offset = torch.einsum("nck,bk->bnc", self.tex_basis, tex_coeff.to(self.tex_basis))

@@ -166,9 +166,7 @@ def pgn_coeffs(
     ids, exps, texs, gamma = shape.split([lay.n_id, lay.n_exp, lay.n_tex, N_LIGHT], dim=-1)
     if id_coeff is not None:
         ids = id_coeff.to(shape)
-    from facerecon.fit.core import landmark_vertices
-
-    lm_mm = landmark_vertices(model, ids.to(model.id_basis), exps.to(model.id_basis)).to(shape)
+    lm_mm = model.shape_at(ids.to(model.id_basis), exps.to(model.id_basis)).to(shape)
     w = procrustes_weights(shape.device, shape.dtype)
     angles, trans, _ = pose_from_landmarks(
         lm_mm, out["lm3d"].to(shape), camera, w, perspective_iters

@@ -1,9 +1,9 @@
 """Where the weights that ship with facerecon live, per face model.
 
-``src/facerecon/weights/`` is where fp16 files named ``rnet_<model>.pt``, ``cnet_<model>.pt``
-``mvr_<model>.pt`` and ``pgn_<model>.pt`` go (``<model>`` is a face-model name such as ``bfm-lite``), next to a
-``README.md`` with the exact commands, data and step counts that produced them. Today
-``bfm-lite`` has all three (CPU-trained;
+``src/facerecon/weights/`` is where fp16 files named ``rnet_<model>.pt``, ``cnet_<model>.pt``,
+``mvr_<model>.pt`` and ``pgn_<model>.pt`` go (``<model>`` is a face-model name such as
+``bfm-lite``), next to a ``README.md`` with the exact commands, data and step counts that
+produced them. Today ``bfm-lite`` has all four (CPU-trained;
 see that README for what they do and do not do); for any other model every lookup returns None
 and ``reconstruct`` defaults to fitting. Only named models can have shipped weights: a model
 given as a file path never matches.

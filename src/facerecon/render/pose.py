@@ -2,8 +2,9 @@
 
 Pure functions on batched tensors, differentiable (SVD), any float dtype and device.
 
-* :func:`umeyama`: the similarity ``dst ≈ scale * src @ R^T + t`` of least weighted squared
-  error (Umeyama 1991; reflections excluded).
+* :func:`umeyama` (from :mod:`facerecon.procrustes`): the similarity
+  ``dst ≈ scale * src @ R^T + t`` of least weighted squared error (Umeyama 1991; reflections
+  excluded).
 * :func:`matrix_to_euler`: the inverse of :func:`facerecon.render.euler_to_matrix`
   (``R = Rz @ Ry @ Rx``).
 * :func:`pose_from_landmarks`: the camera pose (``angles``, ``trans``) that puts the face
@@ -20,41 +21,10 @@ from __future__ import annotations
 
 import torch
 
+from facerecon.procrustes import umeyama
 from facerecon.render.camera import CameraConfig
 
 __all__ = ["matrix_to_euler", "pose_from_landmarks", "umeyama"]
-
-
-def umeyama(
-    src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Weighted similarity Procrustes.
-
-    Args:
-        src, dst: ``(B, K, 3)`` corresponding points.
-        weights: ``(B, K)`` or ``(K,)`` non-negative point weights (default all 1).
-
-    Returns:
-        ``scale (B,)``, ``R (B, 3, 3)`` (a rotation, det +1), ``t (B, 3)`` minimising
-        ``sum_k w_k |scale * R src_k + t - dst_k|^2``.
-    """
-    if weights is None:
-        w = src.new_ones(src.shape[:2])
-    else:
-        w = weights.to(src).expand(src.shape[:2])
-    w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
-    ms = (w[..., None] * src).sum(1, keepdim=True)
-    md = (w[..., None] * dst).sum(1, keepdim=True)
-    s0, d0 = src - ms, dst - md
-    cov = (w[..., None] * d0).transpose(1, 2) @ s0  # (B, 3, 3)
-    u, sv, vh = torch.linalg.svd(cov)
-    sign = torch.sign(torch.det(u @ vh))
-    diag = torch.cat([torch.ones_like(sv[:, :2]), sign[:, None]], dim=1)
-    rot = u @ torch.diag_embed(diag) @ vh
-    var = (w * (s0**2).sum(-1)).sum(1)
-    scale = (sv * diag).sum(-1) / var.clamp_min(1e-12)
-    t = md[:, 0] - scale[:, None] * (ms[:, 0, None, :] @ rot.transpose(1, 2))[:, 0]
-    return scale, rot, t
 
 
 def matrix_to_euler(R: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -106,10 +76,7 @@ def pose_from_landmarks(
     x = points_px[..., 0] - c
     y = c - points_px[..., 1]
     z = points_px[..., 2]
-    if weights is None:
-        wn = src.new_ones(src.shape[:2])
-    else:
-        wn = weights.to(src).expand(src.shape[:2])
+    wn = src.new_ones(src.shape[:2]) if weights is None else weights.to(src).expand(src.shape[:2])
     wn = wn / wn.sum(1, keepdim=True).clamp_min(1e-12)
     ratio = torch.ones_like(x)
     for it in range(int(perspective_iters) + 1):

@@ -122,7 +122,8 @@ class ImageSetDataset(Dataset):
     """Sets of ``set_size`` images of one person from a per-image dataset with ``persons``.
 
     Items: ``{"image": (M, 3, S, S), "lm68": (M, 68, 2), "attention": (M, 1, S, S),
-    "lm_depth": (M, 68), "angles": (M, 3) (each when all images have it), "index": int}``; a DataLoader batch adds the set axis in front.
+    "lm_depth": (M, 68), "angles": (M, 3) (each when all images have it), "index": int}``; a
+    DataLoader batch adds the set axis in front.
     """
 
     def __init__(self, items: Dataset, set_size: int) -> None:
