@@ -1,11 +1,11 @@
-"""Turn a training checkpoint (R-Net, C-Net or DF-MVR) into a shippable fp16 weights file.
+"""Turn a training checkpoint (R-Net, C-Net, DF-MVR or PGN) into a shippable fp16 weights file.
 
     python scripts/export_weights.py CHECKPOINT OUT.pt [--note TEXT]
 
 The file records where it came from in its ``meta``: checkpoint step, the training config, the
 note (e.g. the data recipe and command). ``facerecon.nets.rnet.load_rnet`` /
-``facerecon.nets.cnet.load_cnet`` / ``facerecon.nets.mvr.load_mvr`` read it (upcast to
-float32).
+``facerecon.nets.cnet.load_cnet`` / ``facerecon.nets.mvr.load_mvr`` /
+``facerecon.nets.pgn.load_pgn`` read it (upcast to float32).
 """
 
 from __future__ import annotations
@@ -36,7 +36,13 @@ def export(checkpoint: Path, out: Path, note: str = "") -> Path:
         net = MVRNet(MVRConfig.from_dict(ckpt["mvr_config"]))
         net.load_state_dict(ckpt["model"], strict=True)
         return export_mvr(net, out, meta)
-    raise SystemExit(f"error: {checkpoint} is not an R-Net, C-Net or DF-MVR training checkpoint")
+    if "pgn_config" in ckpt:
+        from facerecon.nets.pgn import PGNConfig, PGNet, export_pgn
+
+        net = PGNet(PGNConfig.from_dict(ckpt["pgn_config"]))
+        net.load_state_dict(ckpt["model"], strict=True)
+        return export_pgn(net, out, meta)
+    raise SystemExit(f"error: {checkpoint} is not an R-Net, C-Net, DF-MVR or PGN training checkpoint")
 
 
 def main() -> None:
