@@ -66,9 +66,10 @@ def _reconstruct_parser(sub) -> None:
         default=None,
         choices=method_choices(),
         help="fit: analysis-by-synthesis (no network); rnet: R-Net regression (fast); auto: "
-        "R-Net estimate refined by a few fitting steps; with --views: mvfit (joint fit of the "
-        "views), mvr (DF-MVR network), mvr-auto (DF-MVR refined by a joint fit). Default: auto "
-        "when R-Net weights are given or ship for the model, else fit",
+        "R-Net estimate refined by a few fitting steps; pgn: pose from predicted 3D landmarks "
+        "(the default for video clips when its weights ship); with --views: mvfit (joint fit "
+        "of the views), mvr (DF-MVR network), mvr-auto (DF-MVR refined by a joint fit). "
+        "Default: auto when R-Net weights are given or ship for the model, else fit",
     )
     p.add_argument(
         "--weights",

@@ -67,6 +67,9 @@ class ClipOptions:
         smoothing, sigma: :func:`facerecon.temporal.smooth_track` (sigma in frames of the
             kept rate).
         overlay: write the overlay video.
+        self_track, passes: network methods (``pgn``, ``rnet``) follow the face with their own
+            projected landmarks, ``passes`` estimates per frame (:class:`SelfTracker`); False
+            aligns every frame on the tracker's 2D landmarks.
         joint: ``fit`` / ``auto``: fit each batch of consecutive frames jointly (one identity,
             :meth:`facerecon.fit.FitConfig.video`'s acceleration penalty of weight
             ``temporal``) instead of frame by frame.
@@ -89,6 +92,8 @@ class ClipOptions:
     overlay: bool = True
     joint: bool = True
     temporal: float = 1e-3
+    self_track: bool = True
+    passes: int = 2
     detector: str = "auto"
     batch_size: int = 32
     device: str = "cpu"
@@ -196,33 +201,51 @@ def estimate_clip(
         batch_rows.clear()
         timing["network"] += time.perf_counter() - t0
 
+    self_track = options.self_track and not _fits(method)
+    follower = SelfTracker(tracker, method, model, options) if self_track else None
     t_read = time.perf_counter()
     for frame in read_frames(path, options.fps, options.max_frames):
         size = (frame.image.shape[1], frame.image.shape[0])
-        tr = tracker.update(frame.image)
         row = len(index)
         index.append(frame.index)
         times.append(frame.time)
-        status.append(tr.status)
         raw.append(np.full(lay.size, np.nan))
         lm3d.append(np.full((68, 3), np.nan))
         conf.append(np.full(lay.n_id, np.nan))
-        t1 = time.perf_counter()
-        timing["decode+track"] += t1 - t_read
-        if tr.lm68 is None:
-            lms.append(np.full((68, 2), np.nan))
-            crops_tf.append(np.full((2, 3), np.nan))
+        if follower is not None:  # the network follows the face with its own landmarks
+            t1 = time.perf_counter()
+            timing["decode+track"] += t1 - t_read
+            got = follower.update(frame.image)
+            timing["network"] += time.perf_counter() - t1 - follower.detect_seconds
+            timing["decode+track"] += follower.detect_seconds
+            status.append(got.status)
+            lms.append(got.lm68)
+            crops_tf.append(got.crop_to_original)
+            if got.coeffs is not None:
+                raw[row] = got.coeffs
+                if got.lm3d is not None:
+                    lm3d[row] = got.lm3d
+                if got.conf is not None:
+                    conf[row] = got.conf
         else:
-            al = align(frame.image, tr.lm68)
-            lms.append(np.asarray(tr.lm68, np.float64))
-            crops_tf.append(np.asarray(al.transform.matrix_to_original))
-            batch.append(al)
-            batch_rows.append(row)
-        timing["align"] += time.perf_counter() - t1
-        if len(batch) >= options.batch_size:
-            flush()
+            tr = tracker.update(frame.image)
+            status.append(tr.status)
+            t1 = time.perf_counter()
+            timing["decode+track"] += t1 - t_read
+            if tr.lm68 is None:
+                lms.append(np.full((68, 2), np.nan))
+                crops_tf.append(np.full((2, 3), np.nan))
+            else:
+                al = align(frame.image, tr.lm68)
+                lms.append(np.asarray(tr.lm68, np.float64))
+                crops_tf.append(np.asarray(al.transform.matrix_to_original))
+                batch.append(al)
+                batch_rows.append(row)
+            timing["align"] += time.perf_counter() - t1
+            if len(batch) >= options.batch_size:
+                flush()
         if on_frame is not None:
-            on_frame(row, tr.status)
+            on_frame(row, status[-1])
         t_read = time.perf_counter()
     flush()
     if not index:
@@ -273,6 +296,117 @@ def estimate_clip(
         size=size,
         seconds=timing,
     )
+
+
+def _fits(method) -> bool:
+    from facerecon.methods.fit import FitMethod
+    from facerecon.methods.network import AutoMethod
+
+    return isinstance(method, (FitMethod, AutoMethod))
+
+
+@dataclass
+class FollowResult:
+    """One frame of :class:`SelfTracker`: status, landmarks ``(68, 2)`` photo pixels (NaN when
+    lost), the crop transform ``(2, 3)`` and the estimate (``coeffs``, ``lm3d``, ``conf``)."""
+
+    status: str
+    lm68: np.ndarray
+    crop_to_original: np.ndarray
+    coeffs: np.ndarray | None = None
+    lm3d: np.ndarray | None = None
+    conf: np.ndarray | None = None
+
+
+class SelfTracker:
+    """A network method that follows the face with its own landmarks (as 3DDFA-V2 does).
+
+    Frame ``t`` is aligned on the model landmarks that frame ``t - 1``'s estimate projects,
+    estimated, then re-aligned on its own projected landmarks and estimated again
+    (``options.passes``): the crops are aligned exactly as the training crops were (on the
+    model's landmark vertices), also at yaws where 2D landmarkers fail. The detector
+    (:class:`facerecon.detect.track.FaceTracker`, reset first) starts the track, restarts it
+    when the landmarks become implausible (size or position jump, outside the frame) and checks
+    it every ``tracker.config.redetect_every`` frames: a detection whose inner landmarks lie
+    more than a quarter of the face size away replaces the track.
+
+    Measured on a synthetic clip turning +-60 degrees: MediaPipe Face Mesh tracking (or its
+    video mode) lost the inner landmarks at 55-60 degrees (errors up to one inter-ocular
+    distance, PGN rotation errors to 44 degrees); following with PGN's own landmarks kept them
+    within 0.21 and the rotation error within 10 degrees.
+    """
+
+    def __init__(self, tracker, method, model, options: ClipOptions) -> None:
+        self.tracker, self.method, self.model = tracker, method, model
+        self.passes = max(1, int(options.passes))
+        self.prev: np.ndarray | None = None
+        self.since = 0
+        self.detect_seconds = 0.0
+
+    def _detect(self, image: np.ndarray) -> np.ndarray | None:
+        t0 = time.perf_counter()
+        self.tracker.reset()
+        res = self.tracker.update(image)
+        self.detect_seconds += time.perf_counter() - t0
+        return res.lm68
+
+    def _estimate(self, image: np.ndarray, lm: np.ndarray):
+        from facerecon.detect import align
+        from facerecon.fit.core import project_points
+        from facerecon.methods import crops_target
+        from facerecon.render import CameraConfig
+
+        model = self.model
+        for _ in range(self.passes):
+            al = align(image, lm)
+            est, conf = _estimate(self.method, crops_target([al], model.mean_shape), False)
+            parts = model.layout.split(est.coeffs.to(model.mean_shape))
+            with torch.no_grad():  # the model's 68 landmark vertices, as the training crops
+                v = model.shape_at(parts["id_coeff"], parts["exp_coeff"])
+                uv = project_points(v, parts["angles"], parts["trans"], CameraConfig())
+            lm = al.transform.to_original(uv[0].detach().cpu().double().numpy())
+        return al, est, conf, lm
+
+    def update(self, image: np.ndarray) -> FollowResult:
+        self.detect_seconds = 0.0
+        cfg = self.tracker.config
+        status = "tracked"
+        start = self.prev
+        if start is None:
+            start, status = self._detect(image), "detected"
+            if start is None:
+                return self._lost()
+        al, est, conf, lm = self._estimate(image, start)
+        if self.prev is not None and not self.tracker._plausible(lm, self.prev, image.shape):
+            start = self._detect(image)  # the track jumped: start again from a detection
+            if start is None:
+                return self._lost()
+            status = "detected"
+            al, est, conf, lm = self._estimate(image, start)
+        self.since += 1
+        if status == "tracked" and cfg.redetect_every and self.since >= cfg.redetect_every:
+            found = self._detect(image)
+            self.since = 0
+            if found is not None:
+                size = float((lm.max(0) - lm.min(0)).max())
+                if np.linalg.norm(found[17:] - lm[17:], axis=1).mean() > 0.25 * size:
+                    status = "detected"
+                    al, est, conf, lm = self._estimate(image, found)
+        if status == "detected":
+            self.since = 0
+        self.prev = lm
+        return FollowResult(
+            status,
+            lm,
+            np.asarray(al.transform.matrix_to_original),
+            est.coeffs[0].detach().cpu().double().numpy(),
+            None if est.lm3d is None else est.lm3d[0].detach().cpu().double().numpy(),
+            None if conf is None else conf[0],
+        )
+
+    def _lost(self) -> FollowResult:
+        self.prev = None
+        return FollowResult("lost", np.full((68, 2), np.nan), np.full((2, 3), np.nan))
 
 
 def _kept_rate(file_fps: float, want: float | None) -> float:
