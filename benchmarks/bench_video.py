@@ -14,6 +14,9 @@
    (:func:`facerecon.evaluate.video.video_benchmark`).
 4. Speed: frames per second of the video path (decode, track, align, network) on a 640 px clip,
    and of the overlay video.
+
+``FACERECON_BENCH_VIDEO_PARTS=speed,video`` runs only those parts (the others' sections of
+BENCHMARKS.md are kept with their own dates).
 """
 
 from __future__ import annotations
@@ -161,7 +164,10 @@ def video_rows(model, quick: bool) -> list[dict]:
     from facerecon.evaluate.video import VideoBenchmarkConfig, video_benchmark
 
     cfg = VideoBenchmarkConfig(
-        clips=1 if quick else 3, frames=50, extra={"albedo": "photo", "texture_dir": _texture_dir()}
+        clips=1 if quick else 2,
+        frames=50,
+        shape_every=10,
+        extra={"albedo": "photo", "texture_dir": _texture_dir()},
     )
     res = video_benchmark(model, _methods(model, not quick), cfg, progress=print)
     rows = []
@@ -272,12 +278,14 @@ def run(quick: bool = False) -> list[dict]:
     from facerecon.morphable import load_face_model
 
     model = load_face_model("bfm-lite")
-    return (
-        speed_rows(model)
-        + landmark_rows(model)
-        + pose_rows(model, quick)
-        + video_rows(model, quick)
-    )
+    parts = os.environ.get("FACERECON_BENCH_VIDEO_PARTS", "speed,landmarks,pose,video").split(",")
+    producers = {
+        "speed": lambda: speed_rows(model),
+        "landmarks": lambda: landmark_rows(model),
+        "pose": lambda: pose_rows(model, quick),
+        "video": lambda: video_rows(model, quick),
+    }
+    return [row for part, make in producers.items() if part in parts for row in make()]
 
 
 def main() -> None:
