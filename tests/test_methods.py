@@ -65,13 +65,13 @@ class ZeroMethod:
 def test_registry_names_classes_and_cli_choices():
     from facerecon.cli import build_parser
 
-    assert method_names() == ["fit", "rnet", "auto", "mvfit", "mvr", "mvr-auto"]
+    assert method_names() == ["fit", "rnet", "auto", "pgn", "mvfit", "mvr", "mvr-auto"]
     assert method_class("fit") is FitMethod and method_class("auto") is AutoMethod
     assert network_methods() == ("rnet", "auto")
     for name in method_names():
         cls = method_class(name)
         assert cls.name == name and isinstance(cls.stage, str)
-    known = "unknown method 'nope'; known: fit, rnet, auto, mvfit"
+    known = "unknown method 'nope'; known: fit, rnet, auto, pgn, mvfit"
     with pytest.raises(FaceReconError, match=known):
         method_class("nope")
     sub = next(a for a in build_parser()._actions if a.dest == "command")

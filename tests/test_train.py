@@ -185,15 +185,19 @@ def test_config_yaml_roundtrip_and_errors(tmp_path):
     assert (c2.max_steps, c2.augment.rotation, c2.lr, c2.augment.flip) == (7, 5.0, 3e-4, 0.0)
     from facerecon.train.cnet import load_cnet_config
     from facerecon.train.mvr import MVRTrainConfig
+    from facerecon.train.pgn import PGNTrainConfig
 
     examples = sorted((REPO / "configs").glob("*.yaml"))
     assert any(p.name.startswith("cnet_") for p in examples)
     assert any(p.name.startswith("mvr_") for p in examples)
+    assert any(p.name.startswith("pgn_") for p in examples)
     for example in examples:  # every example config loads with its command's loader
         if example.name.startswith("cnet_"):
             load_cnet_config(example)
         elif example.name.startswith("mvr_"):
             load_config(example, MVRTrainConfig)
+        elif example.name.startswith("pgn_"):
+            load_config(example, PGNTrainConfig)
         else:
             load_config(example)
 

@@ -182,6 +182,7 @@ def estimate_clip(
     conf: list[np.ndarray] = []
     batch: list[Any] = []
     batch_rows: list[int] = []
+    batch_detectors: list[str | None] = []  # which landmarker (the fit's calibration)
     size = (info.width, info.height)
     lay = model.layout
 
@@ -189,7 +190,7 @@ def estimate_clip(
         if not batch:
             return
         t0 = time.perf_counter()
-        target = crops_target(batch, model.mean_shape)
+        target = crops_target(batch, model.mean_shape, tuple(batch_detectors))
         est, c = _estimate(method, target, options.joint)
         for k, row in enumerate(batch_rows):
             raw[row] = est.coeffs[k].detach().cpu().double().numpy()
@@ -199,6 +200,7 @@ def estimate_clip(
                 conf[row] = c[k]
         batch.clear()
         batch_rows.clear()
+        batch_detectors.clear()
         timing["network"] += time.perf_counter() - t0
 
     self_track = options.self_track and not _fits(method)
@@ -241,6 +243,7 @@ def estimate_clip(
                 crops_tf.append(np.asarray(al.transform.matrix_to_original))
                 batch.append(al)
                 batch_rows.append(row)
+                batch_detectors.append(_landmarker(tr.detector))
             timing["align"] += time.perf_counter() - t1
             if len(batch) >= options.batch_size:
                 flush()
@@ -298,6 +301,14 @@ def estimate_clip(
     )
 
 
+def _landmarker(name: str) -> str | None:
+    """The detector name a fit calibrates a frame's landmarks by (tracked frames come from
+    MediaPipe's mesh)."""
+    if not name:
+        return None
+    return "mediapipe" if name.startswith("mediapipe") else name
+
+
 def _fits(method) -> bool:
     from facerecon.methods.fit import FitMethod
     from facerecon.methods.network import AutoMethod
@@ -350,6 +361,14 @@ class SelfTracker:
         self.detect_seconds += time.perf_counter() - t0
         return res.lm68
 
+    def _check(self, image: np.ndarray) -> np.ndarray | None:
+        """The periodic check: MediaPipe's detector alone (~20 ms; the full chain costs up to
+        ~300 ms on a 640 px frame); its largest face's 68 landmarks or None."""
+        t0 = time.perf_counter()
+        faces = self.tracker.mesher.detect(image)
+        self.detect_seconds += time.perf_counter() - t0
+        return np.asarray(faces[0].lm68, np.float64) if faces else None
+
     def _estimate(self, image: np.ndarray, lm: np.ndarray):
         from facerecon.detect import align
         from facerecon.fit.core import project_points
@@ -385,7 +404,7 @@ class SelfTracker:
             al, est, conf, lm = self._estimate(image, start)
         self.since += 1
         if status == "tracked" and cfg.redetect_every and self.since >= cfg.redetect_every:
-            found = self._detect(image)
+            found = self._check(image)
             self.since = 0
             if found is not None:
                 size = float((lm.max(0) - lm.min(0)).max())

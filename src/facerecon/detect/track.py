@@ -129,6 +129,9 @@ class FaceTracker:
         mesh = face.mp478 if face.mp478 is not None else self._mesh(image, box_around(face.lm68))
         if mesh is None:
             return np.asarray(face.lm68, np.float64), None
+        # the landmarks are the mesh's: name their source first (the fit's calibration key)
+        if not face.detector.startswith("mediapipe"):
+            self.detector_name = f"mediapipe mesh (found by {face.detector})"
         return mesh_to_68(mesh[:, :2]), mesh
 
     def update(self, image: np.ndarray) -> TrackResult:
