@@ -42,7 +42,9 @@ def export(checkpoint: Path, out: Path, note: str = "") -> Path:
         net = PGNet(PGNConfig.from_dict(ckpt["pgn_config"]))
         net.load_state_dict(ckpt["model"], strict=True)
         return export_pgn(net, out, meta)
-    raise SystemExit(f"error: {checkpoint} is not an R-Net, C-Net, DF-MVR or PGN training checkpoint")
+    raise SystemExit(
+        f"error: {checkpoint} is not an R-Net, C-Net, DF-MVR or PGN training checkpoint"
+    )
 
 
 def main() -> None:
