@@ -68,7 +68,9 @@ class ClipOptions:
             kept rate).
         overlay: write the overlay video.
         self_track, passes: network methods (``pgn``, ``rnet``) follow the face with their own
-            projected landmarks, ``passes`` estimates per frame (:class:`SelfTracker`); False
+            projected landmarks, ``passes`` estimates per frame (:class:`SelfTracker`; a second
+            pass, re-aligned on the first one's landmarks, changed PGN's rotation error by
+            under 0.2 degrees on two synthetic clips and doubled the network time); False
             aligns every frame on the tracker's 2D landmarks.
         joint: ``fit`` / ``auto``: fit each batch of consecutive frames jointly (one identity,
             :meth:`facerecon.fit.FitConfig.video`'s acceleration penalty of weight
@@ -93,7 +95,7 @@ class ClipOptions:
     joint: bool = True
     temporal: float = 1e-3
     self_track: bool = True
-    passes: int = 2
+    passes: int = 1
     detector: str = "auto"
     batch_size: int = 32
     device: str = "cpu"
@@ -332,9 +334,9 @@ class FollowResult:
 class SelfTracker:
     """A network method that follows the face with its own landmarks (as 3DDFA-V2 does).
 
-    Frame ``t`` is aligned on the model landmarks that frame ``t - 1``'s estimate projects,
-    estimated, then re-aligned on its own projected landmarks and estimated again
-    (``options.passes``): the crops are aligned exactly as the training crops were (on the
+    Frame ``t`` is aligned on the model landmarks that frame ``t - 1``'s estimate projects and
+    estimated (with ``options.passes`` > 1, re-aligned on its own projected landmarks and
+    estimated again): the crops are aligned exactly as the training crops were (on the
     model's landmark vertices), also at yaws where 2D landmarkers fail. The detector
     (:class:`facerecon.detect.track.FaceTracker`, reset first) starts the track, restarts it
     when the landmarks become implausible (size or position jump, outside the frame) and checks
