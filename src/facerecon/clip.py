@@ -93,7 +93,7 @@ class ClipOptions:
     sigma: float = 1.5
     overlay: bool = True
     joint: bool = True
-    temporal: float = 1e-3
+    temporal: float = 1e-4
     self_track: bool = True
     passes: int = 1
     detector: str = "auto"

@@ -198,7 +198,7 @@ class VideoBenchmarkConfig:
     smoothers: tuple[str, ...] = ("none", "one-euro", "gaussian")
     slow_clips: int = 1  # methods named in ``slow`` run on this many clips only
     slow: tuple[str, ...] = ("fit",)
-    temporal: float = 1e-3  # the joint fit's acceleration weight (FitConfig.video)
+    temporal: float = 1e-4  # the joint fit's acceleration weight (FitConfig.video)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

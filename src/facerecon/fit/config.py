@@ -121,10 +121,14 @@ class FitConfig:
             fine=StageConfig(iters=10, frozen=SHAPE),
         )
 
-    def video(self, temporal: float = 1e-3) -> FitConfig:
+    def video(self, temporal: float = 1e-4) -> FitConfig:
         """This config for a batch of consecutive video frames: one identity for the batch and
         the acceleration of expression, rotation (degrees) and translation (mm) penalised with
-        weight ``temporal`` (:func:`facerecon.losses.temporal_smoothness`)."""
+        weight ``temporal`` (:func:`facerecon.losses.temporal_smoothness`). On 16 frames of a
+        synthetic clip turning to 59 degrees (MediaPipe-tracked landmarks, fast config) the
+        median rotation error was 3.0 degrees frame by frame, 3.5 as an image set, 2.3 with
+        this weight at 1e-4, 2.8 at 1e-5 and 32.7 at 1e-3 (the penalty then holds the head
+        still at its start)."""
         loss = dataclasses.replace(self.loss, extra={**self.loss.extra, "temporal": temporal})
         return dataclasses.replace(self, loss=loss, shared_identity=True)
 
