@@ -398,7 +398,7 @@ class SelfTracker:
             if start is None:
                 return self._lost()
         al, est, conf, lm = self._estimate(image, start)
-        if self.prev is not None and not self.tracker._plausible(lm, self.prev, image.shape):
+        if self.prev is not None and not self.tracker.plausible(lm, self.prev, image.shape):
             start = self._detect(image)  # the track jumped: start again from a detection
             if start is None:
                 return self._lost()
@@ -474,14 +474,16 @@ def clip_identity(
     """The clip's ``id_coeff (n_id,)`` and ``tex_coeff (n_tex,)`` from per-frame coefficients
     ``(F, layout.size)``: element-wise confidence-weighted mean of the identities when
     ``confidences (F, n_id)`` are given (C-Net, S4), else the plain mean; albedo: the mean."""
+    from facerecon.aggregate import average, s4_elementwise
+
     sl = layout.slices()
-    ids = coeffs[:, sl["id_coeff"]]
+    ids = torch.from_numpy(np.asarray(coeffs[:, sl["id_coeff"]], np.float64))
     if confidences is not None:
-        w = np.clip(confidences, 1e-8, None)
-        id_coeff = (w * ids).sum(0) / w.sum(0)
+        w = torch.from_numpy(np.clip(np.asarray(confidences, np.float64), 1e-8, None))
+        id_coeff = s4_elementwise(ids, w)
     else:
-        id_coeff = ids.mean(0)
-    return id_coeff, coeffs[:, sl["tex_coeff"]].mean(0)
+        id_coeff = average(ids)
+    return id_coeff.numpy(), coeffs[:, sl["tex_coeff"]].mean(0)
 
 
 def smooth_coeffs(

@@ -89,7 +89,9 @@ class FaceTracker:
         self.prev = self.prev_mesh = None
         self.since_detect = 0
 
-    def _plausible(self, lm: np.ndarray, prev: np.ndarray, shape: tuple[int, ...]) -> bool:
+    def plausible(self, lm: np.ndarray, prev: np.ndarray, shape: tuple[int, ...]) -> bool:
+        """Whether landmarks ``lm (68, 2)`` may follow ``prev`` in a frame of ``shape``: finite,
+        inside the frame (10 % margin), size and centre within the config's limits."""
         c = self.config
         h, w = shape[:2]
         if not np.isfinite(lm).all():
@@ -144,7 +146,7 @@ class FaceTracker:
             src = self.prev_mesh if self.prev_mesh is not None else self.prev
             mesh = self._mesh(image, box_around(src))
             lm = mesh_to_68(mesh[:, :2]) if mesh is not None else None
-            ok = lm is not None and self._plausible(lm, self.prev, image.shape)
+            ok = lm is not None and self.plausible(lm, self.prev, image.shape)
             if ok and not due:
                 self.prev, self.prev_mesh = lm, mesh
                 self.since_detect += 1

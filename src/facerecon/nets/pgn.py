@@ -28,14 +28,13 @@ fp16 :func:`export_pgn`, :func:`load_pgn`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from facerecon.morphable.layout import CoeffLayout
-from facerecon.nets.rnet import RNet
+from facerecon.nets.rnet import RNet, RNetConfig
 from facerecon.nets.weights_file import load_weights, save_weights, unwrap
 from facerecon.render import CameraConfig, pose_from_landmarks, project, transform
 
@@ -60,30 +59,17 @@ N_LIGHT = 27
 
 
 @dataclass
-class PGNConfig:
-    """What rebuilds a :class:`PGNet` (stored with its weights); fields as
-    :class:`facerecon.nets.rnet.RNetConfig`."""
+class PGNConfig(RNetConfig):
+    """What rebuilds a :class:`PGNet` (stored with its weights): the fields of
+    :class:`facerecon.nets.rnet.RNetConfig` (layout sizes, backbone, width, input size), with
+    MobileNetV2 as the default backbone."""
 
-    n_id: int = 80
-    n_exp: int = 64
-    n_tex: int = 80
     backbone: str = "mobilenet_v2"
-    width_mult: float = 1.0
-    input_size: int = 224
-
-    @property
-    def layout(self) -> CoeffLayout:
-        return CoeffLayout(self.n_id, self.n_exp, self.n_tex)
 
     @property
     def n_shape(self) -> int:
         """Outputs of the shape head: identity, expression, albedo and the 27 SH terms."""
         return self.n_id + self.n_exp + self.n_tex + N_LIGHT
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PGNConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class PGNet(nn.Module):
