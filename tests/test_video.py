@@ -39,6 +39,10 @@ def test_read_frames_counts_and_resamples(clip):
     assert frames[0].image.dtype == np.uint8 and frames[10].time == pytest.approx(0.4)
     every_5th = [f.index for f in read_frames(path, fps=5)]
     assert every_5th == list(range(0, 50, 5))
+    from facerecon.clip import _kept_rate
+
+    ten = [f.time for f in read_frames(path, fps=10)]  # 2.5 source frames per kept frame
+    assert len(ten) == 20 and _kept_rate(25.0, 10.0) == pytest.approx(len(ten) / 2.0)
     assert len(list(read_frames(path, max_frames=7))) == 7
 
 

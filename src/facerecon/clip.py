@@ -431,9 +431,9 @@ class SelfTracker:
 
 
 def _kept_rate(file_fps: float, want: float | None) -> float:
-    if want is None or want >= file_fps:
-        return float(file_fps)
-    return float(file_fps) / round(file_fps / want) if file_fps / want >= 1 else float(want)
+    """The rate of the frames :func:`facerecon.io.video.read_frames` keeps: every frame, or
+    ``want`` per second on average (it picks the frame nearest each ``1 / want`` tick)."""
+    return float(file_fps) if want is None else float(min(file_fps, want))
 
 
 def video_method(method, temporal: float):
