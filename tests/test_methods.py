@@ -50,6 +50,7 @@ class ZeroMethod:
     name: ClassVar[str] = "zero"
     stage: ClassVar[str] = "zeroing"
     uses_rnet: ClassVar[bool] = False
+    uses_more_landmarks: ClassVar[bool] = False
 
     def __init__(self, model):
         self.model = model

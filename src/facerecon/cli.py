@@ -19,7 +19,7 @@ from facerecon.errors import FaceReconError
 EXIT_OK, EXIT_ERROR, EXIT_SOME_FAILED, EXIT_USAGE = 0, 2, 1, 2
 # facerecon.detect.DETECTOR_CHOICES (not imported here: the parser loads no image libraries;
 # tests/test_cli.py checks the two agree)
-DETECTOR_CHOICES = ("auto", "dlib", "mmod", "mediapipe")
+DETECTOR_CHOICES = ("auto", "fast", "dlib", "mmod", "mediapipe")
 
 
 def method_choices() -> list[str]:
@@ -111,7 +111,9 @@ def _reconstruct_parser(sub) -> None:
         default="auto",
         choices=DETECTOR_CHOICES,
         help="auto (default): dlib's HOG, then HOG upsampled, MediaPipe and dlib's MMOD until one "
-        "finds a face (summary.json says which did); or one of them alone",
+        "finds a face (summary.json says which did); fast: the same after a cheap first pass "
+        "(HOG on a copy of at most 1024 px; for batches and video, see BENCHMARKS.md "
+        "'detect'); or one of them alone",
     )
     p.add_argument("--fast", action="store_true", help="fewer fitting steps")
     p.add_argument(
@@ -143,6 +145,45 @@ def _reconstruct_parser(sub) -> None:
     p.add_argument("--no-report", dest="report", action="store_false")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true")
+    t = p.add_argument_group("throughput (many photos; see BENCHMARKS.md 'Throughput')")
+    t.add_argument(
+        "--outputs",
+        default="all",
+        metavar="KINDS",
+        help="per-face files to write, comma-separated: obj (with .mtl and _texture.png), "
+        "neutral, glb, npz, overlay, landmarks; or all (default). summary.json always",
+    )
+    t.add_argument(
+        "--overlay-size",
+        type=int,
+        default=1920,
+        metavar="PX",
+        help="longer side of NAME_overlay.png (larger photos are scaled down; 0: full size)",
+    )
+    t.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        metavar="N",
+        help="faces estimated together (default: 16 for a network, 8 when fitting)",
+    )
+    t.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sharing the photos (not with --set / --views); each gets the CPU "
+        "count / N torch threads",
+    )
+    t.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="reconstruct only part I of N of the inputs (every N-th photo from the I-th); "
+        "writes summary.shard-I-of-N.json and no report; join the parts with `facerecon "
+        "merge OUT ...` (for Slurm arrays or other schedulers)",
+    )
+    t.add_argument("--profile", action="store_true", help="print the seconds spent in each stage")
 
 
 def _model_parser(sub) -> None:
@@ -193,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("passthrough", nargs=argparse.REMAINDER)
     _model_parser(sub)
+    mg = sub.add_parser(
+        "merge",
+        help="join the summaries of reconstruct --shard runs into summary.json and a report",
+    )
+    mg.add_argument("folders", nargs="+", type=Path, metavar="OUT", help="the shards' --out")
+    mg.add_argument("--out", type=Path, default=None, help="where to write (default: first OUT)")
+    mg.add_argument("--no-report", dest="report", action="store_false")
+    mg.add_argument("--overwrite", action="store_true", help="replace summary.json / report")
     d = sub.add_parser("demo", help="reconstruct the bundled photo and print where the report is")
     d.add_argument("--out", type=Path, default=Path("demo_out"))
     d.add_argument(
@@ -204,7 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_reconstruct(args) -> int:
     from facerecon.io.video import is_video
-    from facerecon.pipeline import ReconstructOptions, run
+    from facerecon.pipeline import (
+        ReconstructOptions,
+        parse_outputs,
+        parse_shard,
+        run,
+        run_workers,
+    )
 
     videos = [p for p in args.paths if is_video(p)]
     if videos:
@@ -223,6 +278,10 @@ def cmd_reconstruct(args) -> int:
         return EXIT_USAGE
     if args.views and args.all_faces:
         print("error: --views uses the largest face of each photo; drop --all-faces",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if args.batch_size < 0 or args.workers < 1 or args.overlay_size < 0:
+        print("error: --batch-size and --overlay-size take N >= 0, --workers N >= 1",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     options = ReconstructOptions(
@@ -245,15 +304,38 @@ def cmd_reconstruct(args) -> int:
         perceptual=args.perceptual,
         fast=args.fast,
         report=args.report,
+        outputs=parse_outputs(args.outputs),
+        batch_size=args.batch_size,
+        overlay_size=args.overlay_size,
+        workers=args.workers,
+        shard=parse_shard(args.shard) if args.shard else None,
     )
-    summary = run(args.views or args.paths, options, show_progress=not args.quiet)
+    go = run_workers if args.workers > 1 else run
+    summary = go(args.views or args.paths, options, show_progress=not args.quiet)
+    return report_summary(summary, args.out, args.profile)
+
+
+def report_summary(summary, out: Path, profile: bool) -> int:
+    """Print a run's failures, counts, report path (and with ``profile`` its stage table);
+    returns the exit code."""
+    from facerecon.timing import format_profile
+
     for source, message in summary.failed:
         print(f"failed: {source}: {message}", file=sys.stderr)
     n_ok = len(summary.written)
-    print(f"{n_ok} face(s) written to {args.out}; {len(summary.failed)} input(s) failed")
+    print(f"{n_ok} face(s) written to {out}; {len(summary.failed)} input(s) failed")
     if summary.report:
         print(f"report: {summary.report}")
+    if profile:
+        print(format_profile(summary.stages, summary.photos, summary.seconds))
     return EXIT_OK if summary.ok else EXIT_SOME_FAILED
+
+
+def cmd_merge(args) -> int:
+    from facerecon.pipeline import merge_shards
+
+    summary = merge_shards(args.folders, args.out, args.overwrite, args.report)
+    return report_summary(summary, args.out or args.folders[0], False)
 
 
 def cmd_reconstruct_videos(args, videos: list[str]) -> int:
@@ -488,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": cmd_evaluate,
         "train": cmd_train,
         "prepare": cmd_prepare,
+        "merge": cmd_merge,
         "demo": cmd_demo,
     }
     try:

@@ -23,10 +23,14 @@ import torch
 
 from facerecon.errors import FaceReconError, ImageError
 from facerecon.io.paths import check_outputs_free, prepare_out_dir
+from facerecon.timing import StageTimes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 SUMMARY_NAME = "summary.json"
 T = TypeVar("T")
+
+#: ``--outputs`` kinds: each names the files :func:`output_paths` gives it
+OUTPUT_KINDS = ("obj", "neutral", "glb", "npz", "overlay", "landmarks")
 
 
 @dataclass
@@ -56,6 +60,30 @@ class ReconstructOptions:
     fast: bool = False
     report: bool = True
     rasterizer: str = "torch"  # facerecon.render.rasterize backend: torch, nvdiffrast or auto
+    # faces estimated together (single photos; a set is one batch): the network's batch, and
+    # the fits' too (independent fits of several faces in one optimisation: 2-3x faster per
+    # face on a CPU; shapes equal to 1e-7, pose and light within the photometric fit's own
+    # sensitivity); 0: the method's default (16 for networks, 8 for fits)
+    batch_size: int = 0
+    # which per-face files to write (OUTPUT_KINDS); summary.json and the report always
+    outputs: tuple[str, ...] = OUTPUT_KINDS
+    # longer side of NAME_overlay.png in pixels (the photo is scaled down to it; 0: full size)
+    overlay_size: int = 1920
+    # (i, n): reconstruct only the i-th of n stable parts of the inputs (every n-th photo from
+    # the i-th on, in the order of collect_inputs); its summary is summary.shard-I-of-N.json
+    # and it writes no report (`facerecon merge` joins the shards' summaries)
+    shard: tuple[int, int] | None = None
+    # background threads: decode and detect the next photos, write the last ones, while the
+    # method works on the current batch
+    threads: bool = True
+    # processes sharing the photos (run_workers: shards 0..N-1 in parallel, merged); torch
+    # threads per process: the CPU count / workers
+    workers: int = 1
+
+
+def default_batch_size(method) -> int:
+    """Faces per batch for a method: 16 for a network alone, 8 when it fits."""
+    return 8 if method.uses_more_landmarks else 16
 
 
 @dataclass
@@ -69,6 +97,10 @@ class PreparedFace:
     detected_lm68: np.ndarray  # (68, 2) original-photo pixels
     detector: str = ""  # which detector found it (facerecon.detect.Face.detector)
     alt_lm68: dict = field(default_factory=dict)  # other detectors' landmarks, photo pixels
+    # seconds of the stages so far (load, detect, landmarks, align: the photo's, shared
+    # equally by its faces), then the estimate's share and the writing
+    stages: StageTimes = field(default_factory=StageTimes)
+    index: int = 0  # the photo's position among the run's inputs (collect_inputs order)
 
 
 @dataclass
@@ -115,11 +147,17 @@ class Reconstruction:
 
 @dataclass
 class RunSummary:
-    """What a run produced: written faces, failed inputs (path, message), the report."""
+    """What a run produced: written faces, failed inputs (path, message), the report, the
+    seconds per stage summed over the faces, the run's wall time and its number of photos."""
 
     written: list[dict] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     report: Path | None = None
+    stages: StageTimes = field(default_factory=StageTimes)
+    seconds: float = 0.0
+    photos: int = 0
+    method: str = ""
+    model: str = ""
 
     @property
     def ok(self) -> bool:
@@ -175,8 +213,12 @@ def unique_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
-    return {
+def output_paths(
+    out_dir: Path, name: str, outputs: tuple[str, ...] = OUTPUT_KINDS
+) -> dict[str, Path]:
+    """The files of one face, by key, for the ``outputs`` kinds (:data:`OUTPUT_KINDS`; the
+    OBJ brings its ``.mtl`` and ``_texture.png``)."""
+    every = {
         "obj": out_dir / f"{name}.obj",
         "neutral": out_dir / f"{name}_neutral.obj",
         "glb": out_dir / f"{name}.glb",
@@ -186,6 +228,27 @@ def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
         "mtl": out_dir / f"{name}.mtl",
         "texture": out_dir / f"{name}_texture.png",
     }
+    kind = {"mtl": "obj", "texture": "obj"}
+    return {k: p for k, p in every.items() if kind.get(k, k) in outputs}
+
+
+def parse_outputs(text: str) -> tuple[str, ...]:
+    """``--outputs obj,npz`` -> ``("obj", "npz")`` (``all``: every kind); a one-line error
+    names an unknown kind."""
+    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
+    if kinds == ("all",):
+        return OUTPUT_KINDS
+    unknown = [k for k in kinds if k not in OUTPUT_KINDS]
+    if unknown or not kinds:
+        raise FaceReconError(
+            f"--outputs {text!r}: use a comma-separated list of {', '.join(OUTPUT_KINDS)} or all"
+        )
+    return kinds
+
+
+def summary_name(shard: tuple[int, int] | None) -> str:
+    """``summary.json``, or ``summary.shard-I-of-N.json`` for shard ``(I, N)``."""
+    return SUMMARY_NAME if shard is None else f"summary.shard-{shard[0]}-of-{shard[1]}.json"
 
 
 def output_suffixes() -> tuple[str, ...]:
@@ -199,12 +262,19 @@ def _face_output_pattern(name: str) -> re.Pattern[str]:
     return re.compile(re.escape(name) + r"_face\d+(?:_\d+)?(?:" + suffixes + ")")
 
 
-def existing_outputs(out_dir: Path, names: list[str], all_faces: bool, report: bool) -> list[Path]:
+def existing_outputs(
+    out_dir: Path,
+    names: list[str],
+    all_faces: bool,
+    report: bool,
+    outputs: tuple[str, ...] = OUTPUT_KINDS,
+    summary: str = SUMMARY_NAME,
+) -> list[Path]:
     """Files already in ``out_dir`` that a run over ``names`` could write, in run order.
 
     Per name its :func:`output_paths`; with ``all_faces`` also every ``NAME_faceK`` output
-    (the number of faces is known only after detection); then ``summary.json`` and, with
-    ``report``, ``report.html`` (and a ``viewer.js`` that differs from ours).
+    (the number of faces is known only after detection); then the summary (``summary``) and,
+    with ``report``, ``report.html`` (and a ``viewer.js`` that differs from ours).
     """
     from facerecon.io import report_conflicts
 
@@ -213,12 +283,12 @@ def existing_outputs(out_dir: Path, names: list[str], all_faces: bool, report: b
     present = sorted(p.name for p in out_dir.iterdir())
     found: list[Path] = []
     for name in names:
-        found.extend(p for p in output_paths(out_dir, name).values() if p.exists())
+        found.extend(p for p in output_paths(out_dir, name, outputs).values() if p.exists())
         if all_faces:
             pattern = _face_output_pattern(name)
             found.extend(out_dir / n for n in present if pattern.fullmatch(n))
-    if (out_dir / SUMMARY_NAME).exists():
-        found.append(out_dir / SUMMARY_NAME)
+    if (out_dir / summary).exists():
+        found.append(out_dir / summary)
     if report:
         found.extend(report_conflicts(out_dir))
     return found
@@ -251,35 +321,63 @@ def claim_name(name: str, taken: set[str]) -> str:
     return name
 
 
-def prepare_image(path: Path, name: str, detector, all_faces: bool) -> list[PreparedFace]:
+def prepare_image(
+    path: Path, name: str, detector, all_faces: bool, index: int = 0
+) -> list[PreparedFace]:
     """Load, detect and align the faces of one photo (largest only unless ``all_faces``).
 
-    Every stage's failure is a one-line :class:`FaceReconError` naming the stage.
+    Every stage's failure is a one-line :class:`FaceReconError` naming the stage. Each face's
+    ``stages`` get the photo's load, detection and alignment seconds (shared equally).
     """
     from facerecon.detect import load_image
 
-    photo = run_stage("loading", load_image, path)
-    return prepare_photo(photo, path, name, detector, all_faces)
+    times = StageTimes()
+    with times.timed("load"):
+        photo = run_stage("loading", load_image, path)
+    return prepare_photo(photo, path, name, detector, all_faces, index, times)
 
 
 def prepare_photo(
-    photo: np.ndarray, source: Path | None, name: str, detector, all_faces: bool
+    photo: np.ndarray,
+    source: Path | None,
+    name: str,
+    detector,
+    all_faces: bool,
+    index: int = 0,
+    times: StageTimes | None = None,
 ) -> list[PreparedFace]:
     """Detect and align the faces of a loaded photo ``(H, W, 3)`` uint8 RGB; ``source`` names
-    it in messages (None: an array)."""
+    it in messages (None: an array); ``index``: its position in the run; ``times``: seconds
+    spent on it so far (the detection's and alignment's are added)."""
     from facerecon.detect import align
     from facerecon.errors import NoFaceError
 
-    faces = run_stage("face detection", detector.detect, photo, all_faces=all_faces)
+    times = times or StageTimes()
+    try:
+        faces = run_stage("face detection", detector.detect, photo, all_faces=all_faces)
+    finally:
+        times.merge(getattr(detector, "seconds", {}))
     if not faces:
         raise NoFaceError(f"{source if source is not None else name}: no face found")
+    aligned = []
+    with times.timed("align"):
+        for face in faces:
+            aligned.append(run_stage("alignment", align, photo, face.lm68))
+    share = {k: v / len(faces) for k, v in times.seconds.items()}
     prepared = []
-    for k, face in enumerate(faces):
-        aligned = run_stage("alignment", align, photo, face.lm68)
+    for k, (face, crop) in enumerate(zip(faces, aligned, strict=True)):
         face_name = name if len(faces) == 1 else f"{name}_face{k}"
         prepared.append(
             PreparedFace(
-                source, face_name, photo, aligned, face.lm68, face.detector, dict(face.alt_lm68)
+                source,
+                face_name,
+                photo,
+                crop,
+                face.lm68,
+                face.detector,
+                dict(face.alt_lm68),
+                StageTimes(share),
+                index,
             )
         )
     return prepared
@@ -358,85 +456,61 @@ class Reconstructor:
         return self._uv
 
     def write(self, face: PreparedFace, rec: Reconstruction) -> dict:
-        """Write every per-face output of ``rec``; returns a summary dict for the report."""
+        """Write the per-face outputs of ``rec`` that ``options.outputs`` asks for; returns a
+        summary dict for the report."""
         from facerecon.io import (
             bake_vertex_colors_to_texture,
-            draw_landmarks,
-            overlay_image,
             save_coefficients,
-            save_png,
-            warp_to_original,
             write_glb,
             write_landmarks_json,
             write_obj,
         )
-        from facerecon.render import CameraConfig, render
 
         opts = self.options
-        paths = output_paths(opts.out_dir, face.name)
+        paths = output_paths(opts.out_dir, face.name, opts.outputs)
         model = self.model
-        parts = {k: torch.from_numpy(v)[None].to(self.device) for k, v in rec.parts.items()}
-        with torch.no_grad():
-            out = render(
-                torch.from_numpy(rec.vertices)[None].to(self.device),
-                torch.from_numpy(rec.albedo)[None].to(self.device),
-                model.triangles,
-                parts["angles"],
-                parts["trans"],
-                parts["gamma"],
-                CameraConfig(),
-            )
         tri, verts, colors = rec.triangles, rec.vertices, np.clip(rec.albedo, 0.0, 1.0)
-        # OBJ: vertex colours (MeshLab) plus a UV texture map (Blender, Unity ignore vertex colours)
-        texture = bake_vertex_colors_to_texture(self.uv(), tri, colors, size=1024)
-        write_obj(
-            paths["obj"],
-            verts,
-            tri,
-            colors=colors,
-            uv=self.uv(),
-            texture=texture,
-            overwrite=opts.overwrite,
-        )
-        write_glb(paths["glb"], verts, tri, colors=colors, overwrite=opts.overwrite)
-        # identity with expression 0 (what NoW-style benchmarks score), same colours and UVs
-        write_obj(paths["neutral"], rec.neutral_vertices, tri, colors=colors, uv=self.uv(),
-                  overwrite=opts.overwrite)  # fmt: skip
-
-        h, w = face.photo.shape[:2]
-        render_img = out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
-        mask = out.mask[0, 0].float().cpu().numpy()
-        render_orig = warp_to_original(render_img, rec.crop_to_original, (h, w))
-        mask_orig = warp_to_original(mask, rec.crop_to_original, (h, w))
-        overlay = overlay_image(face.photo, render_orig, mask_orig)
-        overlay = draw_landmarks(overlay, face.detected_lm68, color=(0, 255, 0))
-        overlay = draw_landmarks(overlay, rec.lm68, color=(255, 0, 0))
-        save_png(paths["overlay"], overlay, overwrite=opts.overwrite)
-
-        arrays = dict(rec.parts)
-        arrays["coeffs"] = rec.coeffs
-        arrays["crop_to_original"] = rec.crop_to_original
-        arrays["neutral_vertices"] = rec.neutral_vertices.astype(np.float32)
-        # npz keys are the file format (users' files keep loading): landmarks68 holds lm68 pixels
-        arrays["landmarks68"] = rec.lm68
-        arrays["detected_landmarks68"] = face.detected_lm68
-        meta = {
-            "detector": face.detector,
-            "model": model.name,
-            "layout": list(model.layout.sizes),
-            "method": opts.method,
-            "source": str(face.source),
-            "units": "vertices mm (model space); trans in scene units (1 = 100 mm)",
-            "seconds": rec.seconds,
-        }
-        save_coefficients(paths["npz"], arrays, meta, overwrite=opts.overwrite)
+        if "obj" in paths:
+            # OBJ: vertex colours (MeshLab) and a UV texture map (Blender, Unity ignore
+            # vertex colours)
+            with face.stages.timed("texture"):
+                texture = bake_vertex_colors_to_texture(self.uv(), tri, colors, size=1024)
+            write_obj(paths["obj"], verts, tri, colors=colors, uv=self.uv(), texture=texture,
+                      overwrite=opts.overwrite)  # fmt: skip
+        if "glb" in paths:
+            write_glb(paths["glb"], verts, tri, colors=colors, overwrite=opts.overwrite)
+        if "neutral" in paths:
+            # identity with expression 0 (what NoW-style benchmarks score), same colours, UVs
+            write_obj(paths["neutral"], rec.neutral_vertices, tri, colors=colors, uv=self.uv(),
+                      overwrite=opts.overwrite)  # fmt: skip
+        if "overlay" in paths:
+            self.write_overlay(paths["overlay"], face, rec)
+        if "npz" in paths:
+            arrays = dict(rec.parts)
+            arrays["coeffs"] = rec.coeffs
+            arrays["crop_to_original"] = rec.crop_to_original
+            arrays["neutral_vertices"] = rec.neutral_vertices.astype(np.float32)
+            # npz keys are the file format (users' files keep loading): landmarks68 holds lm68
+            arrays["landmarks68"] = rec.lm68
+            arrays["detected_landmarks68"] = face.detected_lm68
+            meta = {
+                "detector": face.detector,
+                "model": model.name,
+                "layout": list(model.layout.sizes),
+                "method": opts.method,
+                "source": str(face.source),
+                "units": "vertices mm (model space); trans in scene units (1 = 100 mm)",
+                "seconds": rec.seconds,
+            }
+            save_coefficients(paths["npz"], arrays, meta, overwrite=opts.overwrite)
         err = rec.landmark_error_px
-        write_landmarks_json(
-            paths["landmarks"],
-            rec.lm68,
-            extra={"detected": face.detected_lm68.tolist(), "mean_error_px": err},
-            overwrite=opts.overwrite,
-        )
+        if "landmarks" in paths:
+            write_landmarks_json(
+                paths["landmarks"],
+                rec.lm68,
+                extra={"detected": face.detected_lm68.tolist(), "mean_error_px": err},
+                overwrite=opts.overwrite,
+            )
         return {
             "name": face.name,
             "confidence": rec.confidence,
@@ -446,6 +520,33 @@ class Reconstructor:
             "landmark_error_px": err,
             "detector": face.detector,
         }
+
+    def write_overlay(self, path: Path, face: PreparedFace, rec: Reconstruction) -> None:
+        """``NAME_overlay.png``: the render blended onto the photo (its longer side at most
+        ``options.overlay_size``), the detected landmarks in green, the reconstruction's in
+        red."""
+        from facerecon.io import draw_landmarks, overlay_on_photo, save_png
+        from facerecon.render import CameraConfig, render
+
+        parts = {k: torch.from_numpy(v)[None].to(self.device) for k, v in rec.parts.items()}
+        with torch.no_grad():
+            out = render(
+                torch.from_numpy(rec.vertices)[None].to(self.device),
+                torch.from_numpy(rec.albedo)[None].to(self.device),
+                self.model.triangles,
+                parts["angles"],
+                parts["trans"],
+                parts["gamma"],
+                CameraConfig(),
+            )
+        render_img = out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+        mask = out.mask[0, 0].float().cpu().numpy()
+        overlay, scale = overlay_on_photo(
+            face.photo, render_img, mask, rec.crop_to_original, self.options.overlay_size
+        )
+        for points, color in ((face.detected_lm68, (0, 255, 0)), (rec.lm68, (255, 0, 0))):
+            overlay = draw_landmarks(overlay, (points + 0.5) * scale - 0.5, color=color)
+        save_png(path, overlay, overwrite=self.options.overwrite)
 
 
 def reconstruct(
@@ -510,7 +611,7 @@ def reconstruct(
     )
     recon = Reconstructor(options)
     as_set, all_faces = recon.options.as_set, recon.options.all_faces  # views: a set, largest face
-    det = detector_for(detector)
+    det = detector_for(detector, second_opinion=recon.method.uses_more_landmarks)
     paths = [Path(x) for x in items if not isinstance(x, np.ndarray)]
     stems = iter(unique_names(paths))
     faces: list[PreparedFace] = []
@@ -523,18 +624,14 @@ def reconstruct(
             photo = run_stage("loading", load_image, source)
         for face in prepare_photo(photo, source, name, det, all_faces):
             faces.append(dataclasses.replace(face, name=claim_name(face.name, taken)))
-    stage = recon.method.stage
+    size = recon.options.batch_size or default_batch_size(recon.method)
+    groups = [faces] if as_set else [faces[k : k + size] for k in range(0, len(faces), size)]
     out: list[Reconstruction] = []
-    groups = [faces] if as_set else [[f] for f in faces]
     for group in groups:
-        start = time.perf_counter()
-        est = run_stage(("joint " if as_set else "") + stage, recon.estimate, group, as_set)
-        seconds = (time.perf_counter() - start) / len(group)
-        conf = est.confidences.tolist() if est.confidences is not None else [None] * len(group)
-        out += [
-            recon.reconstruction(f, c, seconds, k)
-            for f, c, k in zip(group, est.coeffs, conf, strict=True)
-        ]
+        for face, res in zip(group, estimate_faces(recon, group, as_set), strict=True):
+            if res.error is not None:
+                raise FaceReconError(f"{face.name}: {res.error}")
+            out.append(recon.reconstruction(face, res.coeffs, res.seconds, res.confidence))
     return out
 
 
@@ -602,28 +699,233 @@ def write_face(
 ):
     """:meth:`Reconstructor.write` as one stage: on failure the files it created for this
     face are removed (files that existed before are left as they are) and a one-line
-    :class:`FaceReconError` is raised."""
-    paths = list(output_paths(recon.options.out_dir, face.name).values())
+    :class:`FaceReconError` is raised. The time goes to ``face.stages`` (``write``)."""
+    opts = recon.options
+    paths = list(output_paths(opts.out_dir, face.name, opts.outputs).values())
     existed = {p for p in paths if p.exists()}
 
     def write() -> dict:
         return recon.write(face, recon.reconstruction(face, coeffs, seconds, confidence))
 
+    before = face.stages.seconds.get("texture", 0.0)
+    start = time.perf_counter()
     try:
-        return run_stage("writing outputs", write)
+        entry = run_stage("writing outputs", write)
     except FaceReconError:
         for p in paths:
             if p not in existed:
                 p.unlink(missing_ok=True)
         raise
+    finally:  # the texture has its own stage
+        texture = face.stages.seconds.get("texture", 0.0) - before
+        face.stages.add("write", time.perf_counter() - start - texture)
+    entry["index"] = face.index
+    entry["stages"] = face.stages.as_dict()
+    return entry
+
+
+@dataclass
+class FaceEstimate:
+    """One face's share of a batch estimate: its coefficients and confidence, or the one-line
+    reason it failed."""
+
+    coeffs: torch.Tensor | None
+    confidence: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def estimate_faces(
+    recon: Reconstructor, faces: list[PreparedFace], shared_identity: bool
+) -> list[FaceEstimate]:
+    """The method on ``faces`` as one batch (one identity when ``shared_identity``).
+
+    The batch's seconds are shared equally by its faces (``stages``: network, fit). When a
+    batch of independent faces fails, each face is tried alone, so one bad face fails alone;
+    a failed set fails every face with the same reason.
+    """
+    stage = ("joint " if shared_identity else "") + recon.method.stage
+    start = time.perf_counter()
+    try:
+        est = run_stage(stage, recon.estimate, faces, shared_identity=shared_identity)
+    except FaceReconError as exc:
+        if shared_identity or len(faces) == 1:
+            return [FaceEstimate(None, error=str(exc)) for _ in faces]
+        return [r for f in faces for r in estimate_faces(recon, [f], False)]
+    n = len(faces)
+    seconds = (time.perf_counter() - start) / n
+    conf = [None] * n if est.confidences is None else est.confidences.tolist()
+    for face in faces:
+        face.stages.merge({k: v / n for k, v in est.stages.items()})
+    return [FaceEstimate(c, k, seconds) for c, k in zip(est.coeffs, conf, strict=True)]
 
 
 def reconstruct_face(recon: Reconstructor, face: PreparedFace) -> dict:
     """Fit (or regress) one face and write its outputs; returns its summary entry."""
-    start = time.perf_counter()
-    stage = recon.method.stage
-    result = run_stage(stage, recon.estimate, [face], shared_identity=False)
-    return write_face(recon, face, result.coeffs[0], time.perf_counter() - start)
+    (result,) = estimate_faces(recon, [face], False)
+    if result.error is not None:
+        raise FaceReconError(result.error)
+    return write_face(recon, face, result.coeffs, result.seconds)
+
+
+def shard_indices(n: int, shard: tuple[int, int] | None) -> list[int]:
+    """Positions (of ``n`` inputs in :func:`collect_inputs` order) that shard ``(i, k)``
+    takes: ``i, i + k, i + 2k, ...`` (the shards are disjoint, cover every input, and differ
+    in size by at most one photo); all of them without a shard."""
+    if shard is None:
+        return list(range(n))
+    i, k = shard
+    if not (k >= 1 and 0 <= i < k):
+        raise FaceReconError(f"--shard {i}/{k}: use I/N with 0 <= I < N")
+    return list(range(i, n, k))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"1/4"`` -> ``(1, 4)``; a one-line error otherwise."""
+    try:
+        i, k = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise FaceReconError(f"--shard {text!r}: use I/N, e.g. 0/4 (the first of 4)") from None
+    shard_indices(0, (i, k))  # checks the range
+    return i, k
+
+
+class _Ordered:
+    """Work items run on one background thread (or inline), results taken back in the order
+    they were given: ``submit(fn, *args)`` then ``done()`` / ``drain()`` yield
+    ``(tag, result, exception)``."""
+
+    def __init__(self, threaded: bool):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1) if threaded else None
+        self._queue: deque = deque()
+
+    def submit(self, tag, fn: Callable, *args) -> None:
+        if self._pool is not None:
+            self._queue.append((tag, self._pool.submit(fn, *args)))
+            return
+        try:
+            self._queue.append((tag, (fn(*args), None)))
+        except Exception as exc:  # handed back to the caller with its tag
+            self._queue.append((tag, (None, exc)))
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def _pop(self):
+        tag, item = self._queue.popleft()
+        if isinstance(item, tuple):
+            return (tag, *item)
+        try:
+            return tag, item.result(), None
+        except Exception as exc:  # handed back to the caller with its tag
+            return tag, None, exc
+
+    def done(self):
+        """Results whose work has finished, in order (stops at the first unfinished)."""
+        while self._queue and (isinstance(self._queue[0][1], tuple) or self._queue[0][1].done()):
+            yield self._pop()
+
+    def drain(self):
+        """Every result, in order, waiting for each."""
+        while self._queue:
+            yield self._pop()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for _, item in self._queue:
+                if not isinstance(item, tuple):
+                    item.cancel()
+            self._pool.shutdown(wait=True)
+
+
+def prefetched(fn: Callable[[int], T], indices: list[int], depth: int, threaded: bool):
+    """``(index, fn(index) or None, exception or None)`` for each index in order, ``fn``
+    running up to ``depth`` indices ahead on a background thread (inline when not
+    ``threaded``)."""
+    work = _Ordered(threaded)
+    todo = iter(indices)
+    try:
+        for i in todo:
+            work.submit(i, fn, i)
+            if len(work) >= depth:
+                break
+        while len(work):
+            item = next(work.drain())
+            nxt = next(todo, None)
+            if nxt is not None:
+                work.submit(nxt, fn, nxt)
+            yield item
+    finally:
+        work.close()
+
+
+class _Progress:
+    """The run's messages and progress bar: a line per photo in input order once its faces
+    are written (or it failed), and the failures in ``summary.failed``."""
+
+    def __init__(self, summary, paths, order, progress, show, bar, on_photo_done):
+        self.summary, self.paths, self.progress, self.show = summary, paths, progress, show
+        self.bar, self.on_photo_done = bar, on_photo_done
+        self.order = list(order)
+        self.rank = {i: k for k, i in enumerate(self.order)}
+        self.finished: dict[int, str] = {}
+        self.next = 0
+        self.faces: dict[int, list[int]] = {}  # photo -> [faces pending, faces written]
+        self.lines: dict[int, list[str]] = {}  # photo -> its failure lines, said in order
+
+    def tag(self, i: int) -> str:
+        return f"[{i + 1}/{len(self.paths)}] {self.paths[i]}"
+
+    def say(self, msg: str) -> None:
+        if self.progress:
+            self.progress(msg)
+        if self.show:
+            self.bar.write(msg, file=sys.stderr)
+
+    def fail(self, i: int, message: str) -> None:
+        self.summary.failed.append((str(self.paths[i]), message))
+        self.lines.setdefault(i, []).append(f"{self.tag(i)}: FAILED: {message}")
+
+    def photo_failed(self, i: int, message: str) -> None:
+        self.fail(i, message)
+        self._finish(i, None)
+
+    def expect(self, i: int, n_faces: int) -> None:
+        self.faces[i] = [n_faces, 0]
+
+    def face_done(self, i: int, entry: dict | None, message: str | None = None) -> None:
+        """A face of photo ``i`` was written (``entry``) or failed (``message``)."""
+        if entry is not None:
+            self.summary.written.append(entry)
+            self.faces[i][1] += 1
+        else:
+            self.fail(i, message or "failed")
+        self.faces[i][0] -= 1
+        if self.faces[i][0] == 0:
+            n_ok = self.faces[i][1]
+            self._finish(i, f"{self.tag(i)}: {n_ok}/{n_ok + self._failed_faces(i)} face(s) written")
+
+    def _failed_faces(self, i: int) -> int:
+        return len(self.lines.get(i, ()))
+
+    def detected(self, i: int, n_faces: int) -> None:
+        """With ``--set``: photo ``i`` is detected (its faces wait for the joint estimate)."""
+        self._finish(i, f"{self.tag(i)}: {n_faces} face(s) found")
+
+    def _finish(self, i: int, line: str | None) -> None:
+        self.finished[i] = line or ""
+        while self.next < len(self.order) and self.order[self.next] in self.finished:
+            k = self.order[self.next]
+            said = [t for t in [*self.lines.pop(k, ()), self.finished.pop(k)] if t]
+            for text in said:
+                self.say(text)
+            self.bar.update(1)
+            if self.on_photo_done is not None:
+                self.on_photo_done("\n".join(said))
+            self.next += 1
 
 
 def run(
@@ -631,6 +933,7 @@ def run(
     options: ReconstructOptions,
     progress: Callable[[str], None] | None = None,
     show_progress: bool = False,
+    on_photo_done: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Reconstruct every face in ``inputs``; bad inputs are reported and skipped.
 
@@ -638,125 +941,308 @@ def run(
     ``options.overwrite``). Each input's stages (load, detect, align, fit, write) fail for
     that input only: ``summary.failed`` gets ``(path, one-line reason)`` and the batch goes on.
 
+    Photos flow through three stages at once (``options.threads``): a background thread
+    loads, detects and aligns the next photos, the method estimates batches of
+    ``options.batch_size`` faces, and another thread writes the finished ones. With
+    ``options.shard`` only that part of the inputs is done (:func:`shard_indices`).
+
     ``show_progress`` draws a progress bar on stderr that advances when a photo's work is
     done (with ``as_set``: one step per photo's detection, then one for the joint fit);
-    ``progress`` receives one line per input.
+    ``progress`` receives one line per input; ``on_photo_done`` is called (with that line)
+    whenever a photo is finished, for a caller's own progress display.
     """
     from tqdm import tqdm
 
+    start = time.perf_counter()
     options = resolve_options(options)
-    summary = RunSummary()
+    summary = RunSummary(method=options.method or "", model=options.model)
     paths, missing = collect_inputs(inputs)
     summary.failed.extend(missing)
     if not paths:
         detail = "; ".join(message for _, message in missing) or "no paths given"
         raise ImageError(f"no input images found ({detail})")
     names = unique_names(paths)
+    picked = shard_indices(len(paths), options.shard)
+    if options.shard is not None and options.shard[0] != 0:
+        summary.failed = []  # arguments that matched nothing: reported by shard 0 alone
     out_dir = options.out_dir
+    report = options.report and options.shard is None
+    summary_path = out_dir / summary_name(options.shard)
     check_outputs_free(
-        existing_outputs(out_dir, names, options.all_faces, options.report), options.overwrite
-    )
+        existing_outputs(out_dir, [names[i] for i in picked], options.all_faces, report,
+                         options.outputs, summary_path.name),
+        options.overwrite,
+    )  # fmt: skip
     prepare_out_dir(out_dir)
 
     from facerecon.detect import detector_for
 
-    detector = detector_for(options.detector)
     recon = Reconstructor(options)
-    prepared: list[PreparedFace] = []
-    taken = set(names)
+    detector = detector_for(options.detector, second_opinion=recon.method.uses_more_landmarks)
+    batch_size = options.batch_size or default_batch_size(recon.method)
     bar = tqdm(
-        total=len(paths) + (1 if options.as_set else 0),
+        total=len(picked) + (1 if options.as_set else 0),
         disable=not show_progress,
         unit="step" if options.as_set else "photo",
         desc="detect" if options.as_set else "reconstruct",
         file=sys.stderr,
         mininterval=0,
     )
+    track = _Progress(summary, paths, picked, progress, show_progress, bar, on_photo_done)
+    taken = set(names)
 
-    def say(msg: str) -> None:
-        if progress:
-            progress(msg)
-        if show_progress:
-            bar.write(msg, file=sys.stderr)
-
-    def fail(source: Path, message: str, tag: str) -> None:
-        summary.failed.append((str(source), message))
-        say(f"{tag}: FAILED: {message}")
-
-    for i, (path, name) in enumerate(zip(paths, names, strict=True)):
-        tag = f"[{i + 1}/{len(paths)}] {path}"
-        try:
-            faces = prepare_image(path, name, detector, options.all_faces)
-        except FaceReconError as exc:
-            fail(path, str(exc), tag)
-            bar.update(1)
-            continue
+    def prepare(i: int) -> list[PreparedFace]:
+        faces = prepare_image(paths[i], names[i], detector, options.all_faces, i)
         if len(faces) > 1:  # NAME_faceK must not collide with another input's NAME
             faces = [dataclasses.replace(f, name=claim_name(f.name, taken)) for f in faces]
-        if options.as_set:
+        return faces
+
+    writer = _Ordered(options.threads)
+
+    def collect(wait: bool) -> None:
+        for (i, name), entry, exc in writer.drain() if wait else writer.done():
+            track.face_done(i, entry, None if exc is None else f"{name}: {exc}")
+
+    def flush(batch: list[PreparedFace], shared: bool) -> None:
+        if not batch:
+            return
+        for face, res in zip(batch, estimate_faces(recon, batch, shared), strict=True):
+            if res.error is not None:
+                track.face_done(face.index, None, f"{face.name}: {res.error}")
+            else:
+                job = (write_face, recon, face, res.coeffs, res.seconds, res.confidence)
+                writer.submit((face.index, face.name), *job)
+        collect(wait=False)
+
+    depth = max(2, batch_size)
+    prepared: list[PreparedFace] = []
+    try:
+        for i, faces, exc in prefetched(prepare, picked, depth, options.threads):
+            if exc is not None:
+                message = str(exc) if isinstance(exc, FaceReconError) else one_line(exc)
+                track.photo_failed(i, message)
+                continue
+            track.expect(i, len(faces))
             prepared.extend(faces)
-            done = f"{tag}: {len(faces)} face(s) found"
+            if options.as_set:
+                track.detected(i, len(faces))
+            elif len(prepared) >= batch_size:
+                flush(prepared, False)
+                prepared = []
+            collect(wait=False)
+        if options.as_set:
+            bar.set_description("joint fit")
+            if prepared:
+                track.say(f"joint fit of {len(prepared)} faces as one identity")
+                _joint(recon, prepared, writer, track)
+            bar.update(1)
         else:
-            n_ok = 0
-            for face in faces:
-                try:
-                    summary.written.append(reconstruct_face(recon, face))
-                    n_ok += 1
-                except FaceReconError as exc:
-                    fail(path, f"{face.name}: {exc}", tag)
-            done = f"{tag}: {n_ok}/{len(faces)} face(s) written"
-        bar.update(1)
-        say(done)
-    if options.as_set:
-        bar.set_description("joint fit")
-        if prepared:
-            say(f"joint fit of {len(prepared)} faces as one identity")
-            write_joint_fit(recon, prepared, summary, fail)
-        bar.update(1)
-    bar.close()
-    write_summary(out_dir / SUMMARY_NAME, summary, options.overwrite)
-    if options.report:
+            flush(prepared, False)
+        collect(wait=True)
+    finally:
+        writer.close()
+        bar.close()
+    summary.stages = StageTimes()
+    for entry in summary.written:
+        summary.stages.merge(entry.get("stages", {}))
+    summary.seconds = time.perf_counter() - start
+    summary.photos = len(picked)
+    write_summary(summary_path, summary, options.overwrite, options.shard)
+    if report:
         summary.report = run_stage(
-            "writing report.html", write_run_report, options, summary, out_dir / "report.html"
-        )
+            "writing report.html", write_run_report, summary, out_dir / "report.html",
+            options.overwrite,
+        )  # fmt: skip
     return summary
 
 
-def write_joint_fit(
-    recon: Reconstructor,
-    faces: list[PreparedFace],
-    summary: RunSummary,
-    fail: Callable[[Path, str, str], None],
-) -> None:
-    """One shared identity for ``faces``; a failed fit fails every face, a failed write
+def _joint(recon: Reconstructor, faces: list[PreparedFace], writer: _Ordered, track) -> None:
+    """One shared identity for ``faces``; a failed estimate fails every face, a failed write
     only its face."""
-    start = time.perf_counter()
-    stage = "joint " + recon.method.stage
+    for face, res in zip(faces, estimate_faces(recon, faces, True), strict=True):
+        if res.error is not None:
+            track.fail(face.index, f"{face.name}: {res.error}")
+            continue
+        job = (write_face, recon, face, res.coeffs, res.seconds, res.confidence)
+        writer.submit((face.index, face.name), *job)
+    for (i, name), entry, exc in writer.drain():
+        if exc is None:
+            track.summary.written.append(entry)
+        else:
+            track.fail(i, f"{name}: {exc}")
+    for i in sorted(track.lines, key=track.rank.get):
+        for text in track.lines.pop(i):
+            track.say(text)
+
+
+def _worker(inputs: list[str], options: ReconstructOptions, queue) -> None:
+    """A :func:`run_workers` process: one shard, its messages sent to the parent."""
+    import os
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.workers))
+    options = dataclasses.replace(options, workers=1)
     try:
-        result = run_stage(stage, recon.estimate, faces, shared_identity=True)
+        run(inputs, options, on_photo_done=lambda line: queue.put(("done", line)))
     except FaceReconError as exc:
-        for face in faces:
-            fail(face.source, f"{face.name}: {exc}", str(face.source))
-        return
-    seconds = (time.perf_counter() - start) / len(faces)
-    conf = [None] * len(faces) if result.confidences is None else result.confidences.tolist()
-    for face, coeffs, c in zip(faces, result.coeffs, conf, strict=True):
-        try:
-            summary.written.append(write_face(recon, face, coeffs, seconds, c))
-        except FaceReconError as exc:
-            fail(face.source, f"{face.name}: {exc}", str(face.source))
+        queue.put(("error", str(exc)))
+    except KeyboardInterrupt:
+        pass
 
 
-def write_summary(path: Path, summary: RunSummary, overwrite: bool) -> Path:
-    """``summary.json``: ``{"written": [...], "failed": [[path, reason], ...]}``."""
+def run_workers(
+    inputs: list[str],
+    options: ReconstructOptions,
+    progress: Callable[[str], None] | None = None,
+    show_progress: bool = False,
+) -> RunSummary:
+    """:func:`run` with the photos shared by ``options.workers`` processes: shard ``k`` of N
+    (:func:`shard_indices`) in process ``k`` (this one does shard 0), each with the CPU count
+    / N torch threads; then the shards' summaries are merged into ``summary.json`` (the shard
+    files removed) and the report written. Same outputs as one process: each photo goes
+    through the same code; only the network's batches are made of other photos.
+
+    Image sets are one joint estimate: they take no workers.
+    """
+    import multiprocessing
+    import os
+
+    from tqdm import tqdm
+
+    from facerecon.shards import load_parts
+
+    n = options.workers
+    if options.as_set or options.views:
+        raise FaceReconError("--workers shares independent photos; --set / --views are one job")
+    if options.shard is not None:
+        raise FaceReconError("--workers and --shard: give one (a shard can itself use workers "
+                             "by running one process per shard)")  # fmt: skip
+    start = time.perf_counter()
+    options = resolve_options(options)
+    paths, missing = collect_inputs(inputs)
+    if not paths:
+        detail = "; ".join(message for _, message in missing) or "no paths given"
+        raise ImageError(f"no input images found ({detail})")
+    names = unique_names(paths)
+    shard_files = [options.out_dir / summary_name((k, n)) for k in range(n)]
+    planned = existing_outputs(options.out_dir, names, options.all_faces, options.report,
+                               options.outputs)  # fmt: skip
+    check_outputs_free(planned + [p for p in shard_files if p.exists()], options.overwrite)
+    prepare_out_dir(options.out_dir)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    shard_opts = [dataclasses.replace(options, shard=(k, n), report=False) for k in range(n)]
+    procs = [ctx.Process(target=_worker, args=(inputs, shard_opts[k], queue), daemon=True)
+             for k in range(1, n)]  # fmt: skip
+    for p in procs:
+        p.start()
+    bar = tqdm(total=len(paths), disable=not show_progress, unit="photo", desc="reconstruct",
+               file=sys.stderr, mininterval=0)  # fmt: skip
+    errors: list[str] = []
+
+    def show(line: str) -> None:
+        if line and progress:
+            progress(line)
+        if line and show_progress:
+            bar.write(line, file=sys.stderr)
+        bar.update(1)
+
+    def drain() -> None:
+        while not queue.empty():
+            kind, text = queue.get()
+            if kind == "done":
+                show(text)
+            else:
+                errors.append(text)
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    try:
+        run(inputs, shard_opts[0], on_photo_done=lambda line: (show(line), drain()))
+        while any(p.is_alive() for p in procs):
+            drain()
+            time.sleep(0.05)
+        for p in procs:
+            p.join()
+        drain()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        bar.close()
+    if errors:
+        raise FaceReconError(f"a worker stopped: {errors[0]}")
+    crashed = [k for k, p in zip(range(1, n), procs, strict=True) if p.exitcode != 0]
+    if crashed:
+        raise FaceReconError(
+            f"worker {crashed[0]} of {n} exited with code {procs[crashed[0] - 1].exitcode}"
+        )
+    summary = merged_summary(load_parts(shard_files))
+    summary.seconds = time.perf_counter() - start
+    write_summary(options.out_dir / SUMMARY_NAME, summary, options.overwrite)
+    for p in shard_files:
+        p.unlink()
+    if options.report:
+        summary.report = run_stage("writing report.html", write_run_report, summary,
+                                   options.out_dir / "report.html", options.overwrite)  # fmt: skip
+    return summary
+
+
+def merged_summary(parts: list[dict]) -> RunSummary:
+    """The :class:`RunSummary` of shard summaries (:func:`facerecon.shards.merge_summaries`)."""
+    from facerecon.shards import merge_summaries
+
+    data = merge_summaries(parts)
+    summary = RunSummary(written=data["written"], failed=[tuple(f) for f in data["failed"]])
+    summary.stages = StageTimes(data["stages"])
+    summary.seconds, summary.photos = data["seconds"], data["photos"]
+    summary.method, summary.model = parts[0].get("method", ""), parts[0].get("model", "")
+    return summary
+
+
+def merge_shards(
+    folders: list[Path], out_dir: Path | None = None, overwrite: bool = False, report: bool = True
+) -> RunSummary:
+    """``facerecon merge``: join the shard summaries found in ``folders`` (the
+    ``summary.shard-I-of-N.json`` of ``reconstruct --shard``) into ``out_dir/summary.json``
+    (default: the first folder) and write the report there; the shard files stay."""
+    from facerecon.io import report_conflicts
+    from facerecon.shards import find_shard_summaries, load_parts
+
+    out_dir = Path(out_dir or folders[0])
+    summary = merged_summary(load_parts(find_shard_summaries(folders)))
+    planned = [out_dir / SUMMARY_NAME] + (report_conflicts(out_dir) if report else [])
+    check_outputs_free([p for p in planned if p.exists()], overwrite)
+    prepare_out_dir(out_dir)
+    write_summary(out_dir / SUMMARY_NAME, summary, overwrite)
+    if report:
+        summary.report = write_run_report(summary, out_dir / "report.html", overwrite)
+    return summary
+
+
+def write_summary(
+    path: Path, summary: RunSummary, overwrite: bool, shard: tuple[int, int] | None = None
+) -> Path:
+    """``summary.json``: ``{"written": [...], "failed": [[path, reason], ...], "stages":
+    {stage: seconds summed over the faces}, "seconds": wall time, "photos": n}`` (and the
+    ``shard`` ``[i, n]`` of a shard's summary)."""
     from facerecon.io import ensure_writable
 
     path = ensure_writable(path, overwrite)
-    path.write_text(json.dumps({"written": summary.written, "failed": summary.failed}, indent=2))
+    data = {
+        "written": summary.written,
+        "failed": [list(f) for f in summary.failed],
+        "stages": summary.stages.as_dict(),
+        "seconds": round(summary.seconds, 3),
+        "photos": summary.photos,
+    }
+    if shard is not None:
+        data["shard"] = list(shard)
+    data["method"], data["model"] = summary.method, summary.model
+    path.write_text(json.dumps(data, indent=2))
     return path
 
 
-def write_run_report(options: ReconstructOptions, summary: RunSummary, path: Path) -> Path:
+def write_run_report(summary: RunSummary, path: Path, overwrite: bool = False) -> Path:
+    """``report.html`` (and ``viewer.js``) of a run's summary, in ``path``'s folder."""
     from facerecon.io import ReportEntry, write_report
 
     entries = []
@@ -766,13 +1252,13 @@ def write_run_report(options: ReconstructOptions, summary: RunSummary, path: Pat
             ReportEntry(
                 name=item["name"],
                 photo_path=item["source"],
-                overlay_path=p["overlay"],
-                glb_path=p["glb"],
+                overlay_path=p.get("overlay"),
+                glb_path=p.get("glb"),
                 status="ok",
                 confidence=item.get("confidence"),
                 meta={
-                    "model": options.model,
-                    "method": options.method,
+                    "model": summary.model,
+                    "method": summary.method,
                     "seconds": round(item["seconds"], 2),
                     "landmark error (px)": round(item["landmark_error_px"], 2),
                     "detector": item.get("detector", ""),
@@ -790,4 +1276,4 @@ def write_run_report(options: ReconstructOptions, summary: RunSummary, path: Pat
                 message=message,
             )
         )
-    return write_report(path.parent, entries, overwrite=options.overwrite)
+    return write_report(path.parent, entries, overwrite=overwrite)

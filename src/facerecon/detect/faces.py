@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from facerecon.errors import ImageError, NoFaceError
+from facerecon.timing import StageTimes
 
 from .image_io import to_rgb_uint8
 
@@ -36,6 +37,7 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_CHAIN",
     "DETECTOR_CHOICES",
+    "FAST_CHAIN",
     "DetectorConfig",
     "Face",
     "FaceDetector",
@@ -90,7 +92,8 @@ class DetectorConfig:
 
     Attributes:
         backend: ``"dlib"`` or ``"mediapipe"``.
-        detector: dlib face detector, ``"hog"`` or ``"mmod"`` (ignored by mediapipe).
+        detector: dlib face detector, ``"hog"``, ``"mmod"`` or ``"mp-box"`` (MediaPipe's face
+            detector's boxes, dlib's landmarks); ignored by mediapipe.
         model_dir: folder with the dlib ``.dat`` files; None = ``face_recognition_models``.
         max_side: the detector runs on a copy downscaled so its longer side is at most this
             (landmarks are still predicted on the full-resolution image). None = backend
@@ -105,6 +108,8 @@ class DetectorConfig:
         mmod_passes: at most this many shape-predictor passes on an MMOD box, each re-centring
             the box on the previous pass's inner landmarks (1 = the raw MMOD box, as dlib's
             examples do). See :func:`mmod_landmarks`.
+        first_pass: in a :class:`FallbackDetector` chain, a cheap pass for the largest face
+            only: skipped when every face is asked for (``all_faces``).
     """
 
     backend: str = "dlib"
@@ -116,6 +121,7 @@ class DetectorConfig:
     min_score: float = 0.0
     max_faces: int = 8
     mmod_passes: int = 5
+    first_pass: bool = False
 
 
 class FaceDetector(abc.ABC):
@@ -133,6 +139,8 @@ class FaceDetector(abc.ABC):
     def __init__(self, config: DetectorConfig | None = None):
         self.config = config or DetectorConfig(backend=self.backend)
         self._models: dict[str, Any] = {}  # loaded on first use by the backend
+        # wall time of the last detect() call: "detect" (boxes) and "landmarks" (the points)
+        self.seconds = StageTimes()
 
     @property
     def name(self) -> str:
@@ -147,6 +155,7 @@ class FaceDetector(abc.ABC):
             :func:`facerecon.detect.boxes.rank`); only the first unless ``all_faces``.
             Empty if none.
         """
+        self.seconds = StageTimes()
         faces = self._detect(to_rgb_uint8(image), all_faces)
         for f in faces:
             f.detector = f.detector or self.name
@@ -235,12 +244,17 @@ class FallbackDetector(FaceDetector):
 
     def _detect(self, image: np.ndarray, all_faces: bool) -> list[Face]:
         for k, cfg in enumerate(self.configs):
-            faces = self._detector(k).detect(image, all_faces=all_faces)
+            if all_faces and cfg.first_pass:
+                continue  # a cheap first pass would stop the search at the first face found
+            det = self._detector(k)
+            faces = det.detect(image, all_faces=all_faces)
+            self.seconds.merge(det.seconds)
             if faces:
                 if cfg.upsample is not None and cfg.upsample > 1:
                     for f in faces:
                         f.detector = f"{f.detector} x{cfg.upsample}"
-                self._add_second_opinion(image, faces)
+                with self.seconds.timed("landmarks"):
+                    self._add_second_opinion(image, faces)
                 return faces
         return []
 
@@ -270,18 +284,37 @@ class FallbackDetector(FaceDetector):
         self._second = None
 
 
-def detector_for(name: str) -> FaceDetector:
-    """The CLI's ``--detector NAME``: ``"auto"`` (:class:`FallbackDetector`), ``"dlib"``
-    (HOG), ``"mmod"`` (dlib's CNN) or ``"mediapipe"``."""
-    if name == "auto":
-        return FallbackDetector()
+#: :data:`DEFAULT_CHAIN` after a cheap first pass (``--detector fast``): MediaPipe's face
+#: detector for the box (~6 ms at any photo size, against ~0.8 s for HOG's two passes on a
+#: 1080p photo), dlib's 68 points in it, the box re-centred on the inner points as for MMOD
+#: (``Face.detector`` "dlib mp-box"; the fit uses dlib's calibration). The points differ a
+#: little from HOG's box's: BENCHMARKS.md "detect" has the landmark error of both. Photos where
+#: it finds nothing go on to the default chain; it is skipped for ``all_faces``.
+FAST_CHAIN = (
+    DetectorConfig(backend="dlib", detector="mp-box", first_pass=True),
+    *DEFAULT_CHAIN,
+)
+
+
+def detector_for(name: str, second_opinion: bool = True) -> FaceDetector:
+    """The CLI's ``--detector NAME``: ``"auto"`` (:class:`FallbackDetector`), ``"fast"`` (the
+    same after a cheap first pass, :data:`FAST_CHAIN`), ``"dlib"`` (HOG), ``"mmod"`` (dlib's
+    CNN) or ``"mediapipe"``.
+
+    ``second_opinion``: the chains also run MediaPipe on every face for ``Face.alt_lm68``
+    (used by the fits only; methods that ignore it skip the cost with False).
+    """
+    if name in ("auto", "fast"):
+        other = DetectorConfig(backend="mediapipe") if second_opinion else None
+        chain = FAST_CHAIN if name == "fast" else DEFAULT_CHAIN
+        return FallbackDetector(chain, second_opinion=other)
     if name == "mmod":
         return make_detector(DetectorConfig(backend="dlib", detector="mmod"))
     return make_detector(DetectorConfig(backend=name))
 
 
 #: ``--detector`` choices
-DETECTOR_CHOICES = ("auto", "dlib", "mmod", "mediapipe")
+DETECTOR_CHOICES = ("auto", "fast", "dlib", "mmod", "mediapipe")
 
 
 @functools.lru_cache(maxsize=8)

@@ -19,7 +19,14 @@ from facerecon.io.mesh import (
     write_obj,
     write_ply,
 )
-from facerecon.io.overlay import draw_landmarks, overlay_image, save_png, warp_to_original
+from facerecon.io.overlay import (
+    draw_landmarks,
+    overlay_image,
+    overlay_on_photo,
+    png_bytes,
+    save_png,
+    warp_to_original,
+)
 from facerecon.io.paths import ensure_writable
 from facerecon.io.pts import read_pts
 from facerecon.io.report import ReportEntry, report_conflicts, write_report
@@ -41,7 +48,9 @@ __all__ = [
     "glb_bytes",
     "load_coefficients",
     "overlay_image",
+    "overlay_on_photo",
     "parse_glb",
+    "png_bytes",
     "read_glb",
     "read_landmarks_json",
     "read_obj",

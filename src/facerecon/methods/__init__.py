@@ -21,7 +21,8 @@ name          class                                    what it does
 Multi-view methods (``multiview = True``) treat their whole batch as simultaneous views of one
 face (``reconstruct --views``).
 
-Adding a method is a class (``name``, ``stage``, ``uses_rnet``, ``from_spec``, ``__call__``;
+Adding a method is a class (``name``, ``stage``, ``uses_rnet``, ``uses_more_landmarks``,
+``from_spec``, ``__call__``;
 see :class:`~.base.Method`) plus one line in :data:`METHODS`. The CLI's ``--method`` choices,
 :mod:`facerecon.pipeline`, the benchmarks (:mod:`facerecon.evaluate.benchmark`) and
 ``scripts/eval_*`` all take methods from here.

@@ -38,6 +38,8 @@ class Estimate:
         seconds: wall time of the call.
         lm3d: ``(B, 68, 3)`` the PGN's predicted 3D landmarks (``(u, v, depth)`` crop pixels),
             from which its pose was solved; None for other methods.
+        stages: ``seconds`` split by pipeline stage (:data:`facerecon.timing.STAGES`):
+            ``{"network": ...}``, ``{"fit": ...}`` or both (``auto``).
     """
 
     coeffs: torch.Tensor
@@ -45,6 +47,7 @@ class Estimate:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     lm3d: torch.Tensor | None = None
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 class Method(Protocol):
@@ -53,6 +56,8 @@ class Method(Protocol):
     name: ClassVar[str]  # the registry key (``--method NAME``)
     stage: ClassVar[str]  # what a failure message calls the method's stage
     uses_rnet: ClassVar[bool]  # needs R-Net weights (the shipped ones by default)
+    # fits FitTarget.more_lm68, the second detector's landmarks (detection skips them if not)
+    uses_more_landmarks: ClassVar[bool]
     model: MorphableModel
 
     @classmethod

@@ -45,6 +45,7 @@ class FitMethod:
 
     name: ClassVar[str] = "fit"
     uses_rnet: ClassVar[bool] = False
+    uses_more_landmarks: ClassVar[bool] = True
     stage: ClassVar[str] = "fitting"
 
     def __init__(
@@ -74,4 +75,5 @@ class FitMethod:
         t0 = time.perf_counter()
         cfg = fit_config_for(self.config, shared_identity, self.rasterizer)
         res = fit(self.model, target, cfg, facerec=self.facerec, init=init)
-        return Estimate(res.coeffs.detach(), None, res.history, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        return Estimate(res.coeffs.detach(), None, res.history, seconds, stages={"fit": seconds})

@@ -27,6 +27,7 @@ from facerecon.fit import FitConfig, FitTarget
 from facerecon.fit.pose import estimate_yaws
 from facerecon.methods.base import Estimate, MethodSpec
 from facerecon.methods.fit import FitMethod, embedder_for
+from facerecon.methods.network import network_estimate, refined_estimate
 
 if TYPE_CHECKING:
     from facerecon.morphable import MorphableModel
@@ -52,6 +53,7 @@ class MultiViewFitMethod:
 
     name: ClassVar[str] = "mvfit"
     uses_rnet: ClassVar[bool] = False
+    uses_more_landmarks: ClassVar[bool] = True
     multiview: ClassVar[bool] = True
     stage: ClassVar[str] = "multi-view fitting"
 
@@ -92,6 +94,7 @@ class MVRMethod:
 
     name: ClassVar[str] = "mvr"
     uses_rnet: ClassVar[bool] = False
+    uses_more_landmarks: ClassVar[bool] = False
     multiview: ClassVar[bool] = True
     stage: ClassVar[str] = "DF-MVR"
 
@@ -127,7 +130,7 @@ class MVRMethod:
         with torch.no_grad():
             out = self.net(image, parse, present)[0]  # (n_slots, size)
         coeffs = out[torch.as_tensor(slots, device=dev)].to(dt)
-        return Estimate(coeffs, None, [], time.perf_counter() - t0)
+        return network_estimate(coeffs, t0)
 
 
 class MVRAutoMethod:
@@ -140,6 +143,7 @@ class MVRAutoMethod:
 
     name: ClassVar[str] = "mvr-auto"
     uses_rnet: ClassVar[bool] = False
+    uses_more_landmarks: ClassVar[bool] = True
     multiview: ClassVar[bool] = True
     stage: ClassVar[str] = "DF-MVR + multi-view fitting"
 
@@ -158,7 +162,7 @@ class MVRAutoMethod:
         t0 = time.perf_counter()
         init = self.network(target)
         res = self.refiner(target, init=init.coeffs)
-        return Estimate(res.coeffs, None, res.history, time.perf_counter() - t0)
+        return refined_estimate(init, res, t0)
 
 
 def load_mvr_checked(spec: MethodSpec, model: MorphableModel):

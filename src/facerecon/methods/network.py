@@ -14,7 +14,14 @@ from facerecon.methods.fit import FitMethod, embedder_for
 if TYPE_CHECKING:
     from facerecon.morphable import MorphableModel
 
-__all__ = ["AutoMethod", "PGNMethod", "RNetMethod", "load_pgn_checked"]
+__all__ = [
+    "AutoMethod",
+    "PGNMethod",
+    "RNetMethod",
+    "load_pgn_checked",
+    "network_estimate",
+    "refined_estimate",
+]
 
 
 class RNetMethod:
@@ -27,6 +34,7 @@ class RNetMethod:
 
     name: ClassVar[str] = "rnet"
     uses_rnet: ClassVar[bool] = True
+    uses_more_landmarks: ClassVar[bool] = False
     stage: ClassVar[str] = "R-Net regression"
 
     def __init__(self, model: MorphableModel, rnet, cnet=None, strategy: str = "s4"):
@@ -50,11 +58,25 @@ class RNetMethod:
 
             coeffs, conf = predict_set(self.rnet, self.cnet, image)
             agg = aggregate_set(coeffs, conf, self.model.layout, self.strategy).to(image.dtype)
-            return Estimate(agg, image_confidence(conf), [], time.perf_counter() - t0)
+            return network_estimate(agg, t0, image_confidence(conf))
         coeffs = predict_coeffs(self.rnet, image).to(image.dtype)
         if shared_identity:
             coeffs = aggregate_set(coeffs, None, self.model.layout, "avg")
-        return Estimate(coeffs, None, [], time.perf_counter() - t0)
+        return network_estimate(coeffs, t0)
+
+
+def network_estimate(coeffs, t0: float, confidences=None, lm3d=None) -> Estimate:
+    """The :class:`Estimate` of a network's pass begun at ``perf_counter() == t0``."""
+    seconds = time.perf_counter() - t0
+    return Estimate(coeffs, confidences, [], seconds, lm3d, stages={"network": seconds})
+
+
+def refined_estimate(init: Estimate, refined: Estimate, t0: float) -> Estimate:
+    """A network's estimate ``init`` refined by a fit (``refined``), begun at ``t0``: the
+    refined coefficients, the network's confidences, both stages' seconds."""
+    stages = {**init.stages, **refined.stages}
+    return Estimate(refined.coeffs, init.confidences, refined.history,
+                    time.perf_counter() - t0, stages=stages)  # fmt: skip
 
 
 def _nets(spec: MethodSpec, model: MorphableModel, method: str) -> tuple[Any, Any]:
@@ -80,6 +102,7 @@ class AutoMethod:
 
     name: ClassVar[str] = "auto"
     uses_rnet: ClassVar[bool] = True
+    uses_more_landmarks: ClassVar[bool] = True
     stage: ClassVar[str] = "R-Net + fitting"
 
     def __init__(self, network: RNetMethod, refiner: FitMethod | None = None):
@@ -98,7 +121,7 @@ class AutoMethod:
         t0 = time.perf_counter()
         init = self.network(target, shared_identity)
         res = self.refiner(target, shared_identity, init=init.coeffs)
-        return Estimate(res.coeffs, init.confidences, res.history, time.perf_counter() - t0)
+        return refined_estimate(init, res, t0)
 
 
 class PGNMethod:
@@ -111,6 +134,7 @@ class PGNMethod:
 
     name: ClassVar[str] = "pgn"
     uses_rnet: ClassVar[bool] = False
+    uses_more_landmarks: ClassVar[bool] = False
     stage: ClassVar[str] = "PGN regression"
 
     def __init__(self, model: MorphableModel, pgn):
@@ -129,7 +153,7 @@ class PGNMethod:
         coeffs, lm3d = predict_pgn(self.pgn, self.model, image)
         if shared_identity and len(coeffs) > 1:
             coeffs = with_identity(self.model, coeffs, lm3d, None)
-        return Estimate(coeffs.to(image.dtype), None, [], time.perf_counter() - t0, lm3d)
+        return network_estimate(coeffs.to(image.dtype), t0, lm3d=lm3d)
 
 
 def with_identity(model: MorphableModel, coeffs, lm3d, id_coeff=None):
