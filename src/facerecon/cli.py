@@ -144,6 +144,12 @@ def _reconstruct_parser(sub) -> None:
                    help="do not write NAME_overlay.mp4")  # fmt: skip
     p.add_argument("--no-report", dest="report", action="store_false")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="carry on an interrupted run into the same --out: skip the photos it completed "
+        "(its summary.json lists them and their files are there), redo the rest",
+    )
     p.add_argument("--quiet", action="store_true")
     t = p.add_argument_group("throughput (many photos; see BENCHMARKS.md 'Throughput')")
     t.add_argument(
@@ -308,6 +314,7 @@ def cmd_reconstruct(args) -> int:
         batch_size=args.batch_size,
         overlay_size=args.overlay_size,
         workers=args.workers,
+        resume=args.resume,
         shard=parse_shard(args.shard) if args.shard else None,
     )
     go = run_workers if args.workers > 1 else run
@@ -578,8 +585,14 @@ def main(argv: list[str] | None = None) -> int:
     except FaceReconError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        summary = getattr(exc, "summary", None)  # facerecon.pipeline.RunInterrupted
+        if summary is None:
+            print("error: interrupted", file=sys.stderr)
+        else:
+            print(f"error: interrupted: {len(summary.written)} face(s) written, summary.json "
+                  "(and the report) written for them; run the same command with --resume to "
+                  "do the rest", file=sys.stderr)  # fmt: skip
         return 130
 
 

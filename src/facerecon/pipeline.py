@@ -7,6 +7,7 @@ The CLI parses arguments and calls :func:`run`; nothing here prints except throu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 
 from facerecon.errors import FaceReconError, ImageError
-from facerecon.io.paths import check_outputs_free, prepare_out_dir
+from facerecon.fileio import atomic_write_text
+from facerecon.io.paths import OutputLock, check_outputs_free, check_writable, prepare_out_dir
 from facerecon.timing import StageTimes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
@@ -79,6 +81,13 @@ class ReconstructOptions:
     # processes sharing the photos (run_workers: shards 0..N-1 in parallel, merged); torch
     # threads per process: the CPU count / workers
     workers: int = 1
+    # skip the photos whose outputs an earlier (interrupted) run into this folder completed
+    # (its summary.json says so and the files are there, or every file of the photo is);
+    # the other photos' files, summary.json and the report are replaced
+    resume: bool = False
+    # hold the output folder's lock (io.paths.OutputLock) for the run; off only for the
+    # worker processes of run_workers, whose parent holds it
+    lock: bool = True
 
 
 def default_batch_size(method) -> int:
@@ -158,6 +167,7 @@ class RunSummary:
     photos: int = 0
     method: str = ""
     model: str = ""
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -714,7 +724,8 @@ def write_face(
     except FaceReconError:
         for p in paths:
             if p not in existed:
-                p.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a read-only folder: nothing to remove
+                    p.unlink(missing_ok=True)
         raise
     finally:  # the texture has its own stage
         texture = face.stages.seconds.get("texture", 0.0) - before
@@ -951,7 +962,6 @@ def run(
     ``progress`` receives one line per input; ``on_photo_done`` is called (with that line)
     whenever a photo is finished, for a caller's own progress display.
     """
-    from tqdm import tqdm
 
     start = time.perf_counter()
     options = resolve_options(options)
@@ -968,15 +978,62 @@ def run(
     out_dir = options.out_dir
     report = options.report and options.shard is None
     summary_path = out_dir / summary_name(options.shard)
-    check_outputs_free(
-        existing_outputs(out_dir, [names[i] for i in picked], options.all_faces, report,
-                         options.outputs, summary_path.name),
-        options.overwrite,
-    )  # fmt: skip
-    prepare_out_dir(out_dir)
+    lock = OutputLock(out_dir, options.shard) if options.lock else contextlib.nullcontext()
+    with lock:
+        check_writable(out_dir)
+        if options.resume:
+            done = completed_photos(out_dir, summary_path, paths, names, picked, options.outputs)
+            summary.written = [e for i in picked for e in done.get(i, ())]
+            picked = [i for i in picked if i not in done]
+            options = dataclasses.replace(options, overwrite=True)
+        check_outputs_free(
+            existing_outputs(out_dir, [names[i] for i in picked], options.all_faces, report,
+                             options.outputs, summary_path.name),
+            options.overwrite,
+        )  # fmt: skip
+        return _run_locked(
+            options, summary, paths, names, picked, summary_path, report, start,
+            (progress, show_progress, on_photo_done),
+        )  # fmt: skip
+
+
+def completed_photos(
+    out_dir: Path,
+    summary_path: Path,
+    paths: list[Path],
+    names: list[str],
+    picked: list[int],
+    outputs: tuple[str, ...],
+) -> dict[int, list[dict]]:
+    """``--resume``: the photos (positions in ``paths``) an earlier run into ``out_dir``
+    completed, with their summary entries: those its summary lists as written (same source)
+    whose files are all there; without a summary, single-face photos whose every output
+    file is there."""
+    old: list[dict] = []
+    for path in dict.fromkeys([summary_path, out_dir / SUMMARY_NAME]):
+        if path.is_file():
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                old += json.loads(path.read_text()).get("written", [])
+    done: dict[int, list[dict]] = {}
+    for i in picked:
+        entries = [e for e in old if e.get("source") == str(paths[i])]
+        if entries and all(Path(p).is_file() for e in entries for p in e["paths"].values()):
+            done[i] = entries
+        elif not old:
+            files = output_paths(out_dir, names[i], outputs).values()
+            if all(p.is_file() for p in files):
+                done[i] = []
+    return done
+
+
+def _run_locked(options, summary, paths, names, picked, summary_path, report, start, show):
+    """:func:`run`'s work once the output folder is held and checked."""
+    from tqdm import tqdm
 
     from facerecon.detect import detector_for
 
+    progress, show_progress, on_photo_done = show
+    out_dir = options.out_dir
     recon = Reconstructor(options)
     detector = detector_for(options.detector, second_opinion=recon.method.uses_more_landmarks)
     batch_size = options.batch_size or default_batch_size(recon.method)
@@ -1016,6 +1073,7 @@ def run(
 
     depth = max(2, batch_size)
     prepared: list[PreparedFace] = []
+    interrupted = False
     try:
         for i, faces, exc in prefetched(prepare, picked, depth, options.threads):
             if exc is not None:
@@ -1039,21 +1097,38 @@ def run(
         else:
             flush(prepared, False)
         collect(wait=True)
+    except KeyboardInterrupt:
+        interrupted = True  # what is written stays; the summary and report say so
     finally:
-        writer.close()
+        writer.close()  # lets the face being written finish: its files are whole
+        if interrupted:
+            with contextlib.suppress(Exception):
+                collect(wait=True)
         bar.close()
     summary.stages = StageTimes()
     for entry in summary.written:
         summary.stages.merge(entry.get("stages", {}))
     summary.seconds = time.perf_counter() - start
     summary.photos = len(picked)
+    summary.interrupted = interrupted
     write_summary(summary_path, summary, options.overwrite, options.shard)
     if report:
         summary.report = run_stage(
             "writing report.html", write_run_report, summary, out_dir / "report.html",
             options.overwrite,
         )  # fmt: skip
+    if interrupted:
+        raise RunInterrupted(summary)
     return summary
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run`: the faces written so far, ``summary.json`` and the report
+    are on disk (``summary``); ``--resume`` carries on from there."""
+
+    def __init__(self, summary: RunSummary):
+        super().__init__("interrupted")
+        self.summary = summary
 
 
 def _joint(recon: Reconstructor, faces: list[PreparedFace], writer: _Ordered, track) -> None:
@@ -1085,7 +1160,7 @@ def _worker(inputs: list[str], options: ReconstructOptions, queue) -> None:
         run(inputs, options, on_photo_done=lambda line: queue.put(("done", line)))
     except FaceReconError as exc:
         queue.put(("error", str(exc)))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # its summary is written; the parent merges it
         pass
 
 
@@ -1099,7 +1174,8 @@ def run_workers(
     (:func:`shard_indices`) in process ``k`` (this one does shard 0), each with the CPU count
     / N torch threads; then the shards' summaries are merged into ``summary.json`` (the shard
     files removed) and the report written. Same outputs as one process: each photo goes
-    through the same code; only the network's batches are made of other photos.
+    through the same code; only the network's batches are made of other photos. This process
+    holds the output folder's lock for all of them.
 
     Image sets are one joint estimate: they take no workers.
     """
@@ -1123,74 +1199,94 @@ def run_workers(
         detail = "; ".join(message for _, message in missing) or "no paths given"
         raise ImageError(f"no input images found ({detail})")
     names = unique_names(paths)
-    shard_files = [options.out_dir / summary_name((k, n)) for k in range(n)]
-    planned = existing_outputs(options.out_dir, names, options.all_faces, options.report,
-                               options.outputs)  # fmt: skip
-    check_outputs_free(planned + [p for p in shard_files if p.exists()], options.overwrite)
-    prepare_out_dir(options.out_dir)
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    shard_opts = [dataclasses.replace(options, shard=(k, n), report=False) for k in range(n)]
-    procs = [ctx.Process(target=_worker, args=(inputs, shard_opts[k], queue), daemon=True)
-             for k in range(1, n)]  # fmt: skip
-    for p in procs:
-        p.start()
-    bar = tqdm(total=len(paths), disable=not show_progress, unit="photo", desc="reconstruct",
-               file=sys.stderr, mininterval=0)  # fmt: skip
-    errors: list[str] = []
+    out_dir = options.out_dir
+    shard_files = [out_dir / summary_name((k, n)) for k in range(n)]
+    with OutputLock(out_dir):
+        check_writable(out_dir)
+        if not options.resume:
+            planned = existing_outputs(out_dir, names, options.all_faces, options.report,
+                                       options.outputs)  # fmt: skip
+            planned += [p for p in shard_files if p.exists()]
+            check_outputs_free(planned, options.overwrite)
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        shard_opts = [dataclasses.replace(options, shard=(k, n), report=False, lock=False)
+                      for k in range(n)]  # fmt: skip
+        procs = [ctx.Process(target=_worker, args=(inputs, shard_opts[k], queue), daemon=True)
+                 for k in range(1, n)]  # fmt: skip
+        for p in procs:
+            p.start()
+        bar = tqdm(total=len(paths), disable=not show_progress, unit="photo",
+                   desc="reconstruct", file=sys.stderr, mininterval=0)  # fmt: skip
+        errors: list[str] = []
 
-    def show(line: str) -> None:
-        if line and progress:
-            progress(line)
-        if line and show_progress:
-            bar.write(line, file=sys.stderr)
-        bar.update(1)
+        def show(line: str) -> None:
+            if line and progress:
+                progress(line)
+            if line and show_progress:
+                bar.write(line, file=sys.stderr)
+            bar.update(1)
 
-    def drain() -> None:
-        while not queue.empty():
-            kind, text = queue.get()
-            if kind == "done":
-                show(text)
-            else:
-                errors.append(text)
+        def drain() -> None:
+            while not queue.empty():
+                kind, text = queue.get()
+                if kind == "done":
+                    show(text)
+                else:
+                    errors.append(text)
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
-    try:
-        run(inputs, shard_opts[0], on_photo_done=lambda line: (show(line), drain()))
-        while any(p.is_alive() for p in procs):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+        interrupted = False
+        try:
+            run(inputs, shard_opts[0], on_photo_done=lambda line: (show(line), drain()))
+        except KeyboardInterrupt:
+            interrupted = True  # the workers got the signal too: they write their summaries
+        try:
+            deadline = time.monotonic() + (60.0 if interrupted else float("inf"))
+            while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+                drain()
+                time.sleep(0.05)
             drain()
-            time.sleep(0.05)
-        for p in procs:
-            p.join()
-        drain()
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        bar.close()
-    if errors:
-        raise FaceReconError(f"a worker stopped: {errors[0]}")
-    crashed = [k for k, p in zip(range(1, n), procs, strict=True) if p.exitcode != 0]
-    if crashed:
-        raise FaceReconError(
-            f"worker {crashed[0]} of {n} exited with code {procs[crashed[0] - 1].exitcode}"
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+                p.join()
+            bar.close()
+        if errors:
+            raise FaceReconError(f"a worker stopped: {errors[0]}")
+        crashed = [k for k, p in zip(range(1, n), procs, strict=True) if p.exitcode != 0]
+        if crashed and not interrupted:
+            raise FaceReconError(
+                f"worker {crashed[0]} of {n} exited with code {procs[crashed[0] - 1].exitcode}"
+            )
+        present = [p for p in shard_files if p.is_file()]
+        summary = merged_summary(load_parts(present), strict=not interrupted)
+        summary.seconds = time.perf_counter() - start
+        summary.interrupted = interrupted
+        write_summary(
+            out_dir / SUMMARY_NAME, summary, True if options.resume else options.overwrite
         )
-    summary = merged_summary(load_parts(shard_files))
-    summary.seconds = time.perf_counter() - start
-    write_summary(options.out_dir / SUMMARY_NAME, summary, options.overwrite)
-    for p in shard_files:
-        p.unlink()
-    if options.report:
-        summary.report = run_stage("writing report.html", write_run_report, summary,
-                                   options.out_dir / "report.html", options.overwrite)  # fmt: skip
+        for p in present:
+            p.unlink()
+        if options.report:
+            summary.report = run_stage(
+                "writing report.html", write_run_report, summary, out_dir / "report.html",
+                options.overwrite or options.resume,
+            )  # fmt: skip
+    if interrupted:
+        raise RunInterrupted(summary)
     return summary
 
 
-def merged_summary(parts: list[dict]) -> RunSummary:
-    """The :class:`RunSummary` of shard summaries (:func:`facerecon.shards.merge_summaries`)."""
+def merged_summary(parts: list[dict], strict: bool = True) -> RunSummary:
+    """The :class:`RunSummary` of shard summaries (:func:`facerecon.shards.merge_summaries`;
+    ``strict=False``: some shards may be missing, as after an interrupt)."""
     from facerecon.shards import merge_summaries
 
-    data = merge_summaries(parts)
+    data = merge_summaries(parts, strict=strict)
     summary = RunSummary(written=data["written"], failed=[tuple(f) for f in data["failed"]])
     summary.stages = StageTimes(data["stages"])
     summary.seconds, summary.photos = data["seconds"], data["photos"]
@@ -1236,9 +1332,10 @@ def write_summary(
     }
     if shard is not None:
         data["shard"] = list(shard)
+    if summary.interrupted:
+        data["interrupted"] = True
     data["method"], data["model"] = summary.method, summary.model
-    path.write_text(json.dumps(data, indent=2))
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def write_run_report(summary: RunSummary, path: Path, overwrite: bool = False) -> Path:

@@ -47,7 +47,7 @@ def load_parts(paths: Iterable[Path]) -> list[dict]:
     return parts
 
 
-def merge_summaries(parts: list[dict]) -> dict:
+def merge_summaries(parts: list[dict], strict: bool = True) -> dict:
     """One summary from the N shard summaries of a run.
 
     Returns:
@@ -56,16 +56,19 @@ def merge_summaries(parts: list[dict]) -> dict:
         shard's}``.
 
     Raises:
-        FaceReconError: the parts are not the N shards of one run, each exactly once.
+        FaceReconError: the parts are not the N shards of one run, each exactly once (with
+            ``strict=False`` shards may be missing: an interrupted run's parts).
     """
     if not parts:
+        if not strict:
+            return {"written": [], "failed": [], "stages": {}, "photos": 0, "seconds": 0.0}
         raise FaceReconError("no shard summaries to merge")
     counts = {int(p["shard"][1]) for p in parts}
     if len(counts) != 1:
         raise FaceReconError(f"shard summaries of different splits ({sorted(counts)} parts)")
     (n,) = counts
     seen = sorted(int(p["shard"][0]) for p in parts)
-    if seen != list(range(n)):
+    if seen != list(range(n)) and (strict or len(set(seen)) != len(seen)):
         missing = sorted(set(range(n)) - set(seen))
         twice = sorted({i for i in seen if seen.count(i) > 1})
         what = f"shard {twice[0]}/{n} twice" if twice else f"missing shard {missing[0]}/{n}"

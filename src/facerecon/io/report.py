@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
+from facerecon.fileio import atomic_write_bytes, atomic_write_text
 from facerecon.io.paths import ensure_writable
 from facerecon.io.results import to_jsonable
 
@@ -241,6 +242,6 @@ def write_report(
     viewer = out_dir / VIEWER_ASSET
     code = asset.read_bytes()
     if not (viewer.is_file() and viewer.read_bytes() == code):
-        ensure_writable(viewer, overwrite).write_bytes(code)
-    report.write_text(render_report_html(list(entries), out_dir, title), encoding="utf-8")
+        atomic_write_bytes(ensure_writable(viewer, overwrite), code)
+    atomic_write_text(report, render_report_html(list(entries), out_dir, title))
     return report

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from facerecon.fileio import atomic_savez, atomic_write_text
 from facerecon.io._convert import as_numpy, check_shape
 from facerecon.io.paths import ensure_writable
 
@@ -55,9 +56,7 @@ def save_coefficients(
             raise ValueError(f"array {name!r} has dtype object; only numeric arrays are stored")
     data[META_KEY] = np.array(json.dumps(to_jsonable(meta), allow_nan=False))
     path = ensure_writable(path, overwrite)
-    with open(path, "wb") as fh:
-        np.savez_compressed(fh, **data)
-    return path
+    return atomic_savez(path, data, compressed=True)
 
 
 def load_coefficients(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -105,8 +104,7 @@ def write_landmarks_json(
             raise ValueError(f"extra key {key!r} is reserved")
         doc[key] = to_jsonable(value)
     path = ensure_writable(path, overwrite)
-    path.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
 
 
 def read_landmarks_json(path: str | os.PathLike) -> dict[str, Any]:
