@@ -56,7 +56,14 @@ def _reconstruct_parser(sub) -> None:
         "--set",
         dest="as_set",
         action="store_true",
-        help="treat all inputs as one person: one shared identity",
+        help="treat all inputs as one person: one shared identity (a photo whose face does not "
+        "look like the others' is reported)",
+    )
+    p.add_argument(
+        "--strict-set",
+        action="store_true",
+        help="with --set: a photo whose face does not look like the others' fails and is left "
+        "out of the set",
     )
     p.add_argument(
         "--model", default="bfm-lite", help="face model name (bfm-lite, bfm09, ict) or .npz path"
@@ -257,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_device(device: str) -> str | None:
+    """A one-line problem with ``--device`` (None when it is cpu, cuda or cuda:N)."""
+    import re
+
+    if re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        return None
+    return f"--device {device}: use cpu, cuda or cuda:N (facerecon runs on CPUs and CUDA GPUs)"
+
+
 def cmd_reconstruct(args) -> int:
     from facerecon.io.video import is_video
     from facerecon.pipeline import (
@@ -267,6 +283,10 @@ def cmd_reconstruct(args) -> int:
         run_workers,
     )
 
+    problem = check_device(args.device)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     videos = [p for p in args.paths if is_video(p)]
     if videos:
         if len(videos) != len(args.paths) or args.views or args.as_set:
@@ -315,6 +335,7 @@ def cmd_reconstruct(args) -> int:
         overlay_size=args.overlay_size,
         workers=args.workers,
         resume=args.resume,
+        strict_set=args.strict_set,
         shard=parse_shard(args.shard) if args.shard else None,
     )
     go = run_workers if args.workers > 1 else run
@@ -329,6 +350,10 @@ def report_summary(summary, out: Path, profile: bool) -> int:
 
     for source, message in summary.failed:
         print(f"failed: {source}: {message}", file=sys.stderr)
+    for message in summary.notes:
+        print(f"note: {message}", file=sys.stderr)
+    for message in summary.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     n_ok = len(summary.written)
     print(f"{n_ok} face(s) written to {out}; {len(summary.failed)} input(s) failed")
     if summary.report:

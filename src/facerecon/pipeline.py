@@ -22,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from facerecon.detect.align import rot90_points
 from facerecon.errors import FaceReconError, ImageError
 from facerecon.fileio import atomic_write_text
 from facerecon.io.paths import OutputLock, check_outputs_free, check_writable, prepare_out_dir
@@ -88,6 +89,9 @@ class ReconstructOptions:
     # hold the output folder's lock (io.paths.OutputLock) for the run; off only for the
     # worker processes of run_workers, whose parent holds it
     lock: bool = True
+    # --set: a photo whose face does not look like the others' (face-descriptor distance
+    # above SAME_PERSON) is reported; strict_set makes it a failure, left out of the set
+    strict_set: bool = False
 
 
 def default_batch_size(method) -> int:
@@ -110,6 +114,8 @@ class PreparedFace:
     # equally by its faces), then the estimate's share and the writing
     stages: StageTimes = field(default_factory=StageTimes)
     index: int = 0  # the photo's position among the run's inputs (collect_inputs order)
+    # degrees (counter-clockwise) the photo was turned to find the face (0: as given)
+    rotated: int = 0
 
 
 @dataclass
@@ -168,14 +174,22 @@ class RunSummary:
     method: str = ""
     model: str = ""
     interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. what input folders held besides images
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
 
-def collect_inputs(paths: Iterable[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+def collect_inputs(
+    paths: Iterable[str], notes: list[str] | None = None
+) -> tuple[list[Path], list[tuple[str, str]]]:
     """Expand files, folders (non-recursive, image suffixes only) and globs.
+
+    Args:
+        notes: gets a line per folder naming what it holds besides images (sub-folders are
+            not searched; other files are not read).
 
     Returns:
         (image paths in a stable order, [(argument, message)] for arguments matching nothing).
@@ -185,7 +199,14 @@ def collect_inputs(paths: Iterable[str]) -> tuple[list[Path], list[tuple[str, st
     for arg in paths:
         p = Path(arg)
         if p.is_dir():
-            items = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            entries = sorted(p.iterdir())
+            items = [q for q in entries if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+            folders = sum(1 for q in entries if q.is_dir())
+            others = len(entries) - len(items) - folders
+            if notes is not None and (folders or others):
+                parts = [f"{folders} sub-folder(s) (not searched)"] * bool(folders)
+                parts += [f"{others} file(s) without an image suffix"] * bool(others)
+                notes.append(f"{arg}: skipped {' and '.join(parts)}")
             if not items:
                 missing.append((arg, f"folder {arg} holds no images"))
             found.extend(items)
@@ -347,6 +368,18 @@ def prepare_image(
     return prepare_photo(photo, path, name, detector, all_faces, index, times)
 
 
+def upright_turns(lm68: np.ndarray, size: tuple[int, int]) -> int:
+    """Quarter turns ``k`` (``np.rot90``) that make a face with landmarks ``lm68 (68, 2)`` in
+    an ``(H, W)`` image upright: the eye line closest to horizontal, eyes above the mouth."""
+
+    def tilt(k: int) -> float:
+        lm = rot90_points(np.asarray(lm68, np.float64), k, size)
+        eyes = lm[42:48].mean(0) - lm[36:42].mean(0)  # subject's left eye minus right eye
+        return abs(float(np.degrees(np.arctan2(eyes[1], eyes[0]))))
+
+    return min(range(4), key=tilt)
+
+
 def prepare_photo(
     photo: np.ndarray,
     source: Path | None,
@@ -363,16 +396,42 @@ def prepare_photo(
     from facerecon.errors import NoFaceError
 
     times = times or StageTimes()
-    try:
-        faces = run_stage("face detection", detector.detect, photo, all_faces=all_faces)
-    finally:
-        times.merge(getattr(detector, "seconds", {}))
+
+    def detect(turns: int) -> tuple[np.ndarray, list]:
+        image = np.ascontiguousarray(np.rot90(photo, turns)) if turns else photo
+        try:
+            return image, run_stage("face detection", detector.detect, image, all_faces=all_faces)
+        finally:
+            times.merge(getattr(detector, "seconds", {}))
+
+    upright, faces = detect(0)
+    turns = upright_turns(faces[0].lm68, photo.shape[:2]) if faces else 0
+    if turns:  # found lying on its side or upside down (MediaPipe and MMOD find such faces)
+        upright, faces = detect(turns)
+    else:
+        for k in (1, 3, 2) if not faces else ():  # a quarter turn either way, upside down
+            upright, faces = detect(k)
+            if faces and upright_turns(faces[0].lm68, upright.shape[:2]) == 0:
+                turns = k
+                break
+            faces = []
     if not faces:
-        raise NoFaceError(f"{source if source is not None else name}: no face found")
+        what = source if source is not None else name
+        raise NoFaceError(f"{what}: no face found (also turned by 90, 180 and 270 degrees)")
     aligned = []
     with times.timed("align"):
         for face in faces:
-            aligned.append(run_stage("alignment", align, photo, face.lm68))
+            crop = run_stage("alignment", align, upright, face.lm68)
+            if turns:  # the crop is upright; its maps go to the photo as given
+                size = photo.shape[:2]
+                crop.transform = dataclasses.replace(
+                    crop.transform, original_size=size, rotation=turns
+                )
+                face.lm68 = rot90_points(face.lm68, turns, size, inverse=True)
+                face.alt_lm68 = {
+                    k: rot90_points(v, turns, size, inverse=True) for k, v in face.alt_lm68.items()
+                }
+            aligned.append(crop)
     share = {k: v / len(faces) for k, v in times.seconds.items()}
     prepared = []
     for k, (face, crop) in enumerate(zip(faces, aligned, strict=True)):
@@ -388,6 +447,7 @@ def prepare_photo(
                 dict(face.alt_lm68),
                 StageTimes(share),
                 index,
+                rotated=90 * turns,
             )
         )
     return prepared
@@ -529,6 +589,7 @@ class Reconstructor:
             "seconds": rec.seconds,
             "landmark_error_px": err,
             "detector": face.detector,
+            **({"rotated": face.rotated} if face.rotated else {}),
         }
 
     def write_overlay(self, path: Path, face: PreparedFace, rec: Reconstruction) -> None:
@@ -966,7 +1027,7 @@ def run(
     start = time.perf_counter()
     options = resolve_options(options)
     summary = RunSummary(method=options.method or "", model=options.model)
-    paths, missing = collect_inputs(inputs)
+    paths, missing = collect_inputs(inputs, summary.notes)
     summary.failed.extend(missing)
     if not paths:
         detail = "; ".join(message for _, message in missing) or "no paths given"
@@ -975,6 +1036,7 @@ def run(
     picked = shard_indices(len(paths), options.shard)
     if options.shard is not None and options.shard[0] != 0:
         summary.failed = []  # arguments that matched nothing: reported by shard 0 alone
+        summary.notes = []
     out_dir = options.out_dir
     report = options.report and options.shard is None
     summary_path = out_dir / summary_name(options.shard)
@@ -1090,6 +1152,7 @@ def _run_locked(options, summary, paths, names, picked, summary_path, report, st
             collect(wait=False)
         if options.as_set:
             bar.set_description("joint fit")
+            prepared = _check_set(recon, prepared, track, summary)
             if prepared:
                 track.say(f"joint fit of {len(prepared)} faces as one identity")
                 _joint(recon, prepared, writer, track)
@@ -1129,6 +1192,55 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, summary: RunSummary):
         super().__init__("interrupted")
         self.summary = summary
+
+
+#: dlib's same-person threshold on the Euclidean distance of its 128-D face descriptors
+SAME_PERSON = 0.6
+
+
+def set_strangers(faces: list[PreparedFace], device: str = "cpu") -> list[tuple[int, float]]:
+    """``--set``: the faces that do not look like the rest, as ``(position, distance)``.
+
+    Each face's distance is the median of its face-descriptor distances (dlib's ResNet
+    descriptor, facerecon's port) to the other faces; above :data:`SAME_PERSON` (dlib's
+    same-person threshold) it is reported. With two faces both get their one distance.
+    """
+    from facerecon.nets.facerec import embed, load_facerec
+
+    if len(faces) < 2:
+        return []
+    dev = torch.device(device)
+    image = torch.from_numpy(np.stack([f.aligned.image for f in faces])).to(dev)
+    image = image.permute(0, 3, 1, 2).float() / 255.0
+    lm = torch.from_numpy(np.stack([f.aligned.lm68 for f in faces])).float().to(dev)
+    with torch.no_grad():
+        desc = embed(load_facerec(device=dev), image, lm).cpu().numpy()
+    dist = np.linalg.norm(desc[:, None] - desc[None], axis=-1)
+    out = []
+    for k in range(len(faces)):
+        d = float(np.median(np.delete(dist[k], k)))
+        if d > SAME_PERSON:
+            out.append((k, d))
+    return out
+
+
+def _check_set(recon, faces: list[PreparedFace], track, summary) -> list[PreparedFace]:
+    """Warn about (``strict_set``: fail) the faces of a set that look like another person;
+    returns the faces to fit."""
+    strangers = run_stage("same-person check", set_strangers, faces, recon.options.device)
+    drop = set()
+    for k, d in strangers:
+        face = faces[k]
+        msg = (
+            f"{face.name} does not look like the other photos of the set (median "
+            f"face-descriptor distance {d:.2f} > {SAME_PERSON}, dlib's same-person threshold)"
+        )
+        if recon.options.strict_set:
+            track.fail(face.index, msg + "; left out (--strict-set)")
+            drop.add(k)
+        else:
+            summary.warnings.append(msg)
+    return [f for k, f in enumerate(faces) if k not in drop]
 
 
 def _joint(recon: Reconstructor, faces: list[PreparedFace], writer: _Ordered, track) -> None:
@@ -1194,7 +1306,8 @@ def run_workers(
                              "by running one process per shard)")  # fmt: skip
     start = time.perf_counter()
     options = resolve_options(options)
-    paths, missing = collect_inputs(inputs)
+    notes: list[str] = []
+    paths, missing = collect_inputs(inputs, notes)
     if not paths:
         detail = "; ".join(message for _, message in missing) or "no paths given"
         raise ImageError(f"no input images found ({detail})")
@@ -1266,6 +1379,7 @@ def run_workers(
         summary = merged_summary(load_parts(present), strict=not interrupted)
         summary.seconds = time.perf_counter() - start
         summary.interrupted = interrupted
+        summary.notes = notes
         write_summary(
             out_dir / SUMMARY_NAME, summary, True if options.resume else options.overwrite
         )
@@ -1334,6 +1448,10 @@ def write_summary(
         data["shard"] = list(shard)
     if summary.interrupted:
         data["interrupted"] = True
+    if summary.warnings:
+        data["warnings"] = summary.warnings
+    if summary.notes:
+        data["notes"] = summary.notes
     data["method"], data["model"] = summary.method, summary.model
     return atomic_write_text(path, json.dumps(data, indent=2))
 
@@ -1345,6 +1463,7 @@ def write_run_report(summary: RunSummary, path: Path, overwrite: bool = False) -
     entries = []
     for item in summary.written:
         p = item["paths"]
+        warning = [w for w in summary.warnings if w.startswith(item["name"] + " ")]
         entries.append(
             ReportEntry(
                 name=item["name"],
@@ -1359,6 +1478,7 @@ def write_run_report(summary: RunSummary, path: Path, overwrite: bool = False) -
                     "seconds": round(item["seconds"], 2),
                     "landmark error (px)": round(item["landmark_error_px"], 2),
                     "detector": item.get("detector", ""),
+                    **({"warning": warning[0]} if warning else {}),
                 },
             )
         )

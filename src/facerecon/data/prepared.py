@@ -26,6 +26,7 @@ import numpy as np
 
 from facerecon.errors import FaceReconError
 from facerecon.fileio import atomic_savez, atomic_write_text
+from facerecon.io.paths import prepare_out_dir
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -152,7 +153,7 @@ def prepare_folder(
     src, out = Path(src_dir), Path(out_dir)
     if not src.is_dir():
         raise FaceReconError(f"not a folder: {src}")
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out)
     out_resolved = out.resolve()
     items = [rel for rel in list_images(src) if out_resolved not in (src / rel).resolve().parents]
     rejected_all = read_rejected(out)
@@ -242,7 +243,7 @@ def main_prepare(argv: Sequence[str] | None = None) -> int:
             )
         except FaceReconError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return 2
         for name, reason in rejected:
             print(f"rejected: {name}: {reason}", file=sys.stderr)
         print(f"prepared {n} view triples, {skipped} already done, {len(rejected)} rejected")
@@ -260,7 +261,7 @@ def main_prepare(argv: Sequence[str] | None = None) -> int:
         )
     except FaceReconError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(
         f"prepared {rep.written} new, {rep.skipped} already done, {len(rep.rejected)} rejected "
         f"(see {Path(args.out) / REJECTED})"

@@ -122,44 +122,84 @@ def fit_scale_translation(
 
 @dataclass
 class CropTransform:
-    """``crop = scale * original + translation`` in OpenCV pixel-centre coordinates.
+    """``crop = scale * rot(original) + translation`` in OpenCV pixel-centre coordinates.
+
+    ``rot`` is the identity unless the face was found only in the photo turned by
+    ``rotation`` quarter turns (``np.rot90(photo, rotation)``, counter-clockwise; see
+    :func:`rot90_points`): the crop is then cut from the turned photo, upright, and the maps
+    below still go to and from the photo as it was given.
 
     Attributes:
         scale: ``s`` (crop pixels per original pixel).
         translation: ``(2,)`` ``t`` in crop pixels.
-        original_size: ``(H, W)`` of the original photo.
+        original_size: ``(H, W)`` of the original photo (as given, not turned).
         crop_size: ``(H, W)`` of the crop.
+        rotation: quarter turns ``k`` in 0..3.
     """
 
     scale: float
     translation: np.ndarray
     original_size: tuple[int, int]
     crop_size: tuple[int, int] = (224, 224)
+    rotation: int = 0
 
     def to_crop(self, points: Any) -> Any:
         """Original-photo pixels ``(..., 2)`` -> crop pixels (numpy or torch, any dtype)."""
-        return points * self.scale + _like(self.translation, points)
+        turned = rot90_points(points, self.rotation, self.original_size)
+        return turned * self.scale + _like(self.translation, points)
 
     def to_original(self, points: Any) -> Any:
         """Crop pixels ``(..., 2)`` -> original-photo pixels (numpy or torch, any dtype)."""
-        return (points - _like(self.translation, points)) / self.scale
+        turned = (points - _like(self.translation, points)) / self.scale
+        return rot90_points(turned, self.rotation, self.original_size, inverse=True)
 
     @property
     def matrix_to_crop(self) -> np.ndarray:
         """``(2, 3)`` affine (OpenCV ``warpAffine`` convention) original -> crop."""
         s, (tx, ty) = self.scale, self.translation
-        return np.array([[s, 0.0, tx], [0.0, s, ty]])
+        A = np.array([[s, 0.0, tx], [0.0, s, ty], [0.0, 0.0, 1.0]])
+        return (A @ _rot90_matrix(self.rotation, self.original_size))[:2]
 
     @property
     def matrix_to_original(self) -> np.ndarray:
         """``(2, 3)`` affine crop -> original."""
-        s, (tx, ty) = self.scale, self.translation
-        return np.array([[1.0 / s, 0.0, -tx / s], [0.0, 1.0 / s, -ty / s]])
+        A = np.vstack([self.matrix_to_crop, [0.0, 0.0, 1.0]])
+        return np.linalg.inv(A)[:2]
 
-    def as_paper_params(self) -> np.ndarray:
-        """``[w0, h0, s, tx, ty]`` like the released code keeps (here exactly our s and t)."""
-        h0, w0 = self.original_size
-        return np.array([w0, h0, self.scale, *self.translation], dtype=np.float64)
+
+def _rot90_matrix(k: int, size: tuple[int, int]) -> np.ndarray:
+    """``(3, 3)`` map of :func:`rot90_points` (pixel coordinates of an ``(H, W)`` image)."""
+    h, w = size
+    k %= 4
+    if k == 0:
+        return np.eye(3)
+    if k == 1:
+        return np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, w - 1.0], [0.0, 0.0, 1.0]])
+    if k == 2:
+        return np.array([[-1.0, 0.0, w - 1.0], [0.0, -1.0, h - 1.0], [0.0, 0.0, 1.0]])
+    return np.array([[0.0, -1.0, h - 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def rot90_points(points: Any, k: int, size: tuple[int, int], inverse: bool = False) -> Any:
+    """Pixel coordinates ``(..., 2)`` in an ``(H, W)`` image -> the same pixels in
+    ``np.rot90(image, k)`` (``k`` quarter turns counter-clockwise); ``inverse``: from the
+    turned image back (``size`` is the unturned image's either way). Numpy or torch."""
+    k %= 4
+    if k == 0:
+        return points
+    h, w = size
+    x, y = points[..., 0], points[..., 1]
+    if k == 2:
+        cols = ((w - 1) - x, (h - 1) - y)  # its own inverse
+    elif (k == 1) != inverse:  # forward quarter turn, or back from three
+        cols = (y, (w - 1) - x) if not inverse else (y, (h - 1) - x)
+    else:  # forward three quarter turns, or back from one
+        cols = ((h - 1) - y, x) if not inverse else ((w - 1) - y, x)
+    if hasattr(points, "new_tensor"):
+        import torch
+
+        return torch.stack(cols, dim=-1)
+    return np.stack(cols, axis=-1)
 
 
 @dataclass

@@ -89,6 +89,8 @@ def load_face_model(
         path = ict_cached_path(None)
     else:
         path = Path(key).expanduser()
+        if not path.exists() and (path.suffix or len(path.parts) > 1):
+            raise ModelFileError(f"face model file not found: {path}")
         if not path.exists():
             raise ModelFileError(
                 f"unknown face model '{key}': use bfm-lite, bfm09, ict or a path to a .npz"

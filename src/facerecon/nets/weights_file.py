@@ -9,6 +9,7 @@ names the network and version, ``config`` rebuilds it, ``meta`` records how it w
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -96,12 +97,25 @@ def read_weights_file(path: str | os.PathLike[str], file_format: str, what: str)
     """The raw payload of a weights file of ``file_format``; one-line :class:`ModelFileError`
     naming ``what`` (e.g. "R-Net") when it is missing, unreadable or of another format."""
     p = Path(path)
+    if p.is_dir():
+        raise ModelFileError(f"{what} weights {p} is a folder; give the .pt file")
     if not p.is_file():
         raise ModelFileError(f"{what} weights not found: {p}")
+    if p.stat().st_size == 0:
+        raise ModelFileError(f"{what} weights {p} is an empty file")
     try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own advice would leak past the one line
+            warnings.simplefilter("ignore")
+            payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelFileError(f"cannot read {what} weights {p}: {type(exc).__name__}") from exc
+        reason = {
+            "EOFError": "truncated",
+            "UnpicklingError": "not a torch file, or corrupt",
+            "RuntimeError": "not a torch file, or corrupt",
+        }.get(type(exc).__name__, type(exc).__name__)
+        raise ModelFileError(
+            f"cannot read {what} weights {p}: {reason} (expected a .pt written by facerecon)"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != file_format:
         raise ModelFileError(f"{p} is not a facerecon {what} file ({file_format})")
     return payload
