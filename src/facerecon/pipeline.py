@@ -200,7 +200,7 @@ def collect_inputs(
         p = Path(arg)
         if p.is_dir():
             entries = sorted(p.iterdir())
-            items = [q for q in entries if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+            items = [q for q in entries if not q.is_dir() and q.suffix.lower() in IMAGE_SUFFIXES]
             folders = sum(1 for q in entries if q.is_dir())
             others = len(entries) - len(items) - folders
             if notes is not None and (folders or others):

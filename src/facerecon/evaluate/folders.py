@@ -326,11 +326,12 @@ def main_evaluate(argv: list[str] | None = None) -> int:
 
     Exit codes: 0 all pairs evaluated, 1 some items failed or unpaired, 2 usage/input error.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     for flag, value in (("--crop-mm", args.crop_mm), ("--error-scale-mm", args.error_scale_mm)):
         if not value > 0:  # also NaN
-            parser.error(f"{flag} must be a positive number of millimetres, got {value:g}")
+            print(f"error: {flag} must be a positive number of millimetres, got {value:g}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     try:
         result = evaluate_dirs(
             args.pred,
