@@ -412,3 +412,57 @@ def test_a_held_folder_is_refused_at_once(tmp_path, faces_68pt):
         f"error: another facerecon run (pid 4242) is writing to {out}"
     )
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+
+
+@pytest.mark.parametrize(("fmt", "exif"), [("JPEG", None), ("JPEG", 6), ("PNG", None)])
+def test_large_photos_are_decoded_bounded_in_the_photo_frame(tmp_path, takeo, fmt, exif):
+    """A photo larger than the working size is decoded at most ``max_side`` a side (a JPEG
+    by its decoder's own scaling), and ``scale`` maps the file's pixels onto it exactly."""
+    from facerecon.detect.image_io import load_image, load_image_bounded
+
+    big = np.asarray(Image.fromarray(takeo).resize((3000, 4500), Image.BICUBIC))
+    path = tmp_path / f"big.{fmt.lower()}"
+    kw = {"quality": 95} if fmt == "JPEG" else {}
+    if exif:
+        e = Image.Exif()
+        e[0x0112] = exif
+        kw["exif"] = e
+    Image.fromarray(big).save(path, format=fmt, **kw)
+    full = load_image(path).astype(np.float64)
+    loaded = load_image_bounded(path, 1024)
+    h, w = loaded.image.shape[:2]
+    assert max(h, w) == 1024 and loaded.original_size == full.shape[:2]
+    assert loaded.scale == pytest.approx((w / full.shape[1], h / full.shape[0]))
+    # the working pixel at a photo point shows what the photo shows around that point
+    for x, y in [(500.0, 900.0), (1500.0, 2000.0), (2500.0, 4000.0)]:
+        if full.shape[1] < full.shape[0] and exif:  # turned: points in the upright frame
+            x, y = y, x
+        x, y = min(x, full.shape[1] - 40), min(y, full.shape[0] - 40)
+        xs, ys = (np.array([x, y]) + 0.5) * np.array(loaded.scale) - 0.5
+        r = round(1 / loaded.scale[0])
+        patch = full[int(y) - r : int(y) + r + 1, int(x) - r : int(x) + r + 1].mean((0, 1))
+        got = loaded.image[round(ys), round(xs)].astype(np.float64)
+        assert np.abs(got - patch).max() < 20, (x, y, got, patch)
+        back = loaded.to_original(np.array([xs, ys]))
+        np.testing.assert_allclose(back, [x, y], atol=1e-6)
+
+
+def test_a_large_photo_gives_the_landmarks_of_the_photo_file(tmp_path, faces_68pt, takeo):
+    """The working size is internal: a 4x larger copy of a photo gets 4x its landmarks."""
+    big = Image.fromarray(takeo).resize((takeo.shape[1] * 32, takeo.shape[0] * 32), Image.BICUBIC)
+    big.save(tmp_path / "big.jpg", quality=95)  # 4800 x 7200: decoded at 1/2, then fitted
+    Image.fromarray(takeo).resize((600, 900), Image.BICUBIC).save(tmp_path / "small.png")
+    out = tmp_path / "out"
+    proc = _cli("reconstruct", tmp_path / "big.jpg", tmp_path / "small.png", "--out", out,
+                "--method", "rnet", "--detector", "fast", "--quiet", "--outputs",
+                "landmarks,npz")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lm = {n: np.asarray(json.loads((out / f"{n}_landmarks.json").read_text())["detected"])
+          for n in ("big", "small")}  # fmt: skip
+    scale = 4800 / 600
+    err = np.linalg.norm((lm["big"] + 0.5) / scale - 0.5 - lm["small"], axis=1)
+    assert np.median(err) < 2.0, err  # pixels of the 600 x 900 photo
+    crop = np.load(out / "big.npz")["crop_to_original"]
+    assert crop[0, 0] == pytest.approx(
+        np.load(out / "small.npz")["crop_to_original"][0, 0] * scale, rel=0.05
+    )

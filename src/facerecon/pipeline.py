@@ -72,6 +72,9 @@ class ReconstructOptions:
     outputs: tuple[str, ...] = OUTPUT_KINDS
     # longer side of NAME_overlay.png in pixels (the photo is scaled down to it; 0: full size)
     overlay_size: int = 1920
+    # photos are decoded at most this many pixels a side (a 100 MP JPEG at 1/4 scale, by the
+    # decoder itself): memory stays bounded; outputs stay in the photo file's pixels
+    max_side: int = 4096
     # (i, n): reconstruct only the i-th of n stable parts of the inputs (every n-th photo from
     # the i-th on, in the order of collect_inputs); its summary is summary.shard-I-of-N.json
     # and it writes no report (`facerecon merge` joins the shards' summaries)
@@ -105,9 +108,11 @@ class PreparedFace:
 
     source: Path | None  # None: an array given to reconstruct()
     name: str
-    photo: np.ndarray  # (H, W, 3) uint8, the original photo
-    aligned: object  # facerecon.detect.align.AlignedFace
-    detected_lm68: np.ndarray  # (68, 2) original-photo pixels
+    # (h, w, 3) uint8: the photo at its working size (a very large one is decoded smaller,
+    # see ReconstructOptions.max_side; ``scale`` maps photo pixels to it)
+    photo: np.ndarray
+    aligned: object  # facerecon.detect.align.AlignedFace (its transform: crop <-> photo)
+    detected_lm68: np.ndarray  # (68, 2) pixels of ``photo``
     detector: str = ""  # which detector found it (facerecon.detect.Face.detector)
     alt_lm68: dict = field(default_factory=dict)  # other detectors' landmarks, photo pixels
     # seconds of the stages so far (load, detect, landmarks, align: the photo's, shared
@@ -116,6 +121,18 @@ class PreparedFace:
     index: int = 0  # the photo's position among the run's inputs (collect_inputs order)
     # degrees (counter-clockwise) the photo was turned to find the face (0: as given)
     rotated: int = 0
+    # (sx, sy): a pixel x of the photo file is at (x + 0.5) * s - 0.5 in ``photo``
+    scale: tuple[float, float] = (1.0, 1.0)
+
+    def to_photo(self, points: np.ndarray) -> np.ndarray:
+        """``(..., 2)`` pixels of :attr:`photo` -> pixels of the photo file."""
+        return (np.asarray(points, np.float64) + 0.5) / np.asarray(self.scale) - 0.5
+
+    def matrix_to_photo(self, matrix: np.ndarray) -> np.ndarray:
+        """A ``(2, 3)`` map to :attr:`photo`'s pixels -> the same map to the photo file's."""
+        sx, sy = self.scale
+        S = np.array([[1 / sx, 0.0, 0.5 / sx - 0.5], [0.0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
+        return (S @ np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]]))[:2]
 
 
 @dataclass
@@ -353,19 +370,24 @@ def claim_name(name: str, taken: set[str]) -> str:
 
 
 def prepare_image(
-    path: Path, name: str, detector, all_faces: bool, index: int = 0
+    path: Path, name: str, detector, all_faces: bool, index: int = 0, max_side: int = 4096
 ) -> list[PreparedFace]:
-    """Load, detect and align the faces of one photo (largest only unless ``all_faces``).
+    """Load (at most ``max_side`` pixels a side, :func:`facerecon.detect.image_io.
+    load_image_bounded`), detect and align the faces of one photo (largest only unless
+    ``all_faces``).
 
     Every stage's failure is a one-line :class:`FaceReconError` naming the stage. Each face's
     ``stages`` get the photo's load, detection and alignment seconds (shared equally).
     """
-    from facerecon.detect import load_image
+    from facerecon.detect.image_io import load_image_bounded
 
     times = StageTimes()
     with times.timed("load"):
-        photo = run_stage("loading", load_image, path)
-    return prepare_photo(photo, path, name, detector, all_faces, index, times)
+        loaded = run_stage("loading", load_image_bounded, path, max_side)
+    faces = prepare_photo(loaded.image, path, name, detector, all_faces, index, times)
+    for f in faces:
+        f.scale = loaded.scale
+    return faces
 
 
 def upright_turns(lm68: np.ndarray, size: tuple[int, int]) -> int:
@@ -510,9 +532,9 @@ class Reconstructor:
             neutral_vertices=neutral[0].cpu().numpy(),
             albedo=albedo[0].cpu().numpy(),
             triangles=model.triangles.cpu().numpy(),
-            lm68=transform.to_original(lm_crop[0].cpu().numpy()),
-            detected_lm68=face.detected_lm68,
-            crop_to_original=np.asarray(transform.matrix_to_original),
+            lm68=face.to_photo(transform.to_original(lm_crop[0].cpu().numpy())),
+            detected_lm68=face.to_photo(face.detected_lm68),
+            crop_to_original=face.matrix_to_photo(transform.matrix_to_original),
             confidence=confidence,
             seconds=seconds,
         )
@@ -562,7 +584,7 @@ class Reconstructor:
             arrays["neutral_vertices"] = rec.neutral_vertices.astype(np.float32)
             # npz keys are the file format (users' files keep loading): landmarks68 holds lm68
             arrays["landmarks68"] = rec.lm68
-            arrays["detected_landmarks68"] = face.detected_lm68
+            arrays["detected_landmarks68"] = rec.detected_lm68
             meta = {
                 "detector": face.detector,
                 "model": model.name,
@@ -578,7 +600,7 @@ class Reconstructor:
             write_landmarks_json(
                 paths["landmarks"],
                 rec.lm68,
-                extra={"detected": face.detected_lm68.tolist(), "mean_error_px": err},
+                extra={"detected": rec.detected_lm68.tolist(), "mean_error_px": err},
                 overwrite=opts.overwrite,
             )
         return {
@@ -612,11 +634,13 @@ class Reconstructor:
             )
         render_img = out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
         mask = out.mask[0, 0].float().cpu().numpy()
+        crop_to_photo = face.aligned.transform.matrix_to_original  # to the working photo
         overlay, scale = overlay_on_photo(
-            face.photo, render_img, mask, rec.crop_to_original, self.options.overlay_size
+            face.photo, render_img, mask, crop_to_photo, self.options.overlay_size
         )
-        for points, color in ((face.detected_lm68, (0, 255, 0)), (rec.lm68, (255, 0, 0))):
-            overlay = draw_landmarks(overlay, (points + 0.5) * scale - 0.5, color=color)
+        to_work = np.asarray(face.scale) * scale  # photo file pixels -> overlay pixels
+        for points, color in ((rec.detected_lm68, (0, 255, 0)), (rec.lm68, (255, 0, 0))):
+            overlay = draw_landmarks(overlay, (points + 0.5) * to_work - 0.5, color=color)
         save_png(path, overlay, overwrite=self.options.overwrite)
 
 
@@ -1111,7 +1135,7 @@ def _run_locked(options, summary, paths, names, picked, summary_path, report, st
     taken = set(names)
 
     def prepare(i: int) -> list[PreparedFace]:
-        faces = prepare_image(paths[i], names[i], detector, options.all_faces, i)
+        faces = prepare_image(paths[i], names[i], detector, options.all_faces, i, options.max_side)
         if len(faces) > 1:  # NAME_faceK must not collide with another input's NAME
             faces = [dataclasses.replace(f, name=claim_name(f.name, taken)) for f in faces]
         return faces
