@@ -174,6 +174,14 @@ def _reconstruct_parser(sub) -> None:
         help="longer side of NAME_overlay.png (larger photos are scaled down; 0: full size)",
     )
     t.add_argument(
+        "--max-side",
+        type=int,
+        default=4096,
+        metavar="PX",
+        help="decode larger photos at most this many pixels a side (bounded memory; outputs "
+        "stay in the photo's own pixels)",
+    )
+    t.add_argument(
         "--batch-size",
         type=int,
         default=0,
@@ -306,9 +314,9 @@ def cmd_reconstruct(args) -> int:
         print("error: --views uses the largest face of each photo; drop --all-faces",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    if args.batch_size < 0 or args.workers < 1 or args.overlay_size < 0:
-        print("error: --batch-size and --overlay-size take N >= 0, --workers N >= 1",
-              file=sys.stderr)  # fmt: skip
+    if args.batch_size < 0 or args.workers < 1 or args.overlay_size < 0 or args.max_side < 256:
+        print("error: --batch-size and --overlay-size take N >= 0, --workers N >= 1, "
+              "--max-side N >= 256", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     options = ReconstructOptions(
         out_dir=args.out,
@@ -333,6 +341,7 @@ def cmd_reconstruct(args) -> int:
         outputs=parse_outputs(args.outputs),
         batch_size=args.batch_size,
         overlay_size=args.overlay_size,
+        max_side=args.max_side,
         workers=args.workers,
         resume=args.resume,
         strict_set=args.strict_set,
