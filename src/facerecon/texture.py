@@ -4,8 +4,8 @@ mirror-fill, and sample textures back onto renders.
 UV convention (as :mod:`facerecon.io.mesh`): ``uv (N, 2)`` per vertex, u right and v up in 0..1;
 texel row ``r`` holds ``v = 1 - (r + 0.5) / T``. A model's chart is :func:`chart_uv`: the
 cylindrical UV (:func:`facerecon.io.cylindrical_uv`) of its mean shape after a few smoothing
-steps, which make it one-to-one (bfm-lite's raw mean shape folds 98 triangles over in UV space,
-in the nostrils; every texel must hold one surface point).
+steps, which make it one-to-one (bfm-lite's raw mean shape folds triangles over in UV space,
+around the nostrils; every texel must hold one surface point).
 
 Baking (:func:`bake_photo`), per texel of the model's UV chart:
 
@@ -14,8 +14,9 @@ Baking (:func:`bake_photo`), per texel of the model's UV chart:
    full-resolution photo (the crop transform), where the colour is sampled bilinearly;
 2. it is *visible* when the crop's z-buffer holds the same surface there (depth within
    ``depth_tol``), and it is weighted by ``max(0, n . view)`` so that texels seen at grazing
-   angles count less; triangles folded against their neighbours (bfm-lite's nostrils, see
-   :func:`folded_triangles`) get weight 0;
+   angles count less; triangles folded against their neighbours
+   (:func:`facerecon.morphable.mesh.folded_triangles`; none on bfm-lite's mean shape since its
+   v2 triangulation) get weight 0;
 3. *delighting* divides by the fitted SH irradiance at the texel (clamped below at
    ``min_shading``), so the texture is albedo rather than a photo of the lighting.
 
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facerecon.morphable.mesh import folded_triangles
 from facerecon.render import CameraConfig, interpolate, project, rasterize, transform
 from facerecon.render.shading import sh_shading, vertex_normals
 
@@ -85,12 +87,13 @@ def chart_uv(vertices: np.ndarray, triangles: np.ndarray, smooth_iters: int = 5)
     adj.data[:] = 1.0
     walk = sp.diags(1.0 / np.maximum(np.asarray(adj.sum(1)).ravel(), 1.0)) @ adj
     directed = e[:, 0] * n + e[:, 1]
-    boundary = np.zeros(n, bool)
-    boundary[e[~np.isin(directed, e[:, 1] * n + e[:, 0]), 0]] = True
+    pinned = np.ones(n, bool)  # the boundary, and vertices no triangle uses, keep their place
+    pinned[t.ravel()] = False
+    pinned[e[~np.isin(directed, e[:, 1] * n + e[:, 0]), 0]] = True
     x = v.copy()
     for _ in range(smooth_iters):
         x = 0.5 * x + 0.5 * (walk @ x)
-        x[boundary] = v[boundary]
+        x[pinned] = v[pinned]
     lo, hi = v.min(axis=0), v.max(axis=0)
     return cylindrical_uv(x, axis=((lo[0] + hi[0]) / 2, hi[2] - (hi[0] - lo[0]) / 2))
 
@@ -113,35 +116,15 @@ def texel_fragments(uv: torch.Tensor, triangles: torch.Tensor, size: int):
                      triangles, size)  # fmt: skip
 
 
-def folded_triangles(vertices: np.ndarray, triangles: np.ndarray, cos_max: float = -0.5):
-    """``(F,)`` bool: triangles sharing an edge with a neighbour whose normal points the other
-    way (``cos < cos_max``), i.e. the mesh folds back on itself there (bfm-lite's reduced
-    triangulation does in the nostrils: 208 of 30111 triangles, 200 within 15 mm of the nose)."""
-    v = np.asarray(vertices, np.float64)
-    t = np.asarray(triangles, np.int64)
-    n = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    edges = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
-    face = np.tile(np.arange(len(t)), 3)
-    key = np.sort(edges, axis=1)
-    order = np.lexsort((key[:, 1], key[:, 0]))
-    key, face = key[order], face[order]
-    same = np.all(key[1:] == key[:-1], axis=1)
-    a, b = face[:-1][same], face[1:][same]
-    bad = np.einsum("ij,ij->i", n[a], n[b]) < cos_max
-    out = np.zeros(len(t), bool)
-    out[a[bad]] = True
-    out[b[bad]] = True
-    return out
-
-
-def mirror_vertices(vertices: np.ndarray) -> np.ndarray:
+def mirror_vertices(vertices: np.ndarray, triangles: np.ndarray | None = None) -> np.ndarray:
     """``(N,)`` index of each vertex's left/right partner: the vertex nearest to its mirror
-    image ``(-x, y, z)`` (the models are symmetric about ``x = 0`` in model space)."""
+    image ``(-x, y, z)`` (the models are symmetric about ``x = 0`` in model space); with
+    ``triangles (F, 3)`` only vertices on the surface (used by a triangle) are partners."""
     from scipy.spatial import cKDTree
 
     v = np.asarray(vertices, np.float64)
-    return cKDTree(v).query(v * np.array([-1.0, 1.0, 1.0]))[1].astype(np.int64)
+    pool = np.arange(len(v)) if triangles is None else np.unique(np.asarray(triangles))
+    return pool[cKDTree(v[pool]).query(v * np.array([-1.0, 1.0, 1.0]))[1]].astype(np.int64)
 
 
 def bake_photo(
