@@ -8,18 +8,19 @@ import torch
 
 from facerecon.render import CameraConfig, render
 from facerecon.texture import (
+    SOURCE_MIRRORED,
+    TextureConfig,
+    UVChart,
     bake_photo,
-    chart_uv,
     fill_texture,
     folded_triangles,
     mirror_vertices,
-    texel_fragments,
 )
 
 
 @pytest.fixture(scope="module")
 def chart(model):
-    return torch.from_numpy(chart_uv(model.mean_shape.numpy(), model.triangles.numpy())).float()
+    return UVChart.of_model(model)
 
 
 def _uv_area(uv: np.ndarray, tri: np.ndarray) -> np.ndarray:
@@ -33,9 +34,9 @@ def test_chart_is_one_to_one_and_raw_cylinder_is_not(model, chart):
     from facerecon.io import cylindrical_uv
 
     tri = model.triangles.numpy()
-    assert (_uv_area(chart.numpy(), tri) > 0).all()
+    assert (_uv_area(chart.uv, tri) > 0).all()
     assert (_uv_area(cylindrical_uv(model.mean_shape.numpy()), tri) < 0).sum() > 0
-    assert chart.min() >= 0 and chart.max() <= 1
+    assert chart.uv.min() >= 0 and chart.uv.max() <= 1
 
 
 def test_folded_triangles_finds_a_fold():
@@ -76,23 +77,22 @@ def test_bake_recovers_the_albedo_of_a_render(model, chart):
         out = render(v, albedo, model.triangles, parts["angles"], parts["trans"], gamma, cam)
     photo = (out.image[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     M = np.array([[1.0, 0, 0], [0, 1.0, 0]])  # the crop is the photo
-    pose = (v[0], parts["angles"][0], parts["trans"][0], gamma[0], M, model.triangles, chart, 256)
-    baked = bake_photo(photo, *pose, irradiance_blur=0.0, shadow_floor=0.0)
-    from facerecon.render import interpolate
-
-    truth = interpolate(albedo.float(), texel_fragments(chart, model.triangles, 256),
-                        model.triangles)[0].numpy()  # fmt: skip
+    pose = (v[0], parts["angles"][0], parts["trans"][0], gamma[0], M, chart, 256)
+    exact = TextureConfig(irradiance_blur=0.0, shadow_floor=0.0)
+    baked = bake_photo(photo, *pose, config=exact)
+    truth = chart.bake_colors(albedo[0].clamp(0, 1), 256)
     good = baked.weight > 0.6
     assert good.mean() > 0.2
-    err = np.abs(baked.color[good] - np.clip(truth[good], 0, 1)).mean()
-    lit = bake_photo(photo, *pose, delight=False).color
-    lit_err = np.abs(lit[good] - np.clip(truth[good], 0, 1)).mean()
+    err = np.abs(baked.color[good] - truth[good]).mean()
+    lit = bake_photo(photo, *pose, config=TextureConfig(delight=False)).color
+    lit_err = np.abs(lit[good] - truth[good]).mean()
     assert err < 0.02 and lit_err > 2 * err, (err, lit_err)
+    # the gain is the light's mean irradiance on the seen face: photo ~ albedo x gain
+    ratio = lit[good].mean(0) / truth[good].mean(0)
+    np.testing.assert_allclose(baked.gain, ratio, rtol=0.1)
     # the far side of the turned face is not seen; the mirror fill covers it
-    tex, source = fill_texture(
-        baked, chart, model.triangles, mirror_vertices(model.mean_shape.numpy())
-    )
-    assert tex.shape == (256, 256, 3) and (source == 1).sum() > 0.05 * baked.cover.sum()
+    tex, source = fill_texture(baked, chart, truth, exact)
+    assert tex.shape == (256, 256, 3) and (source == SOURCE_MIRRORED).sum() > 0.05 * good.size
 
 
 def test_photo_albedo_renders_keep_geometry_and_labels(model):

@@ -127,6 +127,23 @@ def _reconstruct_parser(sub) -> None:
         default=None,
         help="PGN weights for --method pgn (default: the ones shipped for the model)",
     )
+    p.add_argument(
+        "--texture",
+        default="photo",
+        choices=["photo", "model"],
+        help="NAME_texture.png (OBJ/MTL, GLB): photo (default): the person's own, baked from the "
+        "photo(s), delit, mirror-filled, blended into the model albedo where no photo saw the "
+        "face (with --set / --views: all photos blended); model: the fitted model albedo",
+    )
+    p.add_argument(
+        "--texture-size", type=int, default=1024, choices=[512, 1024, 2048], help="texels per side"
+    )
+    p.add_argument(
+        "--no-delight",
+        dest="texture_delight",
+        action="store_false",
+        help="keep the photo texture as lit (default: divided by the fitted SH lighting)",
+    )
     v = p.add_argument_group("video (PATH is a clip: .mp4, .mov, .avi, .mkv, .webm)")
     v.add_argument("--fps", type=float, default=None, help="frames per second kept (default all)")
     v.add_argument("--max-frames", type=int, default=None, help="stop after N kept frames")
@@ -245,6 +262,9 @@ def cmd_reconstruct(args) -> int:
         perceptual=args.perceptual,
         fast=args.fast,
         report=args.report,
+        texture=args.texture,
+        texture_size=args.texture_size,
+        texture_delight=args.texture_delight,
     )
     summary = run(args.views or args.paths, options, show_progress=not args.quiet)
     for source, message in summary.failed:

@@ -56,6 +56,11 @@ class ReconstructOptions:
     fast: bool = False
     report: bool = True
     rasterizer: str = "torch"  # facerecon.render.rasterize backend: torch, nvdiffrast or auto
+    # NAME_texture.png (OBJ/MTL, GLB): "photo", the person's own, baked from the photo(s)
+    # (facerecon.texture.photo_texture), or "model", the fitted model albedo
+    texture: str = "photo"
+    texture_size: int = 1024  # texels per side
+    texture_delight: bool = True  # photo texture divided by the fitted SH light (False: as lit)
 
 
 @dataclass
@@ -298,7 +303,11 @@ class Reconstructor:
             raise FaceReconError("--device cuda asked for, but torch sees no CUDA device")
         self.device = torch.device(options.device)
         self.model = load_face_model(options.model, device=self.device)
-        self._uv = None
+        if options.texture not in ("photo", "model"):
+            raise FaceReconError(f"--texture must be photo or model, got {options.texture!r}")
+        self._chart = None
+        # the blended texture of the faces of a set (write_joint_fit sets it while it writes)
+        self.shared_texture = None
         self.method = build_method(options.method, method_spec(options), self.model)
 
     def estimate(self, faces: list[PreparedFace], shared_identity: bool):
@@ -349,20 +358,41 @@ class Reconstructor:
             seconds=seconds,
         )
 
-    def uv(self) -> np.ndarray:
-        """``(N, 2)`` texture coordinates of the model, the same for every face it makes."""
-        if self._uv is None:
-            from facerecon.io import cylindrical_uv
+    def chart(self):
+        """The model's :class:`facerecon.texture.UVChart` (built on first use, then shared by
+        every face: UV, texel maps, mirror map)."""
+        if self._chart is None:
+            from facerecon.texture import UVChart
 
-            self._uv = cylindrical_uv(self.model.mean_shape.cpu().numpy())
-        return self._uv
+            self._chart = UVChart.of_model(self.model)
+        return self._chart
+
+    def uv(self) -> np.ndarray:
+        """``(N, 2)`` texture coordinates of the model (its one-to-one chart), the same for
+        every face it makes."""
+        return self.chart().uv
+
+    def photo_texture(self, faces: list[PreparedFace], recs: list[Reconstruction]):
+        """The :class:`facerecon.texture.FaceTexture` of one face from its photo(s): one
+        ``(face, rec)`` per photo (a set's or views' photos are blended)."""
+        from facerecon.texture import PhotoView, TextureConfig, photo_texture
+
+        opts = self.options
+        cfg = TextureConfig(size=opts.texture_size, delight=opts.texture_delight)
+        views = []
+        for f, r in zip(faces, recs, strict=True):
+            p = r.parts
+            views.append(PhotoView(f.photo, r.vertices, p["angles"], p["trans"], p["gamma"],
+                                   r.crop_to_original))  # fmt: skip
+        albedo = np.mean([np.clip(r.albedo, 0.0, 1.0) for r in recs], axis=0)
+        return photo_texture(self.chart(), views, albedo, cfg)
 
     def write(self, face: PreparedFace, rec: Reconstruction) -> dict:
         """Write every per-face output of ``rec``; returns a summary dict for the report."""
         from facerecon.io import (
-            bake_vertex_colors_to_texture,
             draw_landmarks,
             overlay_image,
+            png_bytes,
             save_coefficients,
             save_png,
             warp_to_original,
@@ -387,20 +417,26 @@ class Reconstructor:
                 CameraConfig(),
             )
         tri, verts, colors = rec.triangles, rec.vertices, np.clip(rec.albedo, 0.0, 1.0)
-        # OBJ: vertex colours (MeshLab) plus a UV texture map (Blender, Unity ignore vertex colours)
-        texture = bake_vertex_colors_to_texture(self.uv(), tri, colors, size=1024)
-        write_obj(
-            paths["obj"],
-            verts,
-            tri,
-            colors=colors,
-            uv=self.uv(),
-            texture=texture,
-            overwrite=opts.overwrite,
-        )
-        write_glb(paths["glb"], verts, tri, colors=colors, overwrite=opts.overwrite)
+        chart, uv = self.chart(), self.uv()
+        # OBJ: vertex colours (MeshLab) plus a UV texture map (Blender, Unity ignore vertex
+        # colours); GLB: the texture as its material's base colour (photo), or vertex colours
+        if opts.texture == "photo":
+            tex = self.shared_texture or self.photo_texture([face], [rec])
+            texture = png_bytes(tex.image)
+            colors = chart.vertex_colors(tex.image)
+            write_glb(paths["glb"], verts, tri, uv=uv, texture=texture, overwrite=opts.overwrite)
+            texture_info = {"texture": "photo", "texture_seen": round(tex.seen, 3),
+                            "texture_seconds": round(tex.seconds, 3)}  # fmt: skip
+            gain = tex.gain
+        else:
+            texture = png_bytes(chart.bake_colors(colors, opts.texture_size))
+            write_glb(paths["glb"], verts, tri, colors=colors, overwrite=opts.overwrite)
+            texture_info = {"texture": "model"}
+            gain = None
+        write_obj(paths["obj"], verts, tri, colors=colors, uv=uv, texture=texture,
+                  overwrite=opts.overwrite)  # fmt: skip
         # identity with expression 0 (what NoW-style benchmarks score), same colours and UVs
-        write_obj(paths["neutral"], rec.neutral_vertices, tri, colors=colors, uv=self.uv(),
+        write_obj(paths["neutral"], rec.neutral_vertices, tri, colors=colors, uv=uv,
                   overwrite=opts.overwrite)  # fmt: skip
 
         h, w = face.photo.shape[:2]
@@ -417,6 +453,8 @@ class Reconstructor:
         arrays["coeffs"] = rec.coeffs
         arrays["crop_to_original"] = rec.crop_to_original
         arrays["neutral_vertices"] = rec.neutral_vertices.astype(np.float32)
+        if gain is not None:  # NAME_texture.png / 255 / texture_gain: the albedo (model units)
+            arrays["texture_gain"] = np.asarray(gain, np.float32)
         # npz keys are the file format (users' files keep loading): landmarks68 holds lm68 pixels
         arrays["landmarks68"] = rec.lm68
         arrays["detected_landmarks68"] = face.detected_lm68
@@ -445,6 +483,7 @@ class Reconstructor:
             "seconds": rec.seconds,
             "landmark_error_px": err,
             "detector": face.detector,
+            **texture_info,
         }
 
 
@@ -729,7 +768,8 @@ def write_joint_fit(
     fail: Callable[[Path, str, str], None],
 ) -> None:
     """One shared identity for ``faces``; a failed fit fails every face, a failed write
-    only its face."""
+    only its face. With ``--texture photo`` every face gets the texture of all the photos,
+    blended by their visibility weights (:func:`facerecon.texture.photo_texture`)."""
     start = time.perf_counter()
     stage = "joint " + recon.method.stage
     try:
@@ -740,11 +780,20 @@ def write_joint_fit(
         return
     seconds = (time.perf_counter() - start) / len(faces)
     conf = [None] * len(faces) if result.confidences is None else result.confidences.tolist()
-    for face, coeffs, c in zip(faces, result.coeffs, conf, strict=True):
+    if recon.options.texture == "photo":  # one texture from all photos, for every face
+        recs = [recon.reconstruction(f, c) for f, c in zip(faces, result.coeffs, strict=True)]
         try:
-            summary.written.append(write_face(recon, face, coeffs, seconds, c))
-        except FaceReconError as exc:
-            fail(face.source, f"{face.name}: {exc}", str(face.source))
+            recon.shared_texture = run_stage("texturing", recon.photo_texture, faces, recs)
+        except FaceReconError:
+            recon.shared_texture = None  # each face is textured from its own photo instead
+    try:
+        for face, coeffs, c in zip(faces, result.coeffs, conf, strict=True):
+            try:
+                summary.written.append(write_face(recon, face, coeffs, seconds, c))
+            except FaceReconError as exc:
+                fail(face.source, f"{face.name}: {exc}", str(face.source))
+    finally:
+        recon.shared_texture = None
 
 
 def write_summary(path: Path, summary: RunSummary, overwrite: bool) -> Path:
