@@ -124,7 +124,7 @@ class TextureConfig:
     prefer_mirror: float = 2.0
     hole_fraction: float = 0.002
     inpaint_radius: int = 5
-    blend_size: int = 256
+    blend_size: int = 128
 
 
 @dataclass
@@ -246,13 +246,16 @@ def mirror_vertices(vertices: np.ndarray, triangles: np.ndarray | None = None) -
 
 @dataclass
 class TexelMap:
-    """Which surface point each texel of a ``size`` x ``size`` texture holds (``K`` texels
-    inside the chart).
+    """Which surface point each texel of a ``size`` x ``size`` texture holds: the ``K``
+    texels inside the chart and a ring of texels around it (``RING`` wide), which take the
+    triangle of their nearest chart texel with extrapolated barycentrics, so that maps built
+    from them can be resampled up to the chart's edge without pulling in the outside.
 
     Attributes:
         size: texture side ``S``.
         cover: ``(S, S)`` bool, texels inside the chart.
         pix: ``(K,)`` int64 flat texel index ``row * S + col``.
+        inside: ``(K,)`` bool, the texel is inside the chart (False: the ring).
         face: ``(K,)`` int64 triangle; corners ``(K, 3)`` int64 its vertices; bary ``(K, 3)``
             float32 barycentrics (linear in UV).
     """
@@ -260,9 +263,12 @@ class TexelMap:
     size: int
     cover: np.ndarray
     pix: torch.Tensor
+    inside: torch.Tensor
     face: torch.Tensor
     corners: torch.Tensor
     bary: torch.Tensor
+
+    RING = 2
 
     def interpolate(self, attrs: torch.Tensor) -> torch.Tensor:
         """Per-vertex ``attrs (N, C)`` at the texels: ``(K, C)``."""
@@ -270,26 +276,47 @@ class TexelMap:
         vals = attrs.index_select(0, self.corners.reshape(-1)).view(k, 3, c)
         return torch.einsum("kjc,kj->kc", vals, self.bary.to(attrs.dtype))
 
-    def image(self, values: torch.Tensor | np.ndarray, fill: float = 0.0) -> np.ndarray:
-        """Texel values ``(K, C)`` as an image ``(S, S, C)`` float32 (``fill`` outside)."""
+    def image(self, values: torch.Tensor | np.ndarray, fill: float | np.ndarray = 0.0):
+        """Texel values ``(K, C)`` as an image ``(S, S, C)`` float32 (``fill``, a number or
+        ``(C,)``, beyond the ring)."""
         vals = torch.as_tensor(values).to(torch.float32)
-        out = torch.full((self.size * self.size, vals.shape[-1]), fill, dtype=torch.float32)
+        out = torch.empty((self.size * self.size, vals.shape[-1]), dtype=torch.float32)
+        out[:] = torch.as_tensor(np.asarray(fill, np.float32))
         out.index_copy_(0, self.pix, vals)
         return out.view(self.size, self.size, -1).numpy()
 
+    @classmethod
+    def of_chart(cls, uv: np.ndarray, triangles: np.ndarray, size: int) -> TexelMap:
+        """Rasterize the chart ``uv (N, 2)`` / ``triangles (F, 3)`` at ``size`` (module
+        docstring), with the ring."""
+        from scipy.ndimage import distance_transform_edt
 
-def _extend(image: np.ndarray, mask: np.ndarray, steps: int = 2) -> np.ndarray:
-    """``image (S, S, C)`` grown ``steps`` texels beyond ``mask (S, S)`` (mean of the 3 x 3
-    known neighbours), so that bilinear resampling does not pull in what lies outside."""
-    known = mask.astype(np.float32)
-    img = image.astype(np.float32) * known[..., None]
-    for _ in range(steps):
-        total = cv2.boxFilter(img, -1, (3, 3), normalize=False).reshape(img.shape)
-        count = cv2.boxFilter(known, -1, (3, 3), normalize=False)
-        grow = ((known == 0) & (count > 0))[..., None]
-        img = np.where(grow, total / np.maximum(count, 1.0)[..., None], img)
-        known = np.maximum(known, (count > 0).astype(np.float32))
-    return img
+        tri = torch.from_numpy(np.asarray(triangles, np.int64))
+        with torch.no_grad():
+            frag = texel_fragments(torch.from_numpy(uv).to(torch.float32), tri, size)
+        flat = frag.face_idx[0].reshape(-1)
+        cover = (flat >= 0).view(size, size).numpy()
+        pix_in = (flat >= 0).nonzero().squeeze(1)
+        bary_in = frag.bary[0].reshape(-1, 3).index_select(0, pix_in).to(torch.float32)
+        dist, (iy, ix) = distance_transform_edt(~cover, return_indices=True)
+        ring = ~cover & (dist <= cls.RING)
+        pix_ring = np.flatnonzero(ring)
+        face_ring = flat.numpy()[(iy * size + ix).ravel()[pix_ring]]
+        corners = uv_to_texel(torch.from_numpy(uv[triangles[face_ring]]), size).numpy()
+        p = np.stack([pix_ring % size, pix_ring // size], axis=1).astype(np.float64)
+        a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
+        v0, v1, v2 = b - a, c - a, p - a
+        den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
+        den = np.where(np.abs(den) > 1e-12, den, 1e-12)
+        w1 = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
+        w2 = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
+        bary_ring = torch.from_numpy(np.stack([1 - w1 - w2, w1, w2], 1).astype(np.float32))
+        pix = torch.cat([pix_in, torch.from_numpy(pix_ring)])
+        face = torch.cat([flat.index_select(0, pix_in), torch.from_numpy(face_ring)])
+        inside = torch.zeros(len(pix), dtype=torch.bool)
+        inside[: len(pix_in)] = True
+        return cls(size, cover, pix, inside, face, tri.index_select(0, face),
+                   torch.cat([bary_in, bary_ring]))  # fmt: skip
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -322,6 +349,7 @@ class UVChart:
         self._maps: dict[int, TexelMap] = {}
         self._cover: dict[int, np.ndarray] = {}
         self._mirror_xy: dict[int, np.ndarray] = {}
+        self._mirror_maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def of_model(cls, model, work_size: int = 512) -> UVChart:
@@ -337,17 +365,7 @@ class UVChart:
     def texels(self, size: int) -> TexelMap:
         """The :class:`TexelMap` of a ``size`` texture (rasterized once, then cached)."""
         if size not in self._maps:
-            uv = torch.from_numpy(self.uv).to(torch.float32)
-            with torch.no_grad():
-                frag = texel_fragments(uv, self._triangles_t, size)
-            flat = frag.face_idx[0].reshape(-1)
-            pix = (flat >= 0).nonzero().squeeze(1)
-            face = flat.index_select(0, pix)
-            bary = frag.bary[0].reshape(-1, 3).index_select(0, pix).to(torch.float32)
-            self._maps[size] = TexelMap(
-                size, (flat >= 0).view(size, size).numpy(), pix, face,
-                self._triangles_t.index_select(0, face), bary,
-            )  # fmt: skip
+            self._maps[size] = TexelMap.of_chart(self.uv, self.triangles, size)
         return self._maps[size]
 
     def cover(self, size: int) -> np.ndarray:
@@ -357,26 +375,14 @@ class UVChart:
             self._cover[size] = _resize(work.astype(np.float32)[..., None], size)[..., 0] > 0.5
         return self._cover[size]
 
-    def upsample(self, image: np.ndarray, size: int, extend: np.ndarray | None = None):
-        """A work-grid image ``(S, S, C)`` at ``size``; with ``extend (S, S)`` bool it is first
-        grown beyond that mask (so that the chart's edge keeps its values)."""
-        if extend is not None and image.shape[0] != size:
-            image = _extend(image, extend)
-        return _resize(image, size)
-
     def bake_colors(self, colors: np.ndarray | torch.Tensor, size: int) -> np.ndarray:
         """Per-vertex ``colors (N, 3)`` in 0..1 as a texture ``(size, size, 3)`` float32 (the
-        model's albedo as a texture); outside the chart the edge colours grow outwards, then
-        the mean colour. Cost: one interpolation on the cached work grid and a resize."""
+        model's albedo as a texture; the mean colour away from the chart). Cost: one
+        interpolation on the cached work grid and a resize."""
         tm = self.texels(self.work(size))
-        col = torch.as_tensor(np.asarray(colors, np.float32))
-        img = tm.image(tm.interpolate(col))
-        steps = 2
-        img = _extend(img, tm.cover, steps)
-        grown = cv2.dilate(tm.cover.astype(np.uint8), np.ones((2 * steps + 1,) * 2, np.uint8))
-        if tm.cover.any():
-            img[grown == 0] = img[tm.cover].mean(axis=0)
-        return np.clip(_resize(img, size), 0.0, 1.0)
+        col = tm.interpolate(torch.as_tensor(np.asarray(colors, np.float32)))
+        mean = col[tm.inside].mean(dim=0).numpy() if bool(tm.inside.any()) else 0.5
+        return np.clip(_resize(tm.image(col, fill=mean), size), 0.0, 1.0)
 
     def mirror_xy(self, size: int) -> np.ndarray:
         """``(size, size, 2)`` float32 texel coordinates (x, y) of each texel's mirror texel
@@ -385,9 +391,15 @@ class UVChart:
             tm = self.texels(self.work(size))
             muv = torch.from_numpy(self.uv[self.mirror]).to(torch.float32)
             xy = uv_to_texel(tm.interpolate(muv), size)
-            img = tm.image(xy, fill=-1.0)
-            self._mirror_xy[size] = self.upsample(img, size, extend=tm.cover)
+            self._mirror_xy[size] = _resize(tm.image(xy, fill=-1.0), size)
         return self._mirror_xy[size]
+
+    def mirror_maps(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`mirror_xy` as OpenCV fixed-point maps (``cv2.remap``'s faster form)."""
+        if size not in self._mirror_maps:
+            xy = self.mirror_xy(size)
+            self._mirror_maps[size] = cv2.convertMaps(xy[..., 0], xy[..., 1], cv2.CV_16SC2)
+        return self._mirror_maps[size]
 
     def vertex_colors(self, texture: np.ndarray) -> np.ndarray:
         """``(N, 3)`` float in 0..1: a texture ``(T, T, 3)`` uint8 sampled at the vertices."""
@@ -448,9 +460,9 @@ def bake_photo(
         view = torch.tensor([0.0, 0.0, cam.cam_dist]) - scene
         facing = (normals * view).sum(-1) / view.norm(dim=-1).clamp(min=1e-9)
         shading = sh_shading(normals, light)
-        attrs = torch.cat([uvo, zc[0], depth[0, :, None], facing[0, :, None], shading[0]], -1)
+        attrs = torch.cat([uvo, zc[0], depth[0, :, None], facing[0, :, None]], -1)
         work = chart.texels(chart.work(size))
-        vals = work.interpolate(attrs)  # (K, 9)
+        vals = work.interpolate(attrs)  # (K, 6)
         cxy = vals[:, 2:4].round().long()
         inside = ((cxy >= 0) & (cxy < S)).all(dim=1)
         flat = (cxy[:, 1].clamp(0, S - 1) * S + cxy[:, 0].clamp(0, S - 1)).reshape(-1)
@@ -460,33 +472,31 @@ def bake_photo(
         h, w = photo.shape[:2]
         x, y = vals[:, 0], vals[:, 1]
         in_photo = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
-        weight = visible.float() * in_photo.float() * vals[:, 5].clamp(0, 1)
+        weight = (visible & in_photo & work.inside).float() * vals[:, 5].clamp(0, 1)
         if exclude is None:
             exclude = folded_triangles(v.numpy(), chart.triangles, pairs=chart.pairs)
         excl = torch.as_tensor(np.asarray(exclude, bool))
         weight = weight * (~excl.index_select(0, work.face)).float()
-    cover_w = work.cover
-    xy_img = chart.upsample(work.image(vals[:, 0:2]), size, extend=cover_w)
-    weight_img = chart.upsample(work.image(weight[:, None]), size)[..., 0]
+    xy_img = _resize(work.image(vals[:, 0:2]), size)
+    weight_img = _resize(work.image(weight[:, None]), size)[..., 0]
     cover = chart.cover(size)
     weight_img = np.clip(weight_img, 0.0, 1.0) * cover
     color = cv2.remap(photo, xy_img[..., 0], xy_img[..., 1], cv2.INTER_LINEAR,
                       borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
     color = color.astype(np.float32) * np.float32(1.0 / 255.0)
-    wk = weight.numpy()
-    irr_k = vals[:, 6:9].numpy()
-    lum = irr_k.mean(axis=1)[wk > 0]
+    # the irradiance is smooth: on a quarter grid (with the weights), blurred, upsampled
+    coarse = chart.texels(max(chart.work(size) // 4, 16))
+    with torch.no_grad():
+        irr = coarse.image(coarse.interpolate(shading[0]))
+    wc = _resize(work.image(weight[:, None]), coarse.size)[..., 0] * coarse.cover
+    lum = irr.mean(axis=-1)[wc > 0]
     floor = max(cfg.min_shading, cfg.shadow_floor * float(np.median(lum))) if lum.size else 1.0
-    irr_k = np.maximum(irr_k, floor)
-    gain = (wk @ irr_k) / wk.sum() if wk.sum() > 0 else np.ones(3)
+    lit = np.maximum(irr, floor)
+    gain = (wc.ravel() @ lit.reshape(-1, 3)) / wc.sum() if wc.sum() > 0 else np.ones(3)
     if cfg.delight:
-        # the irradiance is smooth: on a quarter grid, blurred, upsampled
-        coarse = chart.texels(max(chart.work(size) // 4, 16))
-        with torch.no_grad():
-            irr = coarse.image(coarse.interpolate(shading[0]))
         irr = _smooth(irr, coarse.cover, cfg.irradiance_blur * coarse.size / 512.0)
-        irr = chart.upsample(np.maximum(irr, floor), size, extend=coarse.cover)
-        color = np.clip(color / np.maximum(irr, floor), 0.0, 1.0)
+        irr = np.maximum(_resize(np.maximum(irr, floor), size), floor)
+        color = np.clip(np.divide(color, irr, out=color), 0.0, 1.0, out=color)
     return BakedTexture(color, weight_img.astype(np.float32), cover, gain.astype(np.float64))
 
 
@@ -520,7 +530,8 @@ def _poisson_offset(
     """``(T, T, 3)`` float32 colour offset that makes ``albedo + offset`` continue ``image``
     where ``known (T, T)`` is False: the Poisson solution (OpenCV seamless cloning) with the
     albedo's gradients inside and ``image`` on the border, solved at ``size`` (the offset is
-    smooth), upsampled."""
+    smooth), upsampled. A texture is one piece: the texels of the chart and those outside it
+    (which only texture filtering reads) are filled alike."""
     T = albedo.shape[0]
     a = _resize(albedo, size)
     k = _resize(known.astype(np.float32)[..., None], size)[..., 0]
@@ -542,7 +553,8 @@ def _poisson_offset(
     q = cv2.seamlessClone(a8, p8, mask, (x0 + w // 2, y0 + h // 2), cv2.NORMAL_CLONE)
     off = q[pad:-pad, pad:-pad].astype(np.float32) / 255.0 - a
     off[~inside] = (p - a)[~inside]
-    return _resize(off, T)
+    # softened by a texel of the coarse grid: no staircase along its mask's edge upsampled
+    return _resize(cv2.GaussianBlur(off, (0, 0), 1.0), T)
 
 
 def fill_texture(
@@ -569,16 +581,14 @@ def fill_texture(
     T = baked.color.shape[0]
     cover, w = baked.cover, baked.weight
     seen = w >= cfg.min_weight
-    mxy = chart.mirror_xy(T)
-    mcol = cv2.remap(baked.color, mxy[..., 0], mxy[..., 1], cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-    mw = cv2.remap(w, mxy[..., 0], mxy[..., 1], cv2.INTER_LINEAR,
-                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
+    m1, m2 = chart.mirror_maps(T)
+    mcol = cv2.remap(baked.color, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mw = cv2.remap(w, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     # the mirror texel wins where it was seen and this one was not, or was seen much more
     # obliquely (the far side of a turned face, where the fitted silhouette is least sure)
     better = (mw >= cfg.prefer_mirror * np.maximum(w, 1e-6)) & (mw >= 0.3)
     use = cover & (mw >= cfg.min_weight) & (~seen | better)
-    out = np.where(use[..., None], mcol, baked.color)
+    out = cv2.copyTo(mcol, use.astype(np.uint8), baked.color.copy())
     conf = np.where(use, mw, np.where(seen, w, 0.0)).astype(np.float32)
     source = np.where(use, SOURCE_MIRRORED, np.where(seen, SOURCE_SEEN, SOURCE_OUTSIDE))
     source = source.astype(np.uint8)
@@ -587,31 +597,34 @@ def fill_texture(
         mean = out[known].mean(axis=0) if known.any() else np.full(3, 0.5, np.float32)
         albedo = np.broadcast_to(mean, out.shape).astype(np.float32)
     albedo = np.asarray(albedo, np.float32)
-    # small unseen patches inside the chart: inpainted from around them (OpenCV Telea)
-    unseen = (cover & ~known).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(unseen, connectivity=8)
+    # small unseen patches inside the chart (eye corners, nostrils): inpainted from around them
+    # (OpenCV Telea), on a half-size grid (they are small and smooth), then upsampled
+    h = max(T // 2, 1)
+    unseen = cv2.resize((cover & ~known).astype(np.uint8), (h, h), interpolation=cv2.INTER_AREA)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((unseen > 0).astype(np.uint8), 8)
     small = np.zeros(n, bool)
-    small[1:] = stats[1:, cv2.CC_STAT_AREA] < cfg.hole_fraction * cover.sum()
-    holes = small[labels]
-    r = 2 * cfg.inpaint_radius + 2
-    for k in np.flatnonzero(small):
-        x, y, bw, bh = stats[k, :4]
-        win = np.s_[max(y - r, 0) : y + bh + r, max(x - r, 0) : x + bw + r]
-        ctx = np.where(known[win][..., None], out[win], albedo[win])
-        ctx8 = np.round(np.clip(ctx, 0, 1) * 255).astype(np.uint8)
-        hole = (labels[win] == k).astype(np.uint8)
-        img = cv2.inpaint(ctx8, hole, cfg.inpaint_radius, cv2.INPAINT_TELEA)
-        out[win][hole > 0] = img[hole > 0].astype(np.float32) / 255.0
-    conf[holes] = 1.0
-    source[holes] = SOURCE_INPAINTED
+    small[1:] = stats[1:, cv2.CC_STAT_AREA] < cfg.hole_fraction * cover.sum() / 4
+    if small.any():
+        holes_h = small[labels].astype(np.uint8)
+        ctx = np.where(known[..., None], out, albedo)
+        ctx8 = np.round(np.clip(_resize(ctx, h), 0, 1) * 255).astype(np.uint8)
+        radius = max(cfg.inpaint_radius // 2, 1)
+        filled = cv2.inpaint(ctx8, holes_h, radius, cv2.INPAINT_TELEA)
+        holes = cover & ~known & (_resize(holes_h[..., None].astype(np.float32), T)[..., 0] > 0)
+        up = _resize(filled.astype(np.float32) * np.float32(1 / 255), T)
+        out = cv2.copyTo(up, holes.astype(np.uint8), out)
+        conf[holes] = 1.0
+        source[holes] = SOURCE_INPAINTED
     # how far each texel keeps its own colour; the rest is the albedo, Poisson-blended
     keep = np.clip((conf - cfg.min_weight) / max(cfg.full_weight - cfg.min_weight, 1e-6), 0, 1)
-    offset = _poisson_offset(albedo, out, keep >= 0.5, min(cfg.blend_size, T))
-    fill = albedo + offset
-    final = fill + keep[..., None] * (out - fill)
+    fill = _poisson_offset(albedo, out, keep >= 0.5, min(cfg.blend_size, T))
+    fill += albedo
+    out -= fill  # final = fill + keep x (out - fill), in place
+    out *= keep[..., None]
+    out += fill
     source[cover & (keep < 0.5)] = SOURCE_ALBEDO
     source[~cover] = SOURCE_OUTSIDE
-    return np.clip(final, 0.0, 1.0), source
+    return np.clip(out, 0.0, 1.0, out=out), source
 
 
 def photo_texture(
