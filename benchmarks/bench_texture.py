@@ -20,6 +20,7 @@ the default method ``auto``, ``Reconstructor.photo_texture`` at 1024 texels).
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -69,7 +70,7 @@ def photometric(recon, face, rec, texture) -> tuple[float, float]:
     uv = torch.from_numpy(recon.uv()).float()
     with torch.no_grad():
         out = render(v, albedo, model.triangles, p["angles"], p["trans"], p["gamma"], cam)
-        img, face_idx = render_textured(
+        img, _ = render_textured(
             v, tex, uv, model.triangles, p["angles"], p["trans"], p["gamma"], cam
         )
         mask = skin_attention(skin_probability(crop)) * front_pixels(model, out.face_idx)[:, None]
@@ -78,22 +79,31 @@ def photometric(recon, face, rec, texture) -> tuple[float, float]:
     return float(e_model), float(e_tex)
 
 
+def _row(section: str, name: str, value: float, unit: str, notes: str) -> dict:
+    return {"section": section, "name": name, "value": value, "unit": unit, "notes": notes}
+
+
 def run(quick: bool = False) -> list[dict]:
     from facerecon.detect import detector_for, load_image
     from facerecon.io import bake_vertex_colors_to_texture, cylindrical_uv, png_bytes
-    from facerecon.pipeline import Reconstructor, ReconstructOptions, prepare_photo
+    from facerecon.pipeline import ReconstructOptions, Reconstructor, prepare_photo
     from facerecon.texture import UVChart
 
+    err_s, time_s, bake_s = (
+        "Photo texture: photometric error",
+        "Photo texture: time per photo",
+        "Albedo texture bake",
+    )
     rows: list[dict] = []
     recon = Reconstructor(ReconstructOptions(report=False))
     detector = detector_for("auto")
     t0 = time.perf_counter()
     chart = recon.chart()
-    chart.texels(chart.work_size)
-    chart.mirror_xy(1024)
+    chart.mirror_maps(1024)
     first = 1e3 * (time.perf_counter() - t0)
     reps = 3 if quick else 7
-    reductions, ms = [], {1024: [], 2048: []}
+    reductions: list[float] = []
+    ms: dict[int, list[tuple[float, float]]] = {1024: [], 2048: []}
     for name, path in _photos():
         (face, *_) = prepare_photo(load_image(path), path, name, detector, False)
         est = recon.estimate([face], shared_identity=False)
@@ -102,35 +112,33 @@ def run(quick: bool = False) -> list[dict]:
         e_model, e_tex = photometric(recon, face, rec, texture)
         red = 100.0 * (1.0 - e_tex / e_model)
         reductions.append(red)
-        rows.append({"section": "Photo texture: photometric error", "name": name,
-                     "value": red, "unit": "% lower",
-                     "notes": f"photo texture {e_tex:.4f} vs model albedo {e_model:.4f} (loss "
-                              f"term, skin attention x front face, 224 crop); {recon.options.method}; "
-                              f"{100 * texture.seen:.0f} % of the chart seen; goal >= 40 %"})  # fmt: skip
+        notes = (
+            f"photo texture {e_tex:.4f} vs model albedo {e_model:.4f} (the loss's term, skin "
+            f"attention x front face, 224 crop); method {recon.options.method}; "
+            f"{100 * texture.seen:.0f} % of the chart seen; goal >= 40 %"
+        )
+        rows.append(_row(err_s, name, red, "% lower", notes))
         for size in (1024, 2048):
             recon.options.texture_size = size
-            wall, cpu = _timed(lambda: recon.photo_texture([face], [rec]), reps)
+            wall, cpu = _timed(functools.partial(recon.photo_texture, [face], [rec]), reps)
             ms[size].append((wall, cpu))
-            png = _timed(lambda: png_bytes(texture.image), reps)[0] if size == 1024 else None
             note = f"thread CPU {cpu:.0f} ms; median of {reps}"
-            if png is not None:
+            if size == 1024:
+                png = _timed(functools.partial(png_bytes, texture.image), reps)[0]
                 note += f"; PNG encoding another {png:.0f} ms"
-            rows.append({"section": "Photo texture: time per photo", "name": f"{name}, {size} px",
-                         "value": wall, "unit": "ms", "notes": note})  # fmt: skip
+            rows.append(_row(time_s, f"{name}, {size} px", wall, "ms", note))
         recon.options.texture_size = 1024
-    rows.append({"section": "Photo texture: photometric error", "name": "worst photo",
-                 "value": min(reductions), "unit": "% lower",
-                 "notes": "goal >= 40 % " + ("met" if min(reductions) >= 40 else "NOT met")})  # fmt: skip
+    met = "met" if min(reductions) >= 40 else "NOT met"
+    rows.append(_row(err_s, "worst photo", min(reductions), "% lower", f"goal >= 40 %: {met}"))
     for size in (1024, 2048):
         wall = statistics.median(w for w, _ in ms[size])
         cpu = statistics.median(c for _, c in ms[size])
-        goal = "; goal <= 150 ms " + ("met" if wall <= 150 else "NOT met") if size == 1024 else ""
-        rows.append({"section": "Photo texture: time per photo", "name": f"median, {size} px",
-                     "value": wall, "unit": "ms",
-                     "notes": f"thread CPU {cpu:.0f} ms; {len(ms[size])} photos, 2-core CPU{goal}"})  # fmt: skip
-    rows.append({"section": "Photo texture: time per photo", "name": "the model's UVChart, once",
-                 "value": first, "unit": "ms",
-                 "notes": "chart UV, 512 texel map, mirror map (then cached for every face)"})  # fmt: skip
+        note = f"thread CPU {cpu:.0f} ms; {len(ms[size])} photos, 2-core CPU"
+        if size == 1024:
+            note += "; goal <= 150 ms: " + ("met" if wall <= 150 else "NOT met")
+        rows.append(_row(time_s, f"median, {size} px", wall, "ms", note))
+    note = "chart UV, texel maps, mirror maps (then cached for every face)"
+    rows.append(_row(time_s, "the model's UVChart, once", first, "ms", note))
 
     # the model's albedo as a texture: old per-face bake vs the cached texel map
     model = recon.model
@@ -138,19 +146,21 @@ def run(quick: bool = False) -> list[dict]:
     albedo = model.tex_mean.clamp(0, 1).numpy()
     cyl = cylindrical_uv(model.mean_shape.numpy())
     for size in (1024, 2048):
-        old = _timed(lambda: bake_vertex_colors_to_texture(cyl, tri, albedo, size=size), 2)[0]
-        new = _timed(lambda: chart.bake_colors(albedo, size), reps)[0]
-        rows.append({"section": "Albedo texture bake", "name": f"per face, {size} px, old",
-                     "value": old, "unit": "ms",
-                     "notes": "io.bake_vertex_colors_to_texture: triangle-id map rebuilt per face "
-                              f"(Python loop over {len(tri)} triangles)"})  # fmt: skip
-        rows.append({"section": "Albedo texture bake", "name": f"per face, {size} px, new",
-                     "value": new, "unit": "ms",
-                     "notes": f"UVChart.bake_colors: {old / new:.0f}x faster; the texel map is built "
-                              "once per model (row below)"})  # fmt: skip
+        old = _timed(functools.partial(bake_vertex_colors_to_texture, cyl, tri, albedo, size), 2)
+        new = _timed(functools.partial(chart.bake_colors, albedo, size), reps)
+        note = (
+            "io.bake_vertex_colors_to_texture: a triangle-id map rebuilt per face (Python loop "
+            f"over {len(tri)} triangles); thread CPU {old[1]:.0f} ms"
+        )
+        rows.append(_row(bake_s, f"per face, {size} px, old", old[0], "ms", note))
+        note = (
+            f"UVChart.bake_colors: {old[0] / new[0]:.0f}x faster; its texel map is built once "
+            f"per model (row below); thread CPU {new[1]:.0f} ms"
+        )
+        rows.append(_row(bake_s, f"per face, {size} px, new", new[0], "ms", note))
     build = _timed(lambda: UVChart.of_model(model).texels(512), 2)[0]
-    rows.append({"section": "Albedo texture bake", "name": "UVChart + 512 texel map, once per model",
-                 "value": build, "unit": "ms", "notes": "chart UV, mirror pairs, UV rasterization"})  # fmt: skip
+    note = "chart UV, mirror pairs, the 512 UV rasterization with its ring"
+    rows.append(_row(bake_s, "UVChart and its texel map, once per model", build, "ms", note))
     return rows
 
 

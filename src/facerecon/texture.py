@@ -32,15 +32,19 @@ The geometry of steps 1-3 (sample positions, visibility, weights, irradiance) is
 ``UVChart.work_size`` grid (512) and upsampled; the photo itself is sampled at the full texture
 size, so the texture keeps the photo's resolution.
 
-Several photos of one face (image sets, views) are averaged per texel with their weights
-(:func:`blend_textures`). :func:`fill_texture` completes the result: texels no photo saw take
-the colour of their mirror texel (the model's left/right vertex correspondence,
+Several photos of one face (image sets, views) are averaged per texel with their squared
+weights (:func:`blend_textures`). :func:`fill_texture` completes the result: texels no photo
+saw take the colour of their mirror texel (the model's left/right vertex correspondence,
 :func:`mirror_vertices`) where that one was seen; small unseen patches (the eyes' inner
-corners, nostrils) are inpainted (OpenCV Telea); large ones take the model's albedo, blended
-in by Poisson (OpenCV seamless cloning of the albedo into the photo texture, solved at
-``blend_size`` for the smooth colour offset), and texels seen only at grazing angles fade into
-that fill. :func:`photo_texture` does all of it for a face; :func:`render_textured` renders a
-texture back (image formation of :func:`facerecon.render.render`, texture x SH irradiance).
+corners, nostrils) are inpainted (OpenCV Telea); large ones take the model's albedo plus a
+smooth colour offset that continues the photo texture's colours across the border (the offset
+``photo - albedo`` carried inwards by OpenCV's Navier-Stokes inpainting on a ``blend_size``
+grid: gradient-domain, Poisson-style blending with no seam), and texels seen only at grazing
+angles fade into that fill. OpenCV's ``seamlessClone`` does not fit here: it anchors its
+solution on the bounding box's border, so it cannot carry a seen region's colour outwards
+(tried: the offset came out ~0). :func:`photo_texture` does all of it for a face;
+:func:`render_textured` renders a texture back (image formation of
+:func:`facerecon.render.render`, texture x SH irradiance).
 """
 
 from __future__ import annotations
@@ -110,18 +114,18 @@ class TextureConfig:
         hole_fraction: unseen patches smaller than this fraction of the chart are inpainted;
             larger ones take the model's albedo.
         inpaint_radius: OpenCV inpainting radius (texels).
-        blend_size: resolution of the Poisson blend into the model's albedo.
+        blend_size: resolution of the colour offset that blends the model's albedo in.
     """
 
     size: int = 1024
     delight: bool = True
     depth_tol: float = 0.02
     min_shading: float = 0.15
-    shadow_floor: float = 0.8
+    shadow_floor: float = 0.5
     irradiance_blur: float = 6.0
     min_weight: float = 0.05
     full_weight: float = 0.35
-    prefer_mirror: float = 2.0
+    prefer_mirror: float = 1.5
     hole_fraction: float = 0.002
     inpaint_radius: int = 5
     blend_size: int = 128
@@ -512,47 +516,41 @@ def _smooth(x: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
 
 def blend_textures(baked: Sequence[BakedTexture]) -> BakedTexture:
     """Several bakes of one face (image sets, views) as one: colours averaged with their
-    weights, the weight the largest of them, the gain averaged by how much each one saw."""
+    squared weights (the view that sees a texel best dominates, the hand-over between views
+    stays smooth), the weight the largest of them, the gain averaged by how much each saw."""
     if len(baked) == 1:
         return baked[0]
-    wsum = np.sum([b.weight for b in baked], axis=0)
-    col = np.sum([b.color * b.weight[..., None] for b in baked], axis=0)
-    col = col / np.maximum(wsum, 1e-8)[..., None]
+    w2 = [b.weight * b.weight for b in baked]
+    col = np.sum([b.color * w[..., None] for b, w in zip(baked, w2, strict=True)], axis=0)
+    col = col / np.maximum(np.sum(w2, axis=0), 1e-8)[..., None]
     weight = np.max([b.weight for b in baked], axis=0)
     total = np.array([b.weight.sum() for b in baked])
     gain = np.average([b.gain for b in baked], axis=0, weights=total if total.sum() > 0 else None)
     return BakedTexture(col.astype(np.float32), weight, baked[0].cover, gain)
 
 
-def _poisson_offset(
-    albedo: np.ndarray, image: np.ndarray, known: np.ndarray, size: int
-) -> np.ndarray:
-    """``(T, T, 3)`` float32 colour offset that makes ``albedo + offset`` continue ``image``
-    where ``known (T, T)`` is False: the Poisson solution (OpenCV seamless cloning) with the
-    albedo's gradients inside and ``image`` on the border, solved at ``size`` (the offset is
-    smooth), upsampled. A texture is one piece: the texels of the chart and those outside it
-    (which only texture filtering reads) are filled alike."""
+def _fill_offset(albedo: np.ndarray, image: np.ndarray, known: np.ndarray, size: int):
+    """``(T, T, 3)`` float32 colour offset such that ``albedo + offset`` is ``image`` where
+    ``known (T, T)`` and continues it smoothly elsewhere: the offset ``image - albedo`` on the
+    known texels, carried into the unknown ones by OpenCV's Navier-Stokes inpainting, on a
+    ``size`` grid (the offset is smooth), upsampled. ``albedo + offset`` keeps the albedo's
+    own detail (its gradients) with the person's colour at the border: Poisson blending of
+    the albedo into the photo texture, with no seam. A texture is one piece: the texels of
+    the chart and those outside it (which only texture filtering reads) are filled alike."""
     T = albedo.shape[0]
     a = _resize(albedo, size)
     k = _resize(known.astype(np.float32)[..., None], size)[..., 0]
     p = _resize(image * known[..., None], size) / np.maximum(k, 1e-6)[..., None]
     inside = k < 0.5
     if not inside.any():
-        return np.zeros_like(albedo)
+        return _resize(cv2.GaussianBlur(p - a, (0, 0), 1.0), T)
     if inside.all():
-        return np.zeros_like(albedo) + (
-            image[known].mean(0) - albedo[known].mean(0) if known.any() else 0
-        )
-    p = np.where(inside[..., None], a, p)
-    pad = 2
-    a8, p8 = (cv2.copyMakeBorder(np.round(np.clip(x, 0, 1) * 255).astype(np.uint8), pad, pad,
-                                 pad, pad, cv2.BORDER_REPLICATE) for x in (a, p))  # fmt: skip
-    mask = np.zeros(a8.shape[:2], np.uint8)
-    mask[pad:-pad, pad:-pad][inside] = 255
-    x0, y0, w, h = cv2.boundingRect(mask)
-    q = cv2.seamlessClone(a8, p8, mask, (x0 + w // 2, y0 + h // 2), cv2.NORMAL_CLONE)
-    off = q[pad:-pad, pad:-pad].astype(np.float32) / 255.0 - a
-    off[~inside] = (p - a)[~inside]
+        mean = image[known].mean(0) - albedo[known].mean(0) if known.any() else np.zeros(3)
+        return np.broadcast_to(mean.astype(np.float32), albedo.shape).copy()
+    off = np.where(inside[..., None], 0.0, p - a).astype(np.float32)
+    mask = inside.astype(np.uint8)
+    radius = max(size // 32, 2)
+    off = np.stack([cv2.inpaint(off[..., c], mask, radius, cv2.INPAINT_NS) for c in range(3)], -1)
     # softened by a texel of the coarse grid: no staircase along its mask's edge upsampled
     return _resize(cv2.GaussianBlur(off, (0, 0), 1.0), T)
 
@@ -600,8 +598,9 @@ def fill_texture(
     # small unseen patches inside the chart (eye corners, nostrils): inpainted from around them
     # (OpenCV Telea), on a half-size grid (they are small and smooth), then upsampled
     h = max(T // 2, 1)
-    unseen = cv2.resize((cover & ~known).astype(np.uint8), (h, h), interpolation=cv2.INTER_AREA)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats((unseen > 0).astype(np.uint8), 8)
+    unseen = (cover & ~known).astype(np.uint8) * 255
+    unseen = cv2.resize(unseen, (h, h), interpolation=cv2.INTER_AREA) > 0  # any texel unseen
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(unseen.astype(np.uint8), 8)
     small = np.zeros(n, bool)
     small[1:] = stats[1:, cv2.CC_STAT_AREA] < cfg.hole_fraction * cover.sum() / 4
     if small.any():
@@ -615,9 +614,9 @@ def fill_texture(
         out = cv2.copyTo(up, holes.astype(np.uint8), out)
         conf[holes] = 1.0
         source[holes] = SOURCE_INPAINTED
-    # how far each texel keeps its own colour; the rest is the albedo, Poisson-blended
+    # how far each texel keeps its own colour; the rest is the albedo with the offset
     keep = np.clip((conf - cfg.min_weight) / max(cfg.full_weight - cfg.min_weight, 1e-6), 0, 1)
-    fill = _poisson_offset(albedo, out, keep >= 0.5, min(cfg.blend_size, T))
+    fill = _fill_offset(albedo, out, keep >= 0.5, min(cfg.blend_size, T))
     fill += albedo
     out -= fill  # final = fill + keep x (out - fill), in place
     out *= keep[..., None]
@@ -695,6 +694,7 @@ def render_textured(
     """
     cam = camera or CameraConfig()
     tri = triangles.to(device=vertices.device, dtype=torch.int64)
+    angles, trans, gamma = (x.to(vertices) for x in (angles, trans, gamma))
     scene = transform(vertices, angles, trans, cam)
     uvc, depth = project(scene, cam)
     frag = rasterize(uvc, depth, tri, cam.size, near=cam.near, far=cam.far)
