@@ -327,7 +327,8 @@ def glob_run(tmp_path_factory, faces_68pt):
     with pytest.MonkeyPatch.context() as mp, redirect_stderr(err), redirect_stdout(std):
         _marked_fit(mp)
         code = main(["reconstruct", str(inputs / "*.ppm"), "--out", str(out), "--fast",
-                     "--method", "fit", "--no-report"])  # fmt: skip
+                     "--method", "fit", "--no-report", "--texture", "model",
+                     "--texture-size", "512"])  # fmt: skip
     return code, std.getvalue(), err.getvalue(), out
 
 
@@ -339,6 +340,15 @@ def test_glob_argument_is_expanded_by_us(glob_run):
     assert [Path(w["source"]).name for w in written] == ["a.ppm", "b.ppm"]
     assert not list(out.glob("c*")) and (out / "b.glb").stat().st_size > 0
     assert "2 face(s) written" in stdout
+    # --texture model: today's albedo (vertex colours in the GLB, the albedo texture in the OBJ)
+    from PIL import Image
+
+    from facerecon.io import parse_glb
+
+    doc, _ = parse_glb((out / "a.glb").read_bytes())
+    assert "COLOR_0" in doc["meshes"][0]["primitives"][0]["attributes"] and "images" not in doc
+    assert Image.open(out / "a_texture.png").size == (512, 512)
+    assert all(w["texture"] == "model" for w in written)
 
 
 def test_progress_bar_advances_after_each_photo(glob_run):
