@@ -781,9 +781,13 @@ def write_joint_fit(
     seconds = (time.perf_counter() - start) / len(faces)
     conf = [None] * len(faces) if result.confidences is None else result.confidences.tolist()
     if recon.options.texture == "photo":  # one texture from all photos, for every face
-        recs = [recon.reconstruction(f, c) for f, c in zip(faces, result.coeffs, strict=True)]
+
+        def blended():
+            recs = [recon.reconstruction(f, c) for f, c in zip(faces, result.coeffs, strict=True)]
+            return recon.photo_texture(faces, recs)
+
         try:
-            recon.shared_texture = run_stage("texturing", recon.photo_texture, faces, recs)
+            recon.shared_texture = run_stage("texturing", blended)
         except FaceReconError:
             recon.shared_texture = None  # each face is textured from its own photo instead
     try:

@@ -349,7 +349,6 @@ class UVChart:
         self.mirror = mirror_vertices(mean, self.triangles)  # (N,)
         self.work_size = int(work_size)
         self.pairs = triangle_pairs(self.triangles)  # for folded_triangles of each fitted mesh
-        self._triangles_t = torch.from_numpy(self.triangles)
         self._maps: dict[int, TexelMap] = {}
         self._cover: dict[int, np.ndarray] = {}
         self._mirror_xy: dict[int, np.ndarray] = {}
