@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = [
     "render", "detect", "skin", "facerec", "fit", "rnet", "heldout", "synthetic", "realistic",
-    "multiview", "video", "throughput",
+    "multiview", "video", "texture", "throughput",
 ]  # fmt: skip
 
 

@@ -5,7 +5,8 @@
 Each source photo is fitted with bfm-lite (``FitMethod``: the full hybrid loss; on the given
 landmarks where a hand-placed ``.pts`` exists, else on dlib's), baked into the model's UV chart
 through the fitted camera and delit with the fitted SH lighting (``facerecon.texture``), then
-mirror-filled and inpainted. Grey photos become skin-coloured (their luminance times the mean
+mirror-filled and inpainted (``facerecon.texture``; the unseen rest inpainted, not the model's
+albedo). Grey photos become skin-coloured (their luminance times the mean
 chroma of the colour textures). Written: ``DIR/NAME.jpg`` (quality 92) and ``DIR/SOURCES.md``.
 
 Sources:
@@ -61,14 +62,14 @@ def sources(shared: Path | None) -> list[tuple[str, Path, Path | None, int, str]
     return out
 
 
-def make_texture(model, photo: np.ndarray, lm68: np.ndarray, uv, mirror, size: int):
+def make_texture(model, photo: np.ndarray, lm68: np.ndarray, chart, size: int):
     import functools
 
     from facerecon.detect import align
     from facerecon.fit import FitConfig
     from facerecon.methods import FitMethod, crops_target
     from facerecon.nets.facerec import embed, load_facerec
-    from facerecon.texture import bake_photo, fill_texture
+    from facerecon.texture import SOURCE_SEEN, TextureConfig, bake_photo, fill_texture
 
     aligned = align(photo, lm68)
     method = FitMethod(model, FitConfig(), functools.partial(embed, load_facerec()))
@@ -78,17 +79,20 @@ def make_texture(model, photo: np.ndarray, lm68: np.ndarray, uv, mirror, size: i
         verts = model.shape(parts["id_coeff"], parts["exp_coeff"])[0]
     baked = bake_photo(
         photo, verts, parts["angles"][0], parts["trans"][0], parts["gamma"][0],
-        aligned.transform.matrix_to_original, model.triangles, uv, size,
+        aligned.transform.matrix_to_original, chart, size,
     )  # fmt: skip
-    tex, source = fill_texture(baked, uv, model.triangles, mirror)
-    return tex, float((source == 2).mean() / max(baked.cover.mean(), 1e-9))
+    # what no view saw: inpainted / the mean seen colour (no model albedo: it would paint
+    # the procedural albedo into the textures the synthetic engine renders)
+    tex, source = fill_texture(baked, chart, None, TextureConfig(size=size, hole_fraction=1.0))
+    tex = np.round(tex * 255).astype(np.uint8)
+    return tex, float((source == SOURCE_SEEN).mean() / max(baked.cover.mean(), 1e-9))
 
 
 def main() -> None:
     from facerecon.detect import load_image, make_detector
     from facerecon.io import read_pts
     from facerecon.morphable import load_face_model
-    from facerecon.texture import chart_uv, mirror_vertices
+    from facerecon.texture import UVChart
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -97,9 +101,7 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     model = load_face_model("bfm-lite")
-    mean = model.mean_shape.numpy()
-    uv = torch.from_numpy(chart_uv(mean, model.triangles.numpy())).float()
-    mirror = mirror_vertices(mean)
+    chart = UVChart.of_model(model)
     det = make_detector()
     made: list[tuple[str, np.ndarray, bool, str]] = []
     for name, path, pts, k, licence in sources(args.shared):
@@ -110,7 +112,7 @@ def main() -> None:
         else:
             lm = det.detect(photo, all_faces=True)[k].lm68
             how = "dlib landmarks"
-        tex, seen = make_texture(model, photo, lm, uv, mirror, args.size)
+        tex, seen = make_texture(model, photo, lm, chart, args.size)
         grey = bool(np.abs(photo.astype(np.int16) - photo[..., :1]).max() < 8)
         note = f"{path.name} ({how}; {100 * seen:.0f} % of texels seen); {licence}"
         made.append((name, tex, grey, note))

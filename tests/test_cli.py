@@ -121,6 +121,59 @@ def test_cli_report_opens_in_chromium(cli_run, tmp_path):
     assert "broken.jpg" in dom  # the failed input is listed with its message
 
 
+def test_report_shows_the_photo_texture(cli_run, faces_68pt, tmp_path):
+    """The report's 3D view shows the person's own texture (the default ``--texture photo``):
+    takeo is a grey photo, and the face in the headless-Chromium screenshot has the photo's
+    grey skin colour, not the brown of the fitted model albedo. The OBJ/MTL point to the same
+    texture by a relative path (Blender, Unity)."""
+    import cv2
+    import torch
+    from PIL import Image
+
+    from facerecon.detect import load_image
+    from facerecon.io import load_coefficients
+    from facerecon.morphable import load_face_model
+    from test_report_browser import CHROME, VIEW_PX, VIEWER_BG, browser
+
+    if CHROME is None:
+        pytest.skip("no chromium binary on PATH (install it with `make browser`)")
+    _, out, _ = cli_run
+    mtl = (out / "takeo.mtl").read_text()
+    assert "map_Kd takeo_texture.png\n" in mtl
+    obj = (out / "takeo.obj").read_text()
+    assert obj.count("\nvt ") == obj.count("\nv ")
+    written = json.loads((out / "summary.json").read_text())["written"][0]
+    assert written["texture"] == "photo" and written["texture_seen"] > 0.5
+    arrays, _ = load_coefficients(out / "takeo.npz")
+    dom = browser(tmp_path, (out / "report.html").as_uri(), "--dump-dom").stdout
+    assert 'data-viewer-textured="1"' in dom
+    shot = tmp_path / "shot.png"
+    browser(tmp_path, (out / "report.html").as_uri(), f"--screenshot={shot}")
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(np.float64)
+    is_bg = np.abs(img - VIEWER_BG).sum(axis=-1) <= 3
+    rows, cols = np.nonzero(is_bg)
+    top, left = rows.min(), cols[rows == rows.min()].min()
+    face = ~is_bg[top : top + VIEW_PX, left : left + VIEW_PX]
+    assert face.mean() > 0.15
+    shown = img[top : top + VIEW_PX, left : left + VIEW_PX][face].mean(axis=0)
+    photo = load_image(faces_68pt / "takeo.ppm").astype(np.float64)
+    lm = np.asarray(json.loads((out / "takeo_landmarks.json").read_text())["detected"])
+    hull = np.zeros(photo.shape[:2], np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(lm[:27].astype(np.int32)), 1)
+    skin = photo[hull > 0].mean(axis=0)
+    model = load_face_model()
+    albedo = model.texture(torch.from_numpy(arrays["tex_coeff"])[None].float())[0]
+    albedo = 255 * albedo.clamp(0, 1)[model.front_mask].mean(dim=0).numpy()
+
+    def chroma(c):
+        return c / c.sum()
+
+    to_photo = np.abs(chroma(shown) - chroma(skin)).sum()
+    to_albedo = np.abs(chroma(shown) - chroma(albedo)).sum()
+    assert to_photo < 0.03 and to_albedo > 4 * to_photo, (shown, skin, albedo)  # 0.003 / 0.17
+    assert abs(shown.mean() - skin.mean()) < 0.3 * skin.mean()  # as bright, give or take light
+
+
 def test_evaluate_cli_on_reconstruction(cli_run, tmp_path):
     """`facerecon evaluate` pairs meshes by name: a mesh against itself scores 0 mm."""
     _, out, _ = cli_run
@@ -275,7 +328,8 @@ def glob_run(tmp_path_factory, faces_68pt):
     with pytest.MonkeyPatch.context() as mp, redirect_stderr(err), redirect_stdout(std):
         _marked_fit(mp)
         code = main(["reconstruct", str(inputs / "*.ppm"), "--out", str(out), "--fast",
-                     "--method", "fit", "--no-report", "--batch-size", "1"])  # fmt: skip
+                     "--method", "fit", "--no-report", "--batch-size", "1", "--texture",
+                     "model", "--texture-size", "512"])  # fmt: skip
     return code, std.getvalue(), err.getvalue(), out
 
 
@@ -287,6 +341,15 @@ def test_glob_argument_is_expanded_by_us(glob_run):
     assert [Path(w["source"]).name for w in written] == ["a.ppm", "b.ppm"]
     assert not list(out.glob("c*")) and (out / "b.glb").stat().st_size > 0
     assert "2 face(s) written" in stdout
+    # --texture model: today's albedo (vertex colours in the GLB, the albedo texture in the OBJ)
+    from PIL import Image
+
+    from facerecon.io import parse_glb
+
+    doc, _ = parse_glb((out / "a.glb").read_bytes())
+    assert "COLOR_0" in doc["meshes"][0]["primitives"][0]["attributes"] and "images" not in doc
+    assert Image.open(out / "a_texture.png").size == (512, 512)
+    assert all(w["texture"] == "model" for w in written)
 
 
 def test_progress_bar_advances_after_each_photo(glob_run):
@@ -327,6 +390,9 @@ def test_set_fit_shares_one_identity_and_shows_the_joint_fit(tmp_path, faces_68p
     )
     stderr = capsys.readouterr().err
     assert stderr.count("<fit ") == 1  # one joint fit, not one per photo
+    # one texture, from both photos blended, for every face of the set
+    textures = [(out / f"{n}_texture.png").read_bytes() for n in ("takeo", "einstein")]
+    assert textures[0] == textures[1]
     arrays = [load_coefficients(out / f"{n}.npz")[0] for n in ("takeo", "einstein")]
     np.testing.assert_array_equal(arrays[0]["id_coeff"], arrays[1]["id_coeff"])
     assert np.abs(arrays[0]["id_coeff"]).max() > 0

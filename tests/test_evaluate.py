@@ -125,6 +125,18 @@ def test_mesh_against_itself_is_zero(face):
     assert res.n_points == len(res.per_vertex_error) > 2000
 
 
+def test_gt_vertices_off_the_surface_are_not_scored(face):
+    """A GT vertex no GT triangle uses (bfm-lite's nostril pits) is not a surface point: with
+    GT triangles it is left out; as a point cloud (no triangles) every vertex counts."""
+    v, t, lm = face
+    nose = v[lm[30]]
+    gv = np.concatenate([v, nose[None] + [0.0, 0.0, 20.0]])  # isolated, 20 mm off the surface
+    res = evaluate_mesh(v, t, gv, t, gt_landmarks=lm, pred_landmarks=lm, align=False)
+    assert res.rmse_plane < 1e-6 and len(v) not in res.gt_indices
+    scan = evaluate_mesh(v, t, gv, None, gt_landmarks=lm, pred_landmarks=lm, align=False)
+    assert len(v) in scan.gt_indices and scan.rmse_plane > 0.1
+
+
 def test_one_mm_normal_offset(face):
     """GT = prediction + 1 mm along its vertex normals, eyes and mouth cut out (closed lids and
     lips are folds: a 1 mm offset of one lip lies closer to the other lip).

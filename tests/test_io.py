@@ -122,6 +122,47 @@ def test_obj_with_uv_texture_writes_mtl_and_png(tmp_path):
         write_obj(tmp_path / "x.obj", v, f, texture=tex)
 
 
+def test_glb_with_a_texture_is_a_gltf_material(tmp_path):
+    """The texture is embedded as a PNG image and the material's baseColorTexture, read through
+    TEXCOORD_0 (glTF's v points down); no COLOR_0 (it would tint the texture); the OBJ written
+    from the same PNG bytes refers to it by a relative path (Blender, Unity)."""
+    import io
+
+    from facerecon.io import png_bytes
+
+    v, f, _ = grid_mesh()
+    uv = cylindrical_uv(v)
+    tex = np.zeros((32, 48, 3), np.uint8)
+    tex[:, :24] = (200, 40, 30)
+    tex[:, 24:] = (20, 60, 220)
+    png = png_bytes(tex)
+    path = write_glb(tmp_path / "face.glb", v, f, uv=uv, texture=png)
+    doc, binary = parse_glb(path.read_bytes())
+    prim = doc["meshes"][0]["primitives"][0]
+    assert "COLOR_0" not in prim["attributes"] and "TEXCOORD_0" in prim["attributes"]
+    pbr = doc["materials"][prim["material"]]["pbrMetallicRoughness"]
+    assert pbr["baseColorTexture"] == {"index": 0, "texCoord": 0}
+    image = doc["images"][doc["textures"][0]["source"]]
+    assert image["mimeType"] == "image/png"
+    view = doc["bufferViews"][image["bufferView"]]
+    data = binary[view["byteOffset"] : view["byteOffset"] + view["byteLength"]]
+    assert data == png
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), tex)
+    assert doc["samplers"][doc["textures"][0]["sampler"]]["wrapS"] == 33071
+    acc = doc["accessors"][prim["attributes"]["TEXCOORD_0"]]
+    assert acc["type"] == "VEC2" and acc["count"] == len(v)
+    mesh = read_glb(path)
+    np.testing.assert_allclose(mesh.uv, uv, atol=1e-6)
+    assert mesh.colors is None
+    obj = write_obj(tmp_path / "out" / "face.obj", v, f, uv=uv, texture=png)
+    assert "map_Kd face_texture.png\n" in (tmp_path / "out" / "face.mtl").read_text()
+    assert (tmp_path / "out" / "face_texture.png").read_bytes() == png
+    assert read_obj(obj).texture_path == tmp_path / "out" / "face_texture.png"
+    assert not list((tmp_path / "out").glob(".*"))  # atomic writes leave no temporary file
+    with pytest.raises(ValueError, match="needs uv"):
+        write_glb(tmp_path / "x.glb", v, f, texture=png)
+
+
 def test_ply_round_trip_binary(tmp_path):
     v, f, c = grid_mesh()
     path = write_ply(tmp_path / "face.ply", v, f, c)

@@ -45,7 +45,9 @@ def test_bfm_lite_shapes_and_dtypes(bfm, cache):
     assert v.shape == (b, n, 3) and a.shape == (b, n, 3)
     torch.testing.assert_close(v[1], bfm.mean_shape)
     # cached file exists and a second load is a plain read
-    assert (cache / "bfm-lite-v1.npz").is_file()
+    from facerecon.morphable.bfm_lite import VERSION
+
+    assert (cache / f"{VERSION}.npz").is_file()
 
 
 def test_bfm_lite_mesh_manifold_and_oriented(bfm):
@@ -53,10 +55,16 @@ def test_bfm_lite_mesh_manifold_and_oriented(bfm):
     _, counts = undirected_edges(tri)
     assert counts.max() <= 2
     assert is_consistently_oriented(tri)
-    assert len(np.unique(tri)) == len(v)  # no unused vertex
+    # no unused vertex but the nostril cavities' (left out of the triangulation, kept so that
+    # vertex indices stay those of v1)
+    unused = np.setdiff1d(np.arange(len(v)), tri)
+    np.testing.assert_array_equal(unused, bfm.meta["untriangulated_vertices"])
+    lm = _np(bfm.landmarks68)
+    assert 50 < len(unused) < 200 and not np.isin(lm, unused).any()
+    near = np.linalg.norm(v[unused] - v[lm[30]], axis=1) < 30
+    assert near.mean() > 0.8
     # normals point out of the face (+z) around the nose tip and on the forehead / cheeks
     vn = vertex_normals(v, tri)
-    lm = _np(bfm.landmarks68)
     assert vn[lm[30], 2] > 0.8
     fn = face_normals(v, tri)
     centre_faces = np.abs(v[tri].mean(1)[:, 0]) < 40
@@ -65,6 +73,26 @@ def test_bfm_lite_mesh_manifold_and_oriented(bfm):
     assert np.median(el) < 2.5
     assert el.max() < 25.0
     assert (el.max(axis=1) > 8.0).mean() < 0.02
+
+
+def test_bfm_lite_nose_does_not_fold(bfm):
+    """The report's dark speckles around the nostrils were folded triangles: v1's triangulation
+    zigzagged between the nostril cavities and the skin of the nose tip in front of them (208
+    folded triangles on the mean shape, 204-231 on random faces). v2 leaves the cavity vertices
+    out of the triangulation: no fold on the mean shape, few on random faces."""
+    from facerecon.morphable.bfm_lite import BfmLiteConfig, build_bfm_lite
+    from facerecon.morphable.mesh import folded_triangles
+
+    v, tri = _np(bfm.mean_shape).astype(np.float64), _np(bfm.triangles)
+    assert folded_triangles(v, tri).sum() == 0
+    g = torch.Generator().manual_seed(0)
+    shapes = _np(bfm.shape(torch.randn(8, 40, generator=g), torch.randn(8, 10, generator=g)))
+    counts = [int(folded_triangles(s.astype(np.float64), tri).sum()) for s in shapes]
+    assert max(counts) <= 20 and sum(counts) <= 50, counts
+    # the same check on the v1 triangulation (no cavity vertices left out) fails
+    v1 = build_bfm_lite(config=BfmLiteConfig(pit_rounds=0))
+    np.testing.assert_allclose(v1["mean_shape"], v, atol=1e-4)  # same vertices, same order
+    assert folded_triangles(v, v1["triangles"]).sum() > 150
 
 
 def test_bfm_lite_no_triangle_bridges_the_lips(bfm):

@@ -150,3 +150,32 @@ def test_report_plays_an_animated_glb(tmp_path):
     assert 'data-viewer-ready="1"' in tag and "data-viewer-error" not in tag, tag
     duration = float(re.search(r'data-viewer-animated="([0-9.]+)"', tag).group(1))
     assert duration == pytest.approx((n - 1) / 25.0, abs=1e-3)
+
+
+def test_report_shows_a_glb_texture(tmp_path):
+    """A GLB whose colour is a baseColorTexture (blue left half, red right half, no vertex
+    colours) is shown textured: the viewer marks it and the screenshot has the colours."""
+    from facerecon.io import png_bytes
+
+    v, f, _ = dome()
+    uv = np.stack([(v[:, 0] + 45) / 90, (v[:, 1] + 45) / 90], axis=1)
+    tex = np.zeros((64, 64, 3), np.uint8)
+    tex[:, :32] = (30, 60, 230)
+    tex[:, 32:] = (230, 40, 30)
+    glb = write_glb(tmp_path / "tex.glb", v, f, uv=uv, texture=png_bytes(tex))
+    report = write_report(tmp_path / "out", [ReportEntry("face.jpg", None, None, str(glb), "ok")])
+    dom = browser(tmp_path, report.as_uri(), "--dump-dom").stdout
+    assert 'data-js-errors="0"' in dom, dom[:2000]
+    (tag,) = viewer_tags(dom)
+    assert 'data-viewer-ready="1"' in tag and 'data-viewer-textured="1"' in tag, tag
+    shot = tmp_path / "shot.png"
+    browser(tmp_path, report.as_uri(), f"--screenshot={shot}")
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(np.int64)
+    is_bg = np.abs(img - VIEWER_BG).sum(axis=-1) <= 3
+    rows, cols = np.nonzero(is_bg)
+    top, left = rows.min(), cols[rows == rows.min()].min()
+    view = img[top : top + VIEW_PX, left : left + VIEW_PX]
+    mesh = view * (~is_bg[top : top + VIEW_PX, left : left + VIEW_PX])[..., None]
+    left_half, right_half = mesh[:, : VIEW_PX // 2], mesh[:, VIEW_PX // 2 :]
+    assert (left_half[..., 2] - left_half[..., 0] > 60).sum() > 500
+    assert (right_half[..., 0] - right_half[..., 2] > 60).sum() > 500

@@ -136,6 +136,23 @@ def _reconstruct_parser(sub) -> None:
         default=None,
         help="PGN weights for --method pgn (default: the ones shipped for the model)",
     )
+    p.add_argument(
+        "--texture",
+        default="photo",
+        choices=["photo", "model"],
+        help="NAME_texture.png (OBJ/MTL, GLB): photo (default): the person's own, baked from the "
+        "photo(s), delit, mirror-filled, blended into the model albedo where no photo saw the "
+        "face (with --set / --views: all photos blended); model: the fitted model albedo",
+    )
+    p.add_argument(
+        "--texture-size", type=int, default=1024, choices=[512, 1024, 2048], help="texels per side"
+    )
+    p.add_argument(
+        "--no-delight",
+        dest="texture_delight",
+        action="store_false",
+        help="keep the photo texture as lit (default: divided by the fitted SH lighting)",
+    )
     v = p.add_argument_group("video (PATH is a clip: .mp4, .mov, .avi, .mkv, .webm)")
     v.add_argument("--fps", type=float, default=None, help="frames per second kept (default all)")
     v.add_argument("--max-frames", type=int, default=None, help="stop after N kept frames")
@@ -346,6 +363,9 @@ def cmd_reconstruct(args) -> int:
         resume=args.resume,
         strict_set=args.strict_set,
         shard=parse_shard(args.shard) if args.shard else None,
+        texture=args.texture,
+        texture_size=args.texture_size,
+        texture_delight=args.texture_delight,
     )
     go = run_workers if args.workers > 1 else run
     summary = go(args.views or args.paths, options, show_progress=not args.quiet)
@@ -532,7 +552,7 @@ def cmd_info(args) -> int:
     for kind in ("rnet", "cnet", "mvr"):
         path = shipped_weights(kind, "bfm-lite")
         print(f"shipped {kind} (bfm-lite): {path if path else f'none in {WEIGHTS_DIR}'}")
-    for mod in ("dlib", "mediapipe", "kornia", "cv2"):
+    for mod in ("dlib", "mediapipe", "cv2"):
         try:
             print(f"{mod} {__import__(mod).__version__}")
         except Exception as exc:  # report, never crash `info`

@@ -95,6 +95,11 @@ class ReconstructOptions:
     # --set: a photo whose face does not look like the others' (face-descriptor distance
     # above SAME_PERSON) is reported; strict_set makes it a failure, left out of the set
     strict_set: bool = False
+    # NAME_texture.png (OBJ/MTL, GLB): "photo", the person's own, baked from the photo(s)
+    # (facerecon.texture.photo_texture), or "model", the fitted model albedo
+    texture: str = "photo"
+    texture_size: int = 1024  # texels per side
+    texture_delight: bool = True  # photo texture divided by the fitted SH light (False: as lit)
 
 
 def default_batch_size(method) -> int:
@@ -488,7 +493,9 @@ class Reconstructor:
             raise FaceReconError("--device cuda asked for, but torch sees no CUDA device")
         self.device = torch.device(options.device)
         self.model = load_face_model(options.model, device=self.device)
-        self._uv = None
+        if options.texture not in ("photo", "model"):
+            raise FaceReconError(f"--texture must be photo or model, got {options.texture!r}")
+        self._chart = None
         self.method = build_method(options.method, method_spec(options), self.model)
 
     def estimate(self, faces: list[PreparedFace], shared_identity: bool):
@@ -539,19 +546,42 @@ class Reconstructor:
             seconds=seconds,
         )
 
+    def chart(self):
+        """The model's :class:`facerecon.texture.UVChart` (built on first use, then shared by
+        every face: UV, texel maps, mirror map)."""
+        if self._chart is None:
+            from facerecon.texture import UVChart
+
+            self._chart = UVChart.of_model(self.model)
+        return self._chart
+
     def uv(self) -> np.ndarray:
-        """``(N, 2)`` texture coordinates of the model, the same for every face it makes."""
-        if self._uv is None:
-            from facerecon.io import cylindrical_uv
+        """``(N, 2)`` texture coordinates of the model (its one-to-one chart), the same for
+        every face it makes."""
+        return self.chart().uv
 
-            self._uv = cylindrical_uv(self.model.mean_shape.cpu().numpy())
-        return self._uv
+    def photo_texture(self, faces: list[PreparedFace], recs: list[Reconstruction]):
+        """The :class:`facerecon.texture.FaceTexture` of one face from its photo(s): one
+        ``(face, rec)`` per photo (a set's or views' photos are blended)."""
+        from facerecon.texture import PhotoView, TextureConfig, photo_texture
 
-    def write(self, face: PreparedFace, rec: Reconstruction) -> dict:
+        opts = self.options
+        cfg = TextureConfig(size=opts.texture_size, delight=opts.texture_delight)
+        views = []
+        for f, r in zip(faces, recs, strict=True):
+            p = r.parts
+            crop_to_photo = f.aligned.transform.matrix_to_original  # the working photo's pixels
+            views.append(PhotoView(f.photo, r.vertices, p["angles"], p["trans"], p["gamma"],
+                                   crop_to_photo))  # fmt: skip
+        albedo = np.mean([np.clip(r.albedo, 0.0, 1.0) for r in recs], axis=0)
+        return photo_texture(self.chart(), views, albedo, cfg)
+
+    def write(self, face: PreparedFace, rec: Reconstruction, texture=None) -> dict:
         """Write the per-face outputs of ``rec`` that ``options.outputs`` asks for; returns a
-        summary dict for the report."""
+        summary dict for the report. ``texture``: a :class:`facerecon.texture.FaceTexture`
+        made already (a set's blended one), else one is made from this face's photo."""
         from facerecon.io import (
-            bake_vertex_colors_to_texture,
+            png_bytes,
             save_coefficients,
             write_glb,
             write_landmarks_json,
@@ -562,19 +592,36 @@ class Reconstructor:
         paths = output_paths(opts.out_dir, face.name, opts.outputs)
         model = self.model
         tri, verts, colors = rec.triangles, rec.vertices, np.clip(rec.albedo, 0.0, 1.0)
-        if "obj" in paths:
-            # OBJ: vertex colours (MeshLab) and a UV texture map (Blender, Unity ignore
-            # vertex colours)
+        info, gain = {}, None
+        if {"obj", "glb", "neutral"} & set(paths):
+            chart, uv = self.chart(), self.uv()
+            # OBJ: vertex colours (MeshLab) plus a UV texture map (Blender, Unity ignore vertex
+            # colours); GLB: the texture as its material's base colour (photo), or vertex
+            # colours
             with face.stages.timed("texture"):
-                texture = bake_vertex_colors_to_texture(self.uv(), tri, colors, size=1024)
-            write_obj(paths["obj"], verts, tri, colors=colors, uv=self.uv(), texture=texture,
-                      overwrite=opts.overwrite)  # fmt: skip
-        if "glb" in paths:
-            write_glb(paths["glb"], verts, tri, colors=colors, overwrite=opts.overwrite)
-        if "neutral" in paths:
-            # identity with expression 0 (what NoW-style benchmarks score), same colours, UVs
-            write_obj(paths["neutral"], rec.neutral_vertices, tri, colors=colors, uv=self.uv(),
-                      overwrite=opts.overwrite)  # fmt: skip
+                if opts.texture == "photo":
+                    tex = texture or self.photo_texture([face], [rec])
+                    png = png_bytes(tex.image)
+                    colors = chart.vertex_colors(tex.image)
+                    info = {"texture": "photo", "texture_seen": round(tex.seen, 3),
+                            "texture_seconds": round(tex.seconds, 3)}  # fmt: skip
+                    gain = tex.gain
+                else:
+                    png = png_bytes(chart.bake_colors(colors, opts.texture_size))
+                    info = {"texture": "model"}
+            if "glb" in paths:
+                if opts.texture == "photo":
+                    write_glb(paths["glb"], verts, tri, uv=uv, texture=png,
+                              overwrite=opts.overwrite)  # fmt: skip
+                else:
+                    write_glb(paths["glb"], verts, tri, colors=colors, overwrite=opts.overwrite)
+            if "obj" in paths:
+                write_obj(paths["obj"], verts, tri, colors=colors, uv=uv, texture=png,
+                          overwrite=opts.overwrite)  # fmt: skip
+            if "neutral" in paths:
+                # identity with expression 0 (what NoW-style benchmarks score), same colours
+                write_obj(paths["neutral"], rec.neutral_vertices, tri, colors=colors, uv=uv,
+                          overwrite=opts.overwrite)  # fmt: skip
         if "overlay" in paths:
             self.write_overlay(paths["overlay"], face, rec)
         if "npz" in paths:
@@ -582,6 +629,8 @@ class Reconstructor:
             arrays["coeffs"] = rec.coeffs
             arrays["crop_to_original"] = rec.crop_to_original
             arrays["neutral_vertices"] = rec.neutral_vertices.astype(np.float32)
+            if gain is not None:  # NAME_texture.png / 255 / texture_gain: the albedo
+                arrays["texture_gain"] = np.asarray(gain, np.float32)
             # npz keys are the file format (users' files keep loading): landmarks68 holds lm68
             arrays["landmarks68"] = rec.lm68
             arrays["detected_landmarks68"] = rec.detected_lm68
@@ -611,6 +660,7 @@ class Reconstructor:
             "seconds": rec.seconds,
             "landmark_error_px": err,
             "detector": face.detector,
+            **info,
             **({"rotated": face.rotated} if face.rotated else {}),
         }
 
@@ -791,6 +841,7 @@ def write_face(
     coeffs: torch.Tensor,
     seconds: float,
     confidence: float | None = None,
+    texture=None,
 ):
     """:meth:`Reconstructor.write` as one stage: on failure the files it created for this
     face are removed (files that existed before are left as they are) and a one-line
@@ -800,7 +851,8 @@ def write_face(
     existed = {p for p in paths if p.exists()}
 
     def write() -> dict:
-        return recon.write(face, recon.reconstruction(face, coeffs, seconds, confidence))
+        rec = recon.reconstruction(face, coeffs, seconds, confidence)
+        return recon.write(face, rec, texture)
 
     before = face.stages.seconds.get("texture", 0.0)
     start = time.perf_counter()
@@ -1269,12 +1321,33 @@ def _check_set(recon, faces: list[PreparedFace], track, summary) -> list[Prepare
 
 def _joint(recon: Reconstructor, faces: list[PreparedFace], writer: _Ordered, track) -> None:
     """One shared identity for ``faces``; a failed estimate fails every face, a failed write
-    only its face."""
-    for face, res in zip(faces, estimate_faces(recon, faces, True), strict=True):
+    only its face. With ``--texture photo`` every face gets the texture of all the photos,
+    blended by their visibility weights (:func:`facerecon.texture.photo_texture`)."""
+    results = estimate_faces(recon, faces, True)
+    ok = [(f, r) for f, r in zip(faces, results, strict=True) if r.error is None]
+    texture = None
+    if (
+        ok
+        and recon.options.texture == "photo"
+        and {"obj", "glb", "neutral"} & set(recon.options.outputs)
+    ):
+
+        def blended():
+            recs = [recon.reconstruction(f, r.coeffs) for f, r in ok]
+            return recon.photo_texture([f for f, _ in ok], recs)
+
+        start = time.perf_counter()
+        try:
+            texture = run_stage("texturing", blended)
+        except FaceReconError:
+            texture = None  # each face is textured from its own photo instead
+        for f, _ in ok:
+            f.stages.add("texture", (time.perf_counter() - start) / len(ok))
+    for face, res in zip(faces, results, strict=True):
         if res.error is not None:
             track.fail(face.index, f"{face.name}: {res.error}")
             continue
-        job = (write_face, recon, face, res.coeffs, res.seconds, res.confidence)
+        job = (write_face, recon, face, res.coeffs, res.seconds, res.confidence, texture)
         writer.submit((face.index, face.name), *job)
     for (i, name), entry, exc in writer.drain():
         if exc is None:

@@ -1,31 +1,56 @@
-"""Photo textures in a face model's UV space: bake a photo through its fitted camera, delight,
-mirror-fill, and sample textures back onto renders.
+"""Photo textures in a face model's UV space: bake photos through their fitted cameras, delight,
+fill what no photo saw, and render textures back.
 
 UV convention (as :mod:`facerecon.io.mesh`): ``uv (N, 2)`` per vertex, u right and v up in 0..1;
 texel row ``r`` holds ``v = 1 - (r + 0.5) / T``. A model's chart is :func:`chart_uv`: the
 cylindrical UV (:func:`facerecon.io.cylindrical_uv`) of its mean shape after a few smoothing
-steps, which make it one-to-one (bfm-lite's raw mean shape folds 98 triangles over in UV space,
-in the nostrils; every texel must hold one surface point).
+steps, which make it one-to-one (every texel holds one surface point). :class:`UVChart` holds
+it with what every face of the model shares, built once per model and texture size: which
+surface point each texel holds (a rasterization of the chart), each texel's mirror texel.
 
-Baking (:func:`bake_photo`), per texel of the model's UV chart:
+Baking (:func:`bake_photo`), per texel of the chart:
 
-1. the texel's surface point (triangle + barycentrics of the UV-space rasterization) on the
-   *fitted* mesh is projected through the fitted camera into the 224 crop and mapped to the
-   full-resolution photo (the crop transform), where the colour is sampled bilinearly;
+1. the texel's surface point on the *fitted* mesh is projected through the fitted camera into
+   the 224 crop and mapped to the full-resolution photo (``crop_to_original``), where the
+   colour is sampled bilinearly;
 2. it is *visible* when the crop's z-buffer holds the same surface there (depth within
    ``depth_tol``), and it is weighted by ``max(0, n . view)`` so that texels seen at grazing
-   angles count less; triangles folded against their neighbours (bfm-lite's nostrils, see
-   :func:`folded_triangles`) get weight 0;
-3. *delighting* divides by the fitted SH irradiance at the texel (clamped below at
-   ``min_shading``), so the texture is albedo rather than a photo of the lighting.
+   angles count less; triangles folded against their neighbours
+   (:func:`facerecon.morphable.mesh.folded_triangles`) get weight 0;
+3. *delighting* divides by the fitted SH irradiance at the texel (smoothed, with a floor), so
+   the texture is albedo rather than a photo of the lighting.
 
-:func:`fill_texture` completes it: texels the photo could not see take the colour of their
-mirror texel (the model's left/right vertex correspondence, :func:`mirror_vertices`) where that
-one was seen, then the rest is inpainted (OpenCV Telea) from the known texels.
+One photo cannot tell the light's colour and strength from the skin's (a fit may explain a
+warm photo with the model's albedo under a warm light): the finished texture is the delit
+albedo times the light's mean irradiance on the face (``gain``, per channel), i.e. the face
+with the shading of the light's direction removed, in the photo's own colour balance and
+exposure, which is what a viewer's lights should shine on. ``image / gain`` is the albedo
+in the model's units (what :func:`render_textured` with the fitted light turns back into the
+photo); the CLI stores ``gain`` as ``texture_gain`` in ``NAME.npz``.
+
+The geometry of steps 1-3 (sample positions, visibility, weights, irradiance) is computed on a
+``UVChart.work_size`` grid (512) and upsampled; the photo itself is sampled at the full texture
+size, so the texture keeps the photo's resolution.
+
+Several photos of one face (image sets, views) are averaged per texel with their squared
+weights (:func:`blend_textures`). :func:`fill_texture` completes the result: texels no photo
+saw take the colour of their mirror texel (the model's left/right vertex correspondence,
+:func:`mirror_vertices`) where that one was seen; small unseen patches (the eyes' inner
+corners, nostrils) are inpainted (OpenCV Telea); large ones take the model's albedo plus a
+smooth colour offset that continues the photo texture's colours across the border (the offset
+``photo - albedo`` carried inwards by OpenCV's Navier-Stokes inpainting on a ``blend_size``
+grid: gradient-domain, Poisson-style blending with no seam), and texels seen only at grazing
+angles fade into that fill. OpenCV's ``seamlessClone`` does not fit here: it anchors its
+solution on the bounding box's border, so it cannot carry a seen region's colour outwards
+(tried: the offset came out ~0). :func:`photo_texture` does all of it for a face;
+:func:`render_textured` renders a texture back (image formation of
+:func:`facerecon.render.render`, texture x SH irradiance).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -33,21 +58,77 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facerecon.morphable.mesh import folded_triangles, triangle_pairs
 from facerecon.render import CameraConfig, interpolate, project, rasterize, transform
 from facerecon.render.shading import sh_shading, vertex_normals
 
 __all__ = [
+    "SOURCE_ALBEDO",
+    "SOURCE_INPAINTED",
+    "SOURCE_MIRRORED",
+    "SOURCE_OUTSIDE",
+    "SOURCE_SEEN",
     "BakedTexture",
+    "FaceTexture",
+    "PhotoView",
+    "TexelMap",
+    "TextureConfig",
+    "UVChart",
     "bake_photo",
     "blend_textures",
     "chart_uv",
     "fill_texture",
     "folded_triangles",
     "mirror_vertices",
+    "photo_texture",
+    "render_textured",
     "sample_texture",
     "texel_fragments",
     "uv_to_texel",
 ]
+
+#: :func:`fill_texture`'s ``source`` values: where each texel's colour came from.
+SOURCE_OUTSIDE, SOURCE_ALBEDO, SOURCE_INPAINTED, SOURCE_MIRRORED, SOURCE_SEEN = range(5)
+
+
+@dataclass
+class TextureConfig:
+    """How a face's photo texture is made (:func:`photo_texture`).
+
+    Attributes:
+        size: texture side ``T`` in texels (the CLI's ``--texture-size``: 1024 or 2048).
+        delight: divide by the fitted SH irradiance (False: the lit photo colours).
+        depth_tol: visibility tolerance in scene units (0.02 = 2 mm).
+        min_shading, shadow_floor: the division's irradiance floor is the larger of
+            ``min_shading`` and ``shadow_floor`` x the median irradiance of the seen texels
+            (shadowed concavities are darker in photos than SH shading says: a floor keeps
+            them dark instead of turning them into bright blotches).
+        irradiance_blur: Gaussian sigma of the irradiance before the division, in texels of a
+            512 texture (the SH model's fine-scale shading is less reliable than its broad
+            light direction).
+        min_weight: texels seen with a smaller weight count as unseen.
+        full_weight: texels seen with at least this weight keep their colour; below it they
+            fade into the fill (grazing views: the fitted silhouette is least sure there).
+        prefer_mirror: a seen texel takes its mirror's colour when the mirror's weight is at
+            least this factor larger (and >= 0.3).
+        hole_fraction: unseen patches smaller than this fraction of the chart are inpainted;
+            larger ones take the model's albedo.
+        inpaint_radius: OpenCV inpainting radius (texels).
+        blend_size: resolution of the colour offset that blends the model's albedo in.
+    """
+
+    size: int = 1024
+    delight: bool = True
+    depth_tol: float = 0.02
+    min_shading: float = 0.15
+    shadow_floor: float = 0.5
+    irradiance_blur: float = 6.0
+    min_weight: float = 0.05
+    full_weight: float = 0.35
+    prefer_mirror: float = 1.5
+    hole_fraction: float = 0.002
+    inpaint_radius: int = 5
+    blend_size: int = 128
 
 
 @dataclass
@@ -58,11 +139,53 @@ class BakedTexture:
         color: ``(T, T, 3)`` float32 in 0..1 (albedo when delit), valid where ``weight > 0``.
         weight: ``(T, T)`` float32 visibility x viewing-angle weight in 0..1.
         cover: ``(T, T)`` bool, texels inside the UV chart.
+        gain: ``(3,)`` the fitted light's mean irradiance on the seen texels (the photo's
+            colour balance and exposure in the model's units: ``photo ~ albedo x gain``).
     """
 
     color: np.ndarray
     weight: np.ndarray
     cover: np.ndarray
+    gain: np.ndarray
+
+
+@dataclass
+class PhotoView:
+    """One photo of a face with its fitted reconstruction (what :func:`bake_photo` needs).
+
+    Attributes:
+        photo: ``(H, W, 3)`` uint8 RGB, the full-resolution photo.
+        vertices: ``(N, 3)`` mm model space, the fitted shape.
+        angles: ``(3,)``; trans: ``(3,)``; gamma: ``(27,)``: the fitted pose and light.
+        crop_to_original: ``(2, 3)`` affine map from 224-crop pixels to photo pixels.
+    """
+
+    photo: np.ndarray
+    vertices: np.ndarray
+    angles: np.ndarray
+    trans: np.ndarray
+    gamma: np.ndarray
+    crop_to_original: np.ndarray
+
+
+@dataclass
+class FaceTexture:
+    """A face's finished texture (:func:`photo_texture`).
+
+    Attributes:
+        image: ``(T, T, 3)`` uint8 RGB: the delit albedo times ``gain`` (module docstring).
+        source: ``(T, T)`` uint8, where each texel came from (``SOURCE_*``).
+        seen: fraction of the chart's texels that a photo saw.
+        gain: ``(3,)`` the photo(s)' colour balance: ``image / 255 / gain`` is the albedo that
+            the fitted light turns back into the photo (:func:`render_textured`).
+        seconds: time it took (bake, blend, fill).
+    """
+
+    image: np.ndarray
+    source: np.ndarray
+    seen: float
+    gain: np.ndarray
+    seconds: float
 
 
 def chart_uv(vertices: np.ndarray, triangles: np.ndarray, smooth_iters: int = 5) -> np.ndarray:
@@ -85,12 +208,13 @@ def chart_uv(vertices: np.ndarray, triangles: np.ndarray, smooth_iters: int = 5)
     adj.data[:] = 1.0
     walk = sp.diags(1.0 / np.maximum(np.asarray(adj.sum(1)).ravel(), 1.0)) @ adj
     directed = e[:, 0] * n + e[:, 1]
-    boundary = np.zeros(n, bool)
-    boundary[e[~np.isin(directed, e[:, 1] * n + e[:, 0]), 0]] = True
+    pinned = np.ones(n, bool)  # the boundary, and vertices no triangle uses, keep their place
+    pinned[t.ravel()] = False
+    pinned[e[~np.isin(directed, e[:, 1] * n + e[:, 0]), 0]] = True
     x = v.copy()
     for _ in range(smooth_iters):
         x = 0.5 * x + 0.5 * (walk @ x)
-        x[boundary] = v[boundary]
+        x[pinned] = v[pinned]
     lo, hi = v.min(axis=0), v.max(axis=0)
     return cylindrical_uv(x, axis=((lo[0] + hi[0]) / 2, hi[2] - (hi[0] - lo[0]) / 2))
 
@@ -113,54 +237,194 @@ def texel_fragments(uv: torch.Tensor, triangles: torch.Tensor, size: int):
                      triangles, size)  # fmt: skip
 
 
-def folded_triangles(vertices: np.ndarray, triangles: np.ndarray, cos_max: float = -0.5):
-    """``(F,)`` bool: triangles sharing an edge with a neighbour whose normal points the other
-    way (``cos < cos_max``), i.e. the mesh folds back on itself there (bfm-lite's reduced
-    triangulation does in the nostrils: 208 of 30111 triangles, 200 within 15 mm of the nose)."""
-    v = np.asarray(vertices, np.float64)
-    t = np.asarray(triangles, np.int64)
-    n = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    edges = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
-    face = np.tile(np.arange(len(t)), 3)
-    key = np.sort(edges, axis=1)
-    order = np.lexsort((key[:, 1], key[:, 0]))
-    key, face = key[order], face[order]
-    same = np.all(key[1:] == key[:-1], axis=1)
-    a, b = face[:-1][same], face[1:][same]
-    bad = np.einsum("ij,ij->i", n[a], n[b]) < cos_max
-    out = np.zeros(len(t), bool)
-    out[a[bad]] = True
-    out[b[bad]] = True
-    return out
-
-
-def mirror_vertices(vertices: np.ndarray) -> np.ndarray:
+def mirror_vertices(vertices: np.ndarray, triangles: np.ndarray | None = None) -> np.ndarray:
     """``(N,)`` index of each vertex's left/right partner: the vertex nearest to its mirror
-    image ``(-x, y, z)`` (the models are symmetric about ``x = 0`` in model space)."""
+    image ``(-x, y, z)`` (the models are symmetric about ``x = 0`` in model space); with
+    ``triangles (F, 3)`` only vertices on the surface (used by a triangle) are partners."""
     from scipy.spatial import cKDTree
 
     v = np.asarray(vertices, np.float64)
-    return cKDTree(v).query(v * np.array([-1.0, 1.0, 1.0]))[1].astype(np.int64)
+    pool = np.arange(len(v)) if triangles is None else np.unique(np.asarray(triangles))
+    return pool[cKDTree(v[pool]).query(v * np.array([-1.0, 1.0, 1.0]))[1]].astype(np.int64)
+
+
+@dataclass
+class TexelMap:
+    """Which surface point each texel of a ``size`` x ``size`` texture holds: the ``K``
+    texels inside the chart and a ring of texels around it (``RING`` wide), which take the
+    triangle of their nearest chart texel with extrapolated barycentrics, so that maps built
+    from them can be resampled up to the chart's edge without pulling in the outside.
+
+    Attributes:
+        size: texture side ``S``.
+        cover: ``(S, S)`` bool, texels inside the chart.
+        pix: ``(K,)`` int64 flat texel index ``row * S + col``.
+        inside: ``(K,)`` bool, the texel is inside the chart (False: the ring).
+        face: ``(K,)`` int64 triangle; corners ``(K, 3)`` int64 its vertices; bary ``(K, 3)``
+            float32 barycentrics (linear in UV).
+    """
+
+    size: int
+    cover: np.ndarray
+    pix: torch.Tensor
+    inside: torch.Tensor
+    face: torch.Tensor
+    corners: torch.Tensor
+    bary: torch.Tensor
+
+    RING = 2
+
+    def interpolate(self, attrs: torch.Tensor) -> torch.Tensor:
+        """Per-vertex ``attrs (N, C)`` at the texels: ``(K, C)``."""
+        k, c = self.corners.shape[0], attrs.shape[-1]
+        vals = attrs.index_select(0, self.corners.reshape(-1)).view(k, 3, c)
+        return torch.einsum("kjc,kj->kc", vals, self.bary.to(attrs.dtype))
+
+    def image(self, values: torch.Tensor | np.ndarray, fill: float | np.ndarray = 0.0):
+        """Texel values ``(K, C)`` as an image ``(S, S, C)`` float32 (``fill``, a number or
+        ``(C,)``, beyond the ring)."""
+        vals = torch.as_tensor(values).to(torch.float32)
+        out = torch.empty((self.size * self.size, vals.shape[-1]), dtype=torch.float32)
+        out[:] = torch.as_tensor(np.asarray(fill, np.float32))
+        out.index_copy_(0, self.pix, vals)
+        return out.view(self.size, self.size, -1).numpy()
+
+    @classmethod
+    def of_chart(cls, uv: np.ndarray, triangles: np.ndarray, size: int) -> TexelMap:
+        """Rasterize the chart ``uv (N, 2)`` / ``triangles (F, 3)`` at ``size`` (module
+        docstring), with the ring."""
+        from scipy.ndimage import distance_transform_edt
+
+        tri = torch.from_numpy(np.asarray(triangles, np.int64))
+        with torch.no_grad():
+            frag = texel_fragments(torch.from_numpy(uv).to(torch.float32), tri, size)
+        flat = frag.face_idx[0].reshape(-1)
+        cover = (flat >= 0).view(size, size).numpy()
+        pix_in = (flat >= 0).nonzero().squeeze(1)
+        bary_in = frag.bary[0].reshape(-1, 3).index_select(0, pix_in).to(torch.float32)
+        dist, (iy, ix) = distance_transform_edt(~cover, return_indices=True)
+        ring = ~cover & (dist <= cls.RING)
+        pix_ring = np.flatnonzero(ring)
+        face_ring = flat.numpy()[(iy * size + ix).ravel()[pix_ring]]
+        corners = uv_to_texel(torch.from_numpy(uv[triangles[face_ring]]), size).numpy()
+        p = np.stack([pix_ring % size, pix_ring // size], axis=1).astype(np.float64)
+        a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
+        v0, v1, v2 = b - a, c - a, p - a
+        den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
+        den = np.where(np.abs(den) > 1e-12, den, 1e-12)
+        w1 = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
+        w2 = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
+        bary_ring = torch.from_numpy(np.stack([1 - w1 - w2, w1, w2], 1).astype(np.float32))
+        pix = torch.cat([pix_in, torch.from_numpy(pix_ring)])
+        face = torch.cat([flat.index_select(0, pix_in), torch.from_numpy(face_ring)])
+        inside = torch.zeros(len(pix), dtype=torch.bool)
+        inside[: len(pix_in)] = True
+        return cls(size, cover, pix, inside, face, tri.index_select(0, face),
+                   torch.cat([bary_in, bary_ring]))  # fmt: skip
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    """``(S, S, C)`` float32 -> ``(size, size, C)`` (bilinear; area when shrinking)."""
+    if image.shape[0] == size:
+        return image
+    mode = cv2.INTER_AREA if size < image.shape[0] else cv2.INTER_LINEAR
+    out = cv2.resize(image, (size, size), interpolation=mode)
+    return out.reshape(size, size, -1)
+
+
+class UVChart:
+    """A face model's UV chart and what every face of the model shares (built once per model
+    and texture size, then cached): :class:`TexelMap` rasterizations, the mirror texel map.
+
+    Args:
+        mean_shape: ``(N, 3)`` mm; triangles: ``(F, 3)``.
+        work_size: resolution of the texel geometry (visibility, weights, irradiance, vertex
+            colours); larger textures are upsampled from it (:mod:`facerecon.texture`).
+    """
+
+    def __init__(self, mean_shape: np.ndarray, triangles: np.ndarray, work_size: int = 512):
+        mean = np.asarray(mean_shape, np.float64)
+        self.triangles = np.asarray(triangles, np.int64)
+        self.uv = chart_uv(mean, self.triangles)  # (N, 2)
+        self.mirror = mirror_vertices(mean, self.triangles)  # (N,)
+        self.work_size = int(work_size)
+        self.pairs = triangle_pairs(self.triangles)  # for folded_triangles of each fitted mesh
+        self._maps: dict[int, TexelMap] = {}
+        self._cover: dict[int, np.ndarray] = {}
+        self._mirror_xy: dict[int, np.ndarray] = {}
+        self._mirror_maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def of_model(cls, model, work_size: int = 512) -> UVChart:
+        """The chart of a :class:`facerecon.morphable.MorphableModel`."""
+        return cls(
+            model.mean_shape.detach().cpu().numpy(), model.triangles.cpu().numpy(), work_size
+        )
+
+    def work(self, size: int) -> int:
+        """The geometry resolution used for a ``size`` texture."""
+        return min(int(size), self.work_size)
+
+    def texels(self, size: int) -> TexelMap:
+        """The :class:`TexelMap` of a ``size`` texture (rasterized once, then cached)."""
+        if size not in self._maps:
+            self._maps[size] = TexelMap.of_chart(self.uv, self.triangles, size)
+        return self._maps[size]
+
+    def cover(self, size: int) -> np.ndarray:
+        """``(size, size)`` bool texels inside the chart (upsampled from the work grid)."""
+        if size not in self._cover:
+            work = self.texels(self.work(size)).cover
+            self._cover[size] = _resize(work.astype(np.float32)[..., None], size)[..., 0] > 0.5
+        return self._cover[size]
+
+    def bake_colors(self, colors: np.ndarray | torch.Tensor, size: int) -> np.ndarray:
+        """Per-vertex ``colors (N, 3)`` in 0..1 as a texture ``(size, size, 3)`` float32 (the
+        model's albedo as a texture; the mean colour away from the chart). Cost: one
+        interpolation on the cached work grid and a resize."""
+        tm = self.texels(self.work(size))
+        col = tm.interpolate(torch.as_tensor(np.asarray(colors, np.float32)))
+        mean = col[tm.inside].mean(dim=0).numpy() if bool(tm.inside.any()) else 0.5
+        return np.clip(_resize(tm.image(col, fill=mean), size), 0.0, 1.0)
+
+    def mirror_xy(self, size: int) -> np.ndarray:
+        """``(size, size, 2)`` float32 texel coordinates (x, y) of each texel's mirror texel
+        (:func:`mirror_vertices` interpolated over the chart); -1 far outside the chart."""
+        if size not in self._mirror_xy:
+            tm = self.texels(self.work(size))
+            muv = torch.from_numpy(self.uv[self.mirror]).to(torch.float32)
+            xy = uv_to_texel(tm.interpolate(muv), size)
+            self._mirror_xy[size] = _resize(tm.image(xy, fill=-1.0), size)
+        return self._mirror_xy[size]
+
+    def mirror_maps(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`mirror_xy` as OpenCV fixed-point maps (``cv2.remap``'s faster form)."""
+        if size not in self._mirror_maps:
+            xy = self.mirror_xy(size)
+            self._mirror_maps[size] = cv2.convertMaps(xy[..., 0], xy[..., 1], cv2.CV_16SC2)
+        return self._mirror_maps[size]
+
+    def vertex_colors(self, texture: np.ndarray) -> np.ndarray:
+        """``(N, 3)`` float in 0..1: a texture ``(T, T, 3)`` uint8 sampled at the vertices."""
+        T = texture.shape[0]
+        xy = uv_to_texel(torch.from_numpy(self.uv), T).numpy().astype(np.float32)
+        col = cv2.remap(texture, xy[:, None, 0].copy(), xy[:, None, 1].copy(), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        return col.reshape(-1, 3).astype(np.float64) / 255.0
 
 
 def bake_photo(
     photo: np.ndarray,
-    vertices: torch.Tensor,
-    angles: torch.Tensor,
-    trans: torch.Tensor,
-    gamma: torch.Tensor,
+    vertices: torch.Tensor | np.ndarray,
+    angles: torch.Tensor | np.ndarray,
+    trans: torch.Tensor | np.ndarray,
+    gamma: torch.Tensor | np.ndarray,
     crop_to_original: np.ndarray,
-    triangles: torch.Tensor,
-    uv: torch.Tensor,
-    size: int = 512,
+    chart: UVChart,
+    size: int = 1024,
     camera: CameraConfig | None = None,
-    delight: bool = True,
+    config: TextureConfig | None = None,
     exclude: np.ndarray | None = None,
-    depth_tol: float = 0.02,
-    min_shading: float = 0.15,
-    shadow_floor: float = 0.8,
-    irradiance_blur: float = 6.0,
 ) -> BakedTexture:
     """Bake a photo into UV space through a fitted reconstruction (module docstring).
 
@@ -169,71 +433,74 @@ def bake_photo(
         vertices: ``(N, 3)`` mm model space (the fitted shape); angles ``(3,)``, trans ``(3,)``,
             gamma ``(27,)``: the fitted pose and SH lighting.
         crop_to_original: ``(2, 3)`` affine map from 224-crop pixels to photo pixels.
-        triangles: ``(F, 3)``; uv: ``(N, 2)``.
+        chart: the model's :class:`UVChart`.
         size: texture side ``T``.
         camera: the crop camera (default ``CameraConfig()``).
-        delight: divide by the SH irradiance (False: the lit photo colours).
+        config: :class:`TextureConfig` (its ``delight``, ``depth_tol``, shading floors and
+            ``irradiance_blur``; ``size`` is the argument).
         exclude: ``(F,)`` bool triangles whose texels get weight 0 (default
             :func:`folded_triangles` of ``vertices``).
-        depth_tol: visibility tolerance in scene units (0.02 = 2 mm).
-        min_shading, shadow_floor: the division's irradiance floor is the larger of
-            ``min_shading`` and ``shadow_floor`` x the median irradiance of the seen texels.
-        irradiance_blur: Gaussian sigma (texels) of the irradiance before the division: the
-            SH model's fine-scale shading (normals of the nose base and nostrils) is less
-            reliable than its broad light direction.
 
     Returns:
-        :class:`BakedTexture`.
+        :class:`BakedTexture` of side ``size``.
     """
+    cfg = config or TextureConfig()
     cam = camera or CameraConfig()
-    v = vertices.detach().to(torch.float32)[None]
-    tri = triangles.to(torch.int64)
-    scene = transform(v, angles.detach().float()[None], trans.detach().float()[None], cam)
-    uvc, depth = project(scene, cam)  # (1, N, 2) crop pixels, (1, N)
-    M = torch.as_tensor(np.asarray(crop_to_original, np.float64), dtype=torch.float32)
-    uvo = uvc[0] @ M[:, :2].T + M[:, 2]
-    zoom = 2  # z-buffer at twice the crop resolution
-    frag_crop = rasterize(uvc * zoom + (zoom - 1) / 2.0, depth, tri, cam.size * zoom)
-    normals = vertex_normals(scene, tri)
-    shading = sh_shading(normals, gamma.detach().float()[None])
-    attrs = torch.cat(
-        [uvo[None], uvc * zoom + (zoom - 1) / 2.0, depth[..., None], normals, shading], dim=-1
-    )
-    chart = texel_fragments(uv, tri, size)
-    tex = interpolate(attrs, chart, tri)[0]  # (T, T, 12)
-    cover = chart.face_idx[0] >= 0
-    xy = tex[..., 0:2].numpy().astype(np.float32)
-    color = cv2.remap(
-        photo.astype(np.float32) / 255.0, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )  # fmt: skip
+    tri = torch.from_numpy(chart.triangles)
+    v = torch.as_tensor(vertices).detach().to("cpu", torch.float32)
+    pose = [torch.as_tensor(x).detach().to("cpu", torch.float32)[None] for x in (angles, trans)]
+    light = torch.as_tensor(gamma).detach().to("cpu", torch.float32)[None]
+    zoom = 2  # the z-buffer at twice the crop resolution
     S = cam.size * zoom
-    cxy = tex[..., 2:4].round().long()
-    inside = (cxy[..., 0] >= 0) & (cxy[..., 0] < S) & (cxy[..., 1] >= 0) & (cxy[..., 1] < S)
-    cxy = cxy.clamp(0, S - 1)
-    zimg = frag_crop.depth[0].reshape(S, S)
-    hit = frag_crop.face_idx[0][cxy[..., 1], cxy[..., 0]] >= 0
-    visible = cover & inside & hit & (tex[..., 4] <= zimg[cxy[..., 1], cxy[..., 0]] + depth_tol)
-    # inside the photo too
-    h, w = photo.shape[:2]
-    in_photo = (xy[..., 0] >= 0) & (xy[..., 0] <= w - 1) & (xy[..., 1] >= 0) & (xy[..., 1] <= h - 1)
-    facing = tex[..., 7].clamp(0, 1)  # normal z (towards the camera)
-    weight = (visible.float() * facing).numpy() * in_photo
-    if exclude is None:
-        exclude = folded_triangles(vertices.detach().cpu().numpy(), tri.cpu().numpy())
-    excl = torch.as_tensor(np.asarray(exclude, bool))
-    fi = chart.face_idx[0].clamp(min=0)
-    weight[(cover & excl[fi]).numpy()] = 0.0
-    if delight:
-        # Shadowed concavities (nostrils, mouth corners) are darker in photos than SH shading
-        # says (no occlusion in the model): a floor at a fraction of the face's typical
-        # irradiance keeps them dark instead of turning them into bright blotches.
-        irradiance = _smooth(tex[..., 8:11].numpy(), cover.numpy(), irradiance_blur)
-        lum = irradiance.mean(-1)[weight > 0]
-        floor = max(min_shading, shadow_floor * float(np.median(lum))) if lum.size else 1.0
-        color = np.clip(color / np.maximum(irradiance, floor), 0.0, 1.0)
-    weight[~cover.numpy()] = 0.0
-    return BakedTexture(color.astype(np.float32), weight.astype(np.float32), cover.numpy())
+    with torch.no_grad():
+        scene = transform(v[None], pose[0], pose[1], cam)
+        uvc, depth = project(scene, cam)  # (1, N, 2) crop pixels, (1, N)
+        M = torch.as_tensor(np.asarray(crop_to_original, np.float64), dtype=torch.float32)
+        uvo = uvc[0] @ M[:, :2].T + M[:, 2]
+        zc = uvc * zoom + (zoom - 1) / 2.0
+        frag = rasterize(zc, depth, tri, S)
+        normals = vertex_normals(scene, tri)
+        view = torch.tensor([0.0, 0.0, cam.cam_dist]) - scene
+        facing = (normals * view).sum(-1) / view.norm(dim=-1).clamp(min=1e-9)
+        shading = sh_shading(normals, light)
+        attrs = torch.cat([uvo, zc[0], depth[0, :, None], facing[0, :, None]], -1)
+        work = chart.texels(chart.work(size))
+        vals = work.interpolate(attrs)  # (K, 6)
+        cxy = vals[:, 2:4].round().long()
+        inside = ((cxy >= 0) & (cxy < S)).all(dim=1)
+        flat = (cxy[:, 1].clamp(0, S - 1) * S + cxy[:, 0].clamp(0, S - 1)).reshape(-1)
+        hit = frag.face_idx[0].reshape(-1).index_select(0, flat) >= 0
+        zimg = frag.depth[0].reshape(-1).index_select(0, flat)
+        visible = inside & hit & (vals[:, 4] <= zimg + cfg.depth_tol)
+        h, w = photo.shape[:2]
+        x, y = vals[:, 0], vals[:, 1]
+        in_photo = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+        weight = (visible & in_photo & work.inside).float() * vals[:, 5].clamp(0, 1)
+        if exclude is None:
+            exclude = folded_triangles(v.numpy(), chart.triangles, pairs=chart.pairs)
+        excl = torch.as_tensor(np.asarray(exclude, bool))
+        weight = weight * (~excl.index_select(0, work.face)).float()
+    xy_img = _resize(work.image(vals[:, 0:2]), size)
+    weight_img = _resize(work.image(weight[:, None]), size)[..., 0]
+    cover = chart.cover(size)
+    weight_img = np.clip(weight_img, 0.0, 1.0) * cover
+    color = cv2.remap(photo, xy_img[..., 0], xy_img[..., 1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    color = color.astype(np.float32) * np.float32(1.0 / 255.0)
+    # the irradiance is smooth: on a quarter grid (with the weights), blurred, upsampled
+    coarse = chart.texels(max(chart.work(size) // 4, 16))
+    with torch.no_grad():
+        irr = coarse.image(coarse.interpolate(shading[0]))
+    wc = _resize(work.image(weight[:, None]), coarse.size)[..., 0] * coarse.cover
+    lum = irr.mean(axis=-1)[wc > 0]
+    floor = max(cfg.min_shading, cfg.shadow_floor * float(np.median(lum))) if lum.size else 1.0
+    lit = np.maximum(irr, floor)
+    gain = (wc.ravel() @ lit.reshape(-1, 3)) / wc.sum() if wc.sum() > 0 else np.ones(3)
+    if cfg.delight:
+        irr = _smooth(irr, coarse.cover, cfg.irradiance_blur * coarse.size / 512.0)
+        irr = np.maximum(_resize(np.maximum(irr, floor), size), floor)
+        color = np.clip(np.divide(color, irr, out=color), 0.0, 1.0, out=color)
+    return BakedTexture(color, weight_img.astype(np.float32), cover, gain.astype(np.float64))
 
 
 def _smooth(x: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -246,66 +513,196 @@ def _smooth(x: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
     return np.where(den > 1e-3, num / np.maximum(den, 1e-3), x)
 
 
-def blend_textures(baked: list[BakedTexture]) -> BakedTexture:
+def blend_textures(baked: Sequence[BakedTexture]) -> BakedTexture:
     """Several bakes of one face (image sets, views) as one: colours averaged with their
-    weights, the weight the largest of them."""
-    wsum = np.sum([b.weight for b in baked], axis=0)
-    col = np.sum([b.color * b.weight[..., None] for b in baked], axis=0)
-    col = col / np.maximum(wsum, 1e-8)[..., None]
-    return BakedTexture(
-        col.astype(np.float32), np.max([b.weight for b in baked], axis=0), baked[0].cover
-    )
+    squared weights (the view that sees a texel best dominates, the hand-over between views
+    stays smooth), the weight the largest of them, the gain averaged by how much each saw."""
+    if len(baked) == 1:
+        return baked[0]
+    w2 = [b.weight * b.weight for b in baked]
+    col = np.sum([b.color * w[..., None] for b, w in zip(baked, w2, strict=True)], axis=0)
+    col = col / np.maximum(np.sum(w2, axis=0), 1e-8)[..., None]
+    weight = np.max([b.weight for b in baked], axis=0)
+    total = np.array([b.weight.sum() for b in baked])
+    gain = np.average([b.gain for b in baked], axis=0, weights=total if total.sum() > 0 else None)
+    return BakedTexture(col.astype(np.float32), weight, baked[0].cover, gain)
+
+
+def _fill_offset(albedo: np.ndarray, image: np.ndarray, known: np.ndarray, size: int):
+    """``(T, T, 3)`` float32 colour offset such that ``albedo + offset`` is ``image`` where
+    ``known (T, T)`` and continues it smoothly elsewhere: the offset ``image - albedo`` on the
+    known texels, carried into the unknown ones by OpenCV's Navier-Stokes inpainting, on a
+    ``size`` grid (the offset is smooth), upsampled. ``albedo + offset`` keeps the albedo's
+    own detail (its gradients) with the person's colour at the border: Poisson blending of
+    the albedo into the photo texture, with no seam. A texture is one piece: the texels of
+    the chart and those outside it (which only texture filtering reads) are filled alike."""
+    T = albedo.shape[0]
+    a = _resize(albedo, size)
+    k = _resize(known.astype(np.float32)[..., None], size)[..., 0]
+    p = _resize(image * known[..., None], size) / np.maximum(k, 1e-6)[..., None]
+    inside = k < 0.5
+    if not inside.any():
+        return _resize(cv2.GaussianBlur(p - a, (0, 0), 1.0), T)
+    if inside.all():
+        mean = image[known].mean(0) - albedo[known].mean(0) if known.any() else np.zeros(3)
+        return np.broadcast_to(mean.astype(np.float32), albedo.shape).copy()
+    off = np.where(inside[..., None], 0.0, p - a).astype(np.float32)
+    mask = inside.astype(np.uint8)
+    radius = max(size // 32, 2)
+    off = np.stack([cv2.inpaint(off[..., c], mask, radius, cv2.INPAINT_NS) for c in range(3)], -1)
+    # softened by a texel of the coarse grid: no staircase along its mask's edge upsampled
+    return _resize(cv2.GaussianBlur(off, (0, 0), 1.0), T)
 
 
 def fill_texture(
     baked: BakedTexture,
-    uv: torch.Tensor,
-    triangles: torch.Tensor,
-    mirror: np.ndarray | None = None,
-    min_weight: float = 0.05,
-    prefer_mirror: float = 2.0,
-    inpaint_radius: int = 5,
+    chart: UVChart,
+    albedo: np.ndarray | None = None,
+    config: TextureConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Complete a baked texture (module docstring).
 
     Args:
         baked: from :func:`bake_photo` / :func:`blend_textures`.
-        uv, triangles: the UV chart it was baked on.
-        mirror: ``(N,)`` :func:`mirror_vertices` of the model's mean shape (None: no mirroring).
-        min_weight: texels below this weight count as unseen.
-        prefer_mirror: a seen texel still takes its mirror's colour when the mirror's weight
-            is at least this factor larger (and >= 0.3).
+        chart: the :class:`UVChart` it was baked on.
+        albedo: ``(T, T, 3)`` float the model's albedo as a texture
+            (:meth:`UVChart.bake_colors`) for what no photo saw; None: the mean seen colour.
+        config: :class:`TextureConfig` (``min_weight``, ``full_weight``, ``prefer_mirror``,
+            ``hole_fraction``, ``inpaint_radius``, ``blend_size``).
 
     Returns:
-        ``(texture (T, T, 3) uint8, source (T, T) uint8)``: 2 = seen, 1 = mirrored,
-        0 = inpainted (or outside the chart).
+        ``(texture (T, T, 3) float32 in 0..1, source (T, T) uint8)``: ``SOURCE_SEEN``,
+        ``SOURCE_MIRRORED``, ``SOURCE_INPAINTED``, ``SOURCE_ALBEDO`` or ``SOURCE_OUTSIDE``.
     """
+    cfg = config or TextureConfig()
     T = baked.color.shape[0]
-    seen = baked.weight >= min_weight
-    out = baked.color.copy()
-    source = np.where(seen, 2, 0).astype(np.uint8)
-    if mirror is not None:
-        chart = texel_fragments(uv, triangles, T)
-        muv = interpolate(uv[mirror][None].to(torch.float32), chart, triangles)[0]
-        mxy = uv_to_texel(muv, T).numpy().astype(np.float32)
-        mcol = cv2.remap(baked.color, mxy[..., 0], mxy[..., 1], cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-        mw = cv2.remap(baked.weight, mxy[..., 0], mxy[..., 1], cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
-        # the mirror texel wins where it was seen and this one was not, or was seen much more
-        # obliquely (the far side of a turned face, where the fitted silhouette is least sure)
-        better = (mw >= prefer_mirror * np.maximum(baked.weight, 1e-6)) & (mw >= 0.3)
-        use = baked.cover & (mw >= min_weight) & (~seen | better)
-        out[use] = mcol[use]
-        source[use] = 1
+    cover, w = baked.cover, baked.weight
+    seen = w >= cfg.min_weight
+    m1, m2 = chart.mirror_maps(T)
+    mcol = cv2.remap(baked.color, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mw = cv2.remap(w, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    # the mirror texel wins where it was seen and this one was not, or was seen much more
+    # obliquely (the far side of a turned face, where the fitted silhouette is least sure)
+    better = (mw >= cfg.prefer_mirror * np.maximum(w, 1e-6)) & (mw >= 0.3)
+    use = cover & (mw >= cfg.min_weight) & (~seen | better)
+    out = cv2.copyTo(mcol, use.astype(np.uint8), baked.color.copy())
+    conf = np.where(use, mw, np.where(seen, w, 0.0)).astype(np.float32)
+    source = np.where(use, SOURCE_MIRRORED, np.where(seen, SOURCE_SEEN, SOURCE_OUTSIDE))
+    source = source.astype(np.uint8)
     known = source > 0
-    if known.any():
-        out[~known] = out[known].mean(axis=0)
-    img = np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
-    holes = (~known).astype(np.uint8) * 255
-    if holes.any() and known.any():
-        img = cv2.inpaint(img, holes, inpaint_radius, cv2.INPAINT_TELEA)
-    return img, source
+    if albedo is None:
+        mean = out[known].mean(axis=0) if known.any() else np.full(3, 0.5, np.float32)
+        albedo = np.broadcast_to(mean, out.shape).astype(np.float32)
+    albedo = np.asarray(albedo, np.float32)
+    # small unseen patches inside the chart (eye corners, nostrils): inpainted from around them
+    # (OpenCV Telea), on a half-size grid (they are small and smooth), then upsampled
+    h = max(T // 2, 1)
+    unseen = (cover & ~known).astype(np.uint8) * 255
+    unseen = cv2.resize(unseen, (h, h), interpolation=cv2.INTER_AREA) > 0  # any texel unseen
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(unseen.astype(np.uint8), 8)
+    small = np.zeros(n, bool)
+    small[1:] = stats[1:, cv2.CC_STAT_AREA] < cfg.hole_fraction * cover.sum() / 4
+    if small.any():
+        holes_h = small[labels].astype(np.uint8)
+        ctx = np.where(known[..., None], out, albedo)
+        ctx8 = np.round(np.clip(_resize(ctx, h), 0, 1) * 255).astype(np.uint8)
+        radius = max(cfg.inpaint_radius // 2, 1)
+        filled = cv2.inpaint(ctx8, holes_h, radius, cv2.INPAINT_TELEA)
+        holes = cover & ~known & (_resize(holes_h[..., None].astype(np.float32), T)[..., 0] > 0)
+        up = _resize(filled.astype(np.float32) * np.float32(1 / 255), T)
+        out = cv2.copyTo(up, holes.astype(np.uint8), out)
+        conf[holes] = 1.0
+        source[holes] = SOURCE_INPAINTED
+    # how far each texel keeps its own colour; the rest is the albedo with the offset
+    keep = np.clip((conf - cfg.min_weight) / max(cfg.full_weight - cfg.min_weight, 1e-6), 0, 1)
+    fill = _fill_offset(albedo, out, keep >= 0.5, min(cfg.blend_size, T))
+    fill += albedo
+    out -= fill  # final = fill + keep x (out - fill), in place
+    out *= keep[..., None]
+    out += fill
+    source[cover & (keep < 0.5)] = SOURCE_ALBEDO
+    source[~cover] = SOURCE_OUTSIDE
+    return np.clip(out, 0.0, 1.0, out=out), source
+
+
+def photo_texture(
+    chart: UVChart,
+    views: Sequence[PhotoView],
+    albedo: np.ndarray,
+    config: TextureConfig | None = None,
+    camera: CameraConfig | None = None,
+) -> FaceTexture:
+    """A face's texture from its photo(s): each view baked (:func:`bake_photo`), the bakes
+    blended by their weights (:func:`blend_textures`), the rest filled (:func:`fill_texture`).
+
+    Args:
+        chart: the model's :class:`UVChart`.
+        views: one :class:`PhotoView` per photo of the face (image sets, ``--views``).
+        albedo: ``(N, 3)`` the model's fitted albedo, for what no photo saw.
+        config: :class:`TextureConfig`.
+    """
+    cfg = config or TextureConfig()
+    start = time.perf_counter()
+    bakes = [
+        bake_photo(
+            v.photo,
+            v.vertices,
+            v.angles,
+            v.trans,
+            v.gamma,
+            v.crop_to_original,
+            chart,
+            cfg.size,
+            camera,
+            cfg,
+        )
+        for v in views
+    ]
+    baked = blend_textures(bakes)
+    gain = baked.gain.astype(np.float32)
+    fill = chart.bake_colors(albedo, cfg.size)
+    if cfg.delight:  # albedo units throughout, the photo's colour balance at the end
+        image, source = fill_texture(baked, chart, fill, cfg)
+        image = image * gain
+    else:  # photo colours: the model's albedo as the photo's light shows it
+        image, source = fill_texture(baked, chart, fill * gain, cfg)
+    image = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+    seen = float((source[baked.cover] == SOURCE_SEEN).mean()) if baked.cover.any() else 0.0
+    return FaceTexture(image, source, seen, gain.astype(np.float64), time.perf_counter() - start)
+
+
+def render_textured(
+    vertices: torch.Tensor,
+    texture: torch.Tensor,
+    uv: torch.Tensor,
+    triangles: torch.Tensor,
+    angles: torch.Tensor,
+    trans: torch.Tensor,
+    gamma: torch.Tensor,
+    camera: CameraConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render a textured face with the image formation of :func:`facerecon.render.render`:
+    per pixel ``texture(uv) x SH irradiance``.
+
+    Args:
+        vertices: ``(B, N, 3)`` mm; texture: ``(B, 3, T, T)`` in 0..1; uv: ``(N, 2)``;
+        triangles: ``(F, 3)``; angles ``(B, 3)``, trans ``(B, 3)``, gamma ``(B, 27)``.
+
+    Returns:
+        ``(image (B, 3, S, S), face_idx (B, S, S))`` (image 0 on background, face_idx -1).
+    """
+    cam = camera or CameraConfig()
+    tri = triangles.to(device=vertices.device, dtype=torch.int64)
+    angles, trans, gamma = (x.to(vertices) for x in (angles, trans, gamma))
+    scene = transform(vertices, angles, trans, cam)
+    uvc, depth = project(scene, cam)
+    frag = rasterize(uvc, depth, tri, cam.size, near=cam.near, far=cam.far)
+    shading = sh_shading(vertex_normals(scene, tri), gamma)
+    B, N = vertices.shape[:2]
+    attrs = torch.cat([uv.to(vertices).expand(B, N, 2), shading], dim=-1)
+    vals = interpolate(attrs, frag, tri)  # (B, S, S, 5)
+    col = sample_texture(texture.to(vertices), vals[..., :2]) * vals[..., 2:].permute(0, 3, 1, 2)
+    return col * frag.mask.unsqueeze(1).to(col.dtype), frag.face_idx
 
 
 def sample_texture(texture: torch.Tensor, uv_pixels: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 // facerecon report viewer: shows one GLB (given as base64) in an element, with orbit controls.
 // Built by build.sh into a single classic script exposing window.FaceViewer.mount(el, b64).
 // State is written to the element: data-viewer-ready="1" once the mesh is shown, or
-// data-viewer-error="<message>" when WebGL or the mesh fails.
+// data-viewer-error="<message>" when WebGL or the mesh fails; data-viewer-textured="1" when the
+// mesh shows an image texture (the photo texture of `--texture photo`).
 import {
   AnimationMixer,
   Box3,
@@ -13,6 +14,7 @@ import {
   REVISION,
   Scene,
   Sphere,
+  TextureLoader,
   WebGLRenderer,
 } from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
@@ -123,8 +125,16 @@ export function mount(element, glbBase64) {
     render();
     frameRequest = requestAnimationFrame(tick);
   };
+  // Embedded textures load through an <img> (TextureLoader) instead of createImageBitmap: the
+  // same pixels, and headless browsers' virtual time waits for image loads but not for
+  // ImageBitmap decodes (the report's screenshot test would see no face).
+  const loader = new GLTFLoader();
+  loader.register((parser) => {
+    parser.textureLoader = new TextureLoader(parser.options.manager);
+    return { name: 'facerecon_image_textures' };
+  });
   try {
-    new GLTFLoader().parse(
+    loader.parse(
       decodeBase64(glbBase64),
       '',
       (gltf) => {
@@ -132,12 +142,15 @@ export function mount(element, glbBase64) {
         content = gltf.scene;
         scene.add(content);
         let vertices = 0;
+        let textured = false;
         content.traverse((node) => {
           if (node.isMesh) vertices += node.geometry.getAttribute('position').count;
+          if (node.isMesh && [].concat(node.material).some((m) => m.map)) textured = true;
         });
         frame(camera, controls, content);
         render();
         element.setAttribute('data-viewer-vertices', String(vertices));
+        if (textured) element.setAttribute('data-viewer-textured', '1');
         if (gltf.animations && gltf.animations.length > 0) {
           mixer = new AnimationMixer(content);
           mixer.clipAction(gltf.animations[0]).play();

@@ -266,19 +266,24 @@ def evaluate_mesh(
     """Evaluate a predicted mesh against a GT mesh with the paper's protocol (module docs).
 
     pred_vertices (N, 3) mm, pred_triangles (F, 3); gt_vertices (G, 3) mm, gt_triangles
-    (H, 3) or None (only validated: the metric uses GT vertices, so a point-cloud scan works;
-    GT topology may differ from the prediction's). Landmarks: (68,) or
+    (H, 3) or None (the metric uses GT vertices, those the triangles use when they are given,
+    so a point-cloud scan works; GT topology may differ from the prediction's). Landmarks: (68,) or
     (5,) vertex indices, or (68, 3) / (5, 3) positions. ``icp_stages`` replaces
     :func:`default_icp_stages`; ``align=False`` skips alignment (identity similarity).
     """
     pv, pf = _mesh("prediction", pred_vertices, pred_triangles)
-    if gt_triangles is None:  # a point-cloud scan: only its vertices are used
+    scan = gt_triangles is None
+    if scan:  # a point-cloud scan: only its vertices are used
         gt_triangles = np.zeros((1, 3), np.int64)
-    gv, _ = _mesh("ground-truth", gt_vertices, gt_triangles)
+    gv, gf = _mesh("ground-truth", gt_vertices, gt_triangles)
     gt_lm = landmark_points("ground-truth", gt_landmarks, gv)
     pred_lm = landmark_points("prediction", pred_landmarks, pv)
     nose = _nose_tip(gv, gt_lm, nose_index)
     idx = crop_indices(gv, nose, crop_mm)
+    if not scan:  # a vertex no GT triangle uses is not on its surface (bfm-lite's nostril pits)
+        on_surface = np.zeros(len(gv), bool)
+        on_surface[gf.ravel()] = True
+        idx = idx[on_surface[idx]]
     if len(idx) < 3:
         raise EvaluationError(f"fewer than 3 ground-truth vertices within {crop_mm} mm of the nose")
     q = gv[idx]

