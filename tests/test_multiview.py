@@ -140,11 +140,11 @@ def test_prepare_views_orders_each_folder_by_yaw(tmp_path, model):
     yaw = item["yaw"].tolist()
     assert yaw[0] < -15 and abs(yaw[1]) < 12 and yaw[2] > 15
     assert sorted(p.name for p in out.glob("*.npz")) == ["person_a.npz"]
-    # a flat folder is the wrong layout: one clear line, exit 1
+    # a flat folder is the wrong layout: one clear line, exit 2 (a usage error)
     flat = tmp_path / "flat"
     flat.mkdir()
     cv2.imwrite(str(flat / "x.png"), np.full((50, 50, 3), 128, np.uint8))
-    assert main_prepare([str(flat), str(tmp_path / "o2"), "--views"]) == 1
+    assert main_prepare([str(flat), str(tmp_path / "o2"), "--views"]) == 2
 
 
 def test_api_views_share_the_face(model):

@@ -104,5 +104,6 @@ def test_main_prepare(photo_dir, tmp_path, capsys):
     assert main_prepare([str(photo_dir / "alice"), str(out), "--quiet", "--no-attention"]) == 0
     assert "prepared 2 new, 0 already done, 0 rejected" in capsys.readouterr().out
     assert "attention" not in read_item(out / "takeo.npz")
-    assert main_prepare([str(tmp_path / "missing"), str(out), "--quiet"]) == 1
+    # a missing source folder is a usage error: exit 2, as every CLI usage error
+    assert main_prepare([str(tmp_path / "missing"), str(out), "--quiet"]) == 2
     assert capsys.readouterr().err.startswith("error: not a folder")

@@ -166,6 +166,12 @@ class CropTransform:
         A = np.vstack([self.matrix_to_crop, [0.0, 0.0, 1.0]])
         return np.linalg.inv(A)[:2]
 
+    def as_paper_params(self) -> np.ndarray:
+        """``[w0, h0, s, tx, ty]`` like the released code keeps (here exactly our s and t;
+        for an unturned photo)."""
+        h0, w0 = self.original_size
+        return np.array([w0, h0, self.scale, *self.translation], dtype=np.float64)
+
 
 def _rot90_matrix(k: int, size: tuple[int, int]) -> np.ndarray:
     """``(3, 3)`` map of :func:`rot90_points` (pixel coordinates of an ``(H, W)`` image)."""

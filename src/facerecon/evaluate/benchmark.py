@@ -67,7 +67,7 @@ from facerecon.evaluate.errors import EvaluationError
 if TYPE_CHECKING:
     import torch
 from facerecon.evaluate.icp import ICPConfig
-from facerecon.evaluate.metrics import DEFAULT_CROP_MM, REGIONS, evaluate_mesh
+from facerecon.evaluate.metrics import DEFAULT_CROP_MM, REGIONS, evaluate_mesh, scanned_triangles
 
 __all__ = [
     "Detections",
@@ -572,9 +572,15 @@ def summarize(records: Sequence[dict]) -> dict[str, dict[str, dict]]:
 
 
 def _gt(sample, neutral: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(vertices, triangles, landmarks)`` of a sample's ground truth: its triangles
+    restricted to the surface a scanner captures (:func:`scanned_triangles` of the neutral
+    shape, so posed and neutral truth are scored on the same points; vertices of no kept
+    triangle are not scored)."""
     v = np.asarray(sample.vertices_neutral if neutral else sample.vertices_model, np.float64)
     idx = np.asarray(sample.landmark_indices, dtype=np.int64)
-    return v, np.asarray(sample.triangles, dtype=np.int64), v[idx]
+    tri = np.asarray(sample.triangles, dtype=np.int64)
+    seen = scanned_triangles(np.asarray(sample.vertices_neutral, np.float64), tri)
+    return v, tri[seen], v[idx]
 
 
 def _record(

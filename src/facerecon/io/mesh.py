@@ -239,22 +239,29 @@ def write_obj(
             f"map_Kd {png_path.name}\n",
         )
 
-    lines = ["# facerecon mesh, units: millimetres"]
+    parts = ["# facerecon mesh, units: millimetres\n"]
     if texture is not None:
-        lines.append(f"mtllib {mtl_path.name}")
-    body = [v] if c is None else [v, c]
-    lines.extend("v " + " ".join(f"{x:.5f}" for x in row) for row in np.hstack(body).tolist())
+        parts.append(f"mtllib {mtl_path.name}\n")
+    body = v if c is None else np.hstack([v, c])
+    parts.append(_rows("v" + " %.5f" * body.shape[1] + "\n", body))
     if uvs is not None:
-        lines.extend(f"vt {a:.6f} {b:.6f}" for a, b in uvs)
+        parts.append(_rows("vt %.6f %.6f\n", uvs))
     if texture is not None:
-        lines.append("usemtl face")
+        parts.append("usemtl face\n")
     idx = f + 1
     if uvs is None:
-        lines.extend(f"f {a} {b} {c_}" for a, b, c_ in idx.tolist())
+        parts.append(_rows("f %d %d %d\n", idx))
     else:
-        lines.extend(f"f {a}/{a} {b}/{b} {c_}/{c_}" for a, b, c_ in idx.tolist())
-    atomic_write_text(path, "\n".join(lines) + "\n")
+        parts.append(_rows("f %d/%d %d/%d %d/%d\n", np.repeat(idx, 2, axis=1)))
+    atomic_write_text(path, "".join(parts))
     return path
+
+
+def _rows(row_format: str, array: np.ndarray) -> str:
+    """``array (n, k)`` formatted row by row with ``row_format`` (k ``%`` fields), in one
+    C-level formatting call (~10x faster than per-value f-strings for a 15k-vertex mesh)."""
+    a = np.asarray(array)
+    return (row_format * len(a)) % tuple(a.ravel().tolist())
 
 
 def read_obj(path: str | os.PathLike) -> MeshData:
