@@ -375,3 +375,29 @@ def test_error_maps_flag_scale_and_overwrite(tmp_path, capsys):
     out.unlink(), out.with_suffix(".md").unlink()
     assert main_evaluate(base) == 2  # the error map alone is an output too
     assert "bump.ply exists" in capsys.readouterr().err
+
+
+def test_scanned_triangles_leave_out_what_no_scanner_sees():
+    """A box open at the front with a deep pocket behind a lid: the views see the front face
+    and the lid, never the pocket's back wall hidden behind the lid."""
+    import numpy as np
+
+    from facerecon.evaluate.metrics import scanned_triangles
+
+    def quad(p0, p1, p2, p3):
+        return [p0, p1, p2, p3]
+
+    verts, tris = [], []
+
+    def add(q):
+        k = len(verts)
+        verts.extend(q)
+        tris.extend([[k, k + 1, k + 2], [k, k + 2, k + 3]])
+
+    add(quad((-50, -50, 0), (50, -50, 0), (50, 50, 0), (-50, 50, 0)))  # front, z = 0
+    add(quad((-10, -10, -30), (10, -10, -30), (10, 10, -30), (-10, 10, -30)))  # behind it
+    seen = scanned_triangles(np.array(verts, float), np.array(tris), pixel_mm=1.0)
+    assert seen[:2].all() and not seen[2:].any()
+    # without the front plate the back plate is seen
+    seen = scanned_triangles(np.array(verts[4:], float), np.array(tris[:2]), pixel_mm=1.0)
+    assert seen.all()
