@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = [
     "render", "detect", "skin", "facerec", "fit", "rnet", "heldout", "synthetic", "realistic",
-    "multiview", "video", "texture", "throughput",
+    "multiview", "video", "texture", "throughput", "robustness",
 ]  # fmt: skip
 
 
