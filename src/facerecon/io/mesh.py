@@ -244,15 +244,7 @@ def write_obj(
         parts.append(f"mtllib {mtl_path.name}\n")
     body = v if c is None else np.hstack([v, c])
     parts.append(_rows("v" + " %.5f" * body.shape[1] + "\n", body))
-    if uvs is not None:
-        parts.append(_rows("vt %.6f %.6f\n", uvs))
-    if texture is not None:
-        parts.append("usemtl face\n")
-    idx = f + 1
-    if uvs is None:
-        parts.append(_rows("f %d %d %d\n", idx))
-    else:
-        parts.append(_rows("f %d/%d %d/%d %d/%d\n", np.repeat(idx, 2, axis=1)))
+    parts.append(_obj_tail(uvs, f, texture is not None))
     atomic_write_text(path, "".join(parts))
     return path
 
@@ -262,6 +254,33 @@ def _rows(row_format: str, array: np.ndarray) -> str:
     C-level formatting call (~10x faster than per-value f-strings for a 15k-vertex mesh)."""
     a = np.asarray(array)
     return (row_format * len(a)) % tuple(a.ravel().tolist())
+
+
+_TAILS: dict[bytes, str] = {}  # the vt / usemtl / f lines of the last few (uv, triangles)
+
+
+def _obj_tail(uvs: np.ndarray | None, faces: np.ndarray, material: bool) -> str:
+    """The OBJ lines after the vertices (``vt``, ``usemtl``, ``f``): the same for every face
+    of a model, so formatted once (a digest of the arrays is the key; a few kept)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for a in (uvs, faces):
+        h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+    key = h.digest() + bytes([material])
+    if key not in _TAILS:
+        parts = [] if uvs is None else [_rows("vt %.6f %.6f\n", uvs)]
+        if material:
+            parts.append("usemtl face\n")
+        idx = faces + 1
+        if uvs is None:
+            parts.append(_rows("f %d %d %d\n", idx))
+        else:
+            parts.append(_rows("f %d/%d %d/%d %d/%d\n", np.repeat(idx, 2, axis=1)))
+        if len(_TAILS) >= 4:
+            _TAILS.pop(next(iter(_TAILS)))
+        _TAILS[key] = "".join(parts)
+    return _TAILS[key]
 
 
 def read_obj(path: str | os.PathLike) -> MeshData:
