@@ -26,8 +26,8 @@ SHARED = Path(os.environ.get("FACERECON_SHARED", ROOT.parent / "shared"))
 SECTION = "Robustness (bad inputs, very large photos)"
 
 
-def fuzz_cases(run_them: bool) -> tuple[int, int | None, float]:
-    """``(cases, passed or None, seconds)`` of tests/test_fuzz.py."""
+def fuzz_cases(run_them: bool) -> tuple[int, int | None, float, list[str]]:
+    """``(cases, passed or None, seconds, failed test ids)`` of tests/test_fuzz.py."""
     start = time.perf_counter()
     args = [sys.executable, "-m", "pytest", "-q", str(ROOT / "tests" / "test_fuzz.py")]
     collected = subprocess.run([*args, "--collect-only"], capture_output=True, text=True,
@@ -35,10 +35,11 @@ def fuzz_cases(run_them: bool) -> tuple[int, int | None, float]:
     m = re.search(r"(\d+) tests? collected", collected.stdout)
     n = int(m.group(1)) if m else 0
     if not run_them:
-        return n, None, time.perf_counter() - start
-    done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+        return n, None, time.perf_counter() - start, []
+    done = subprocess.run([*args, "-rf"], capture_output=True, text=True, cwd=ROOT)
     passed = re.search(r"(\d+) passed", done.stdout)
-    return n, int(passed.group(1)) if passed else 0, time.perf_counter() - start
+    failed = re.findall(r"^FAILED (\S+)", done.stdout, re.M)
+    return n, int(passed.group(1)) if passed else 0, time.perf_counter() - start, failed
 
 
 def peak_mb(*args: str) -> tuple[float, float, int]:
@@ -67,7 +68,7 @@ def run(quick: bool = False) -> list[dict]:
         rows.append({"section": SECTION, "name": name, "value": value, "unit": unit,
                      "notes": notes})  # fmt: skip
 
-    n, passed, secs = fuzz_cases(run_them=not quick)
+    n, passed, secs, failed = fuzz_cases(run_them=not quick)
     what = (
         "generated inputs: 28 photo-level (corrupt, truncated, empty, bombs, no face, turned, "
         "16-bit, CMYK, unicode names, links, strips, 24 MP...), command errors, a folder "
@@ -75,7 +76,8 @@ def run(quick: bool = False) -> list[dict]:
     )
     row("fuzz suite (tests/test_fuzz.py): cases", n, "cases", what)
     if passed is not None:
-        row("fuzz suite: cases passed", passed, "cases", f"{secs:.0f} s for the file")
+        notes = f"{secs:.0f} s for the file" + (f"; failed: {', '.join(failed)}" * bool(failed))
+        row("fuzz suite: cases passed", passed, "cases", notes)
     source = SHARED / "data" / "faces_68pt" / "breakingbad.jpg"
     if not source.is_file():
         source = demo_photo()
