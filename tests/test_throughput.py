@@ -203,3 +203,42 @@ def test_fast_detector_finds_the_faces_with_dlib_points(faces_68pt):
             assert set(det.seconds.seconds) >= {"detect", "landmarks"}
         assert fast.detect(image)[0].detector == "dlib mp-box"
         assert nme["fast"] < 7.0 and nme["fast"] < nme["auto"] + 1.5, (photo, nme)
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_ordered_work_comes_back_in_order_with_its_errors(threaded):
+    import time
+
+    from facerecon.concurrency import Ordered, prefetched
+
+    def slow(k):
+        time.sleep(0.01 * (3 - k % 3))  # later calls finish sooner
+        if k == 4:
+            raise ValueError("bad four")
+        return k * k
+
+    work = Ordered(threaded)
+    for k in range(7):
+        work.submit(f"t{k}", slow, k)
+    out = list(work.drain())
+    work.close()
+    assert [t for t, _, _ in out] == [f"t{k}" for k in range(7)]
+    assert [r for _, r, e in out if e is None] == [0, 1, 4, 9, 25, 36]
+    assert str(out[4][2]) == "bad four" and out[4][1] is None
+    got = list(prefetched(slow, [5, 4, 3], depth=2, threaded=threaded))
+    assert [(i, r) for i, r, _ in got] == [(5, 25), (4, None), (3, 9)]
+
+
+def test_closing_ordered_work_drops_what_has_not_started():
+    import threading
+
+    from facerecon.concurrency import Ordered
+
+    gate = threading.Event()
+    work = Ordered(threaded=True)
+    work.submit("running", gate.wait, 5)
+    for k in range(3):
+        work.submit(f"queued{k}", str, k)
+    threading.Timer(0.2, gate.set).start()
+    work.close()  # waits for the running call; the queued ones never run
+    assert [t for t, _, _ in work.drain()] == ["running"]

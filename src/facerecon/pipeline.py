@@ -22,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from facerecon.concurrency import Ordered, prefetched
 from facerecon.detect.align import rot90_points
 from facerecon.errors import FaceReconError, ImageError
 from facerecon.fileio import atomic_write_text
@@ -938,78 +939,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, k
 
 
-class _Ordered:
-    """Work items run on one background thread (or inline), results taken back in the order
-    they were given: ``submit(fn, *args)`` then ``done()`` / ``drain()`` yield
-    ``(tag, result, exception)``."""
-
-    def __init__(self, threaded: bool):
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(max_workers=1) if threaded else None
-        self._queue: deque = deque()
-
-    def submit(self, tag, fn: Callable, *args) -> None:
-        if self._pool is not None:
-            self._queue.append((tag, self._pool.submit(fn, *args)))
-            return
-        try:
-            self._queue.append((tag, (fn(*args), None)))
-        except Exception as exc:  # handed back to the caller with its tag
-            self._queue.append((tag, (None, exc)))
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def _pop(self):
-        tag, item = self._queue.popleft()
-        if isinstance(item, tuple):
-            return (tag, *item)
-        try:
-            return tag, item.result(), None
-        except Exception as exc:  # handed back to the caller with its tag
-            return tag, None, exc
-
-    def done(self):
-        """Results whose work has finished, in order (stops at the first unfinished)."""
-        while self._queue and (isinstance(self._queue[0][1], tuple) or self._queue[0][1].done()):
-            yield self._pop()
-
-    def drain(self):
-        """Every result, in order, waiting for each."""
-        while self._queue:
-            yield self._pop()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            for _, item in self._queue:
-                if not isinstance(item, tuple):
-                    item.cancel()
-            self._pool.shutdown(wait=True)
-
-
-def prefetched(fn: Callable[[int], T], indices: list[int], depth: int, threaded: bool):
-    """``(index, fn(index) or None, exception or None)`` for each index in order, ``fn``
-    running up to ``depth`` indices ahead on a background thread (inline when not
-    ``threaded``)."""
-    work = _Ordered(threaded)
-    todo = iter(indices)
-    try:
-        for i in todo:
-            work.submit(i, fn, i)
-            if len(work) >= depth:
-                break
-        while len(work):
-            item = next(work.drain())
-            nxt = next(todo, None)
-            if nxt is not None:
-                work.submit(nxt, fn, nxt)
-            yield item
-    finally:
-        work.close()
-
-
 class _Progress:
     """The run's messages and progress bar: a line per photo in input order once its faces
     are written (or it failed), and the failures in ``summary.failed``."""
@@ -1192,7 +1121,7 @@ def _run_locked(options, summary, paths, names, picked, summary_path, report, st
             faces = [dataclasses.replace(f, name=claim_name(f.name, taken)) for f in faces]
         return faces
 
-    writer = _Ordered(options.threads)
+    writer = Ordered(options.threads)
 
     def collect(wait: bool) -> None:
         for (i, name), entry, exc in writer.drain() if wait else writer.done():
@@ -1319,7 +1248,7 @@ def _check_set(recon, faces: list[PreparedFace], track, summary) -> list[Prepare
     return [f for k, f in enumerate(faces) if k not in drop]
 
 
-def _joint(recon: Reconstructor, faces: list[PreparedFace], writer: _Ordered, track) -> None:
+def _joint(recon: Reconstructor, faces: list[PreparedFace], writer: Ordered, track) -> None:
     """One shared identity for ``faces``; a failed estimate fails every face, a failed write
     only its face. With ``--texture photo`` every face gets the texture of all the photos,
     blended by their visibility weights (:func:`facerecon.texture.photo_texture`)."""
