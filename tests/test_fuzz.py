@@ -324,12 +324,19 @@ def test_a_set_of_different_people_is_reported_and_strict_leaves_them_out(tmp_pa
 # -- concurrency and interrupts, real processes ----------------------------------------------
 
 
+def _sigint_default() -> None:
+    # a process started in the background (nohup, `cmd &` in a script) inherits SIGINT
+    # ignored, and Python then leaves it ignored: give the child Ctrl-C back
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(*args):
     return subprocess.Popen(
         [sys.executable, "-m", "facerecon.cli", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_default,
     )
 
 

@@ -1127,10 +1127,10 @@ def _run_locked(options, summary, paths, names, picked, summary_path, report, st
         for (i, name), entry, exc in writer.drain() if wait else writer.done():
             track.face_done(i, entry, None if exc is None else f"{name}: {exc}")
 
-    def flush(batch: list[PreparedFace], shared: bool) -> None:
+    def flush(batch: list[PreparedFace]) -> None:
         if not batch:
             return
-        for face, res in zip(batch, estimate_faces(recon, batch, shared), strict=True):
+        for face, res in zip(batch, estimate_faces(recon, batch, False), strict=True):
             if res.error is not None:
                 track.face_done(face.index, None, f"{face.name}: {res.error}")
             else:
@@ -1152,7 +1152,7 @@ def _run_locked(options, summary, paths, names, picked, summary_path, report, st
             if options.as_set:
                 track.detected(i, len(faces))
             elif len(prepared) >= batch_size:
-                flush(prepared, False)
+                flush(prepared)
                 prepared = []
             collect(wait=False)
         if options.as_set:
@@ -1163,7 +1163,7 @@ def _run_locked(options, summary, paths, names, picked, summary_path, report, st
                 _joint(recon, prepared, writer, track)
             bar.update(1)
         else:
-            flush(prepared, False)
+            flush(prepared)
         collect(wait=True)
     except KeyboardInterrupt:
         interrupted = True  # what is written stays; the summary and report say so
@@ -1179,7 +1179,8 @@ def _run_locked(options, summary, paths, names, picked, summary_path, report, st
     summary.seconds = time.perf_counter() - start
     summary.photos = len(picked)
     summary.interrupted = interrupted
-    write_summary(summary_path, summary, options.overwrite, options.shard)
+    run_stage("writing " + summary_path.name, write_summary, summary_path, summary,
+              options.overwrite, options.shard)  # fmt: skip
     if report:
         summary.report = run_stage(
             "writing report.html", write_run_report, summary, out_dir / "report.html",
