@@ -909,14 +909,6 @@ def estimate_faces(
     return [FaceEstimate(c, k, seconds) for c, k in zip(est.coeffs, conf, strict=True)]
 
 
-def reconstruct_face(recon: Reconstructor, face: PreparedFace) -> dict:
-    """Fit (or regress) one face and write its outputs; returns its summary entry."""
-    (result,) = estimate_faces(recon, [face], False)
-    if result.error is not None:
-        raise FaceReconError(result.error)
-    return write_face(recon, face, result.coeffs, result.seconds)
-
-
 def shard_indices(n: int, shard: tuple[int, int] | None) -> list[int]:
     """Positions (of ``n`` inputs in :func:`collect_inputs` order) that shard ``(i, k)``
     takes: ``i, i + k, i + 2k, ...`` (the shards are disjoint, cover every input, and differ
