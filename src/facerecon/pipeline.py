@@ -136,9 +136,9 @@ class PreparedFace:
 
     def matrix_to_photo(self, matrix: np.ndarray) -> np.ndarray:
         """A ``(2, 3)`` map to :attr:`photo`'s pixels -> the same map to the photo file's."""
-        sx, sy = self.scale
-        S = np.array([[1 / sx, 0.0, 0.5 / sx - 0.5], [0.0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
-        return (S @ np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]]))[:2]
+        from facerecon.io.overlay import scaled_transform
+
+        return scaled_transform(matrix, (1 / self.scale[0], 1 / self.scale[1]))
 
 
 @dataclass

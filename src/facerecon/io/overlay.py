@@ -71,12 +71,14 @@ def overlay_image(photo: Any, render: Any, mask: Any, alpha: float = 0.7) -> np.
     return np.round(np.clip(out, 0.0, 255.0)).astype(np.uint8)
 
 
-def scaled_transform(matrix: Any, scale: float) -> np.ndarray:
+def scaled_transform(matrix: Any, scale: float | tuple[float, float]) -> np.ndarray:
     """``(2, 3)`` affine map to photo pixels -> the same map to the photo resized by
-    ``scale`` (pixel centres stay pixel centres: ``x' = (x + 0.5) * scale - 0.5``)."""
+    ``scale`` (one factor, or ``(sx, sy)``; pixel centres stay pixel centres:
+    ``x' = (x + 0.5) * s - 0.5``)."""
     M = as_numpy(matrix, np.float64).reshape(2, 3).copy()
-    M *= scale
-    M[:, 2] += 0.5 * scale - 0.5
+    s = np.broadcast_to(np.asarray(scale, np.float64), (2,))[:, None]
+    M *= s
+    M[:, 2:] += 0.5 * s - 0.5
     return M
 
 
