@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = [
     "render", "detect", "skin", "facerec", "fit", "rnet", "heldout", "synthetic", "realistic",
+    "landmark_info",
     "multiview", "video", "texture", "throughput", "robustness",
 ]  # fmt: skip
 
