@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
 from facerecon.concurrency import Ordered, prefetched
 from facerecon.detect.align import rot90_points
@@ -28,6 +27,10 @@ from facerecon.errors import FaceReconError, ImageError
 from facerecon.fileio import atomic_write_text
 from facerecon.io.paths import OutputLock, check_outputs_free, check_writable, prepare_out_dir
 from facerecon.timing import StageTimes
+
+if TYPE_CHECKING:  # torch loads on first use: importing this module stays light (the CLI
+    # forks its photo-preparing process before torch is loaded, see start_prepare_worker)
+    import torch
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 SUMMARY_NAME = "summary.json"
@@ -486,6 +489,8 @@ class Reconstructor:
     prepared faces and writes their outputs."""
 
     def __init__(self, options: ReconstructOptions):
+        import torch
+
         from facerecon.methods import build_method
         from facerecon.morphable import load_face_model
 
@@ -517,6 +522,8 @@ class Reconstructor:
         confidence: float | None = None,
     ) -> Reconstruction:
         """The mesh, landmarks and coefficients of ``coeffs (layout.size,)`` for ``face``."""
+        import torch
+
         from facerecon.fit import fitted_landmarks
         from facerecon.render import CameraConfig
 
@@ -669,6 +676,8 @@ class Reconstructor:
         """``NAME_overlay.png``: the render blended onto the photo (its longer side at most
         ``options.overlay_size``), the detected landmarks in green, the reconstruction's in
         red."""
+        import torch
+
         from facerecon.io import draw_landmarks, overlay_on_photo, save_png
         from facerecon.render import CameraConfig, render
 
@@ -1203,6 +1212,8 @@ def set_strangers(faces: list[PreparedFace], device: str = "cpu") -> list[tuple[
     descriptor, facerecon's port) to the other faces; above :data:`SAME_PERSON` (dlib's
     same-person threshold) it is reported. With two faces both get their one distance.
     """
+    import torch
+
     from facerecon.nets.facerec import embed, load_facerec
 
     if len(faces) < 2:
@@ -1285,6 +1296,8 @@ def _worker(inputs: list[str], options: ReconstructOptions, queue) -> None:
     """A :func:`run_workers` process: one shard, its messages sent to the parent."""
     import os
 
+    import torch
+
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.workers))
     options = dataclasses.replace(options, workers=1)
     try:
@@ -1313,6 +1326,7 @@ def run_workers(
     import multiprocessing
     import os
 
+    import torch
     from tqdm import tqdm
 
     from facerecon.shards import load_parts
