@@ -242,3 +242,81 @@ def test_closing_ordered_work_drops_what_has_not_started():
     threading.Timer(0.2, gate.set).start()
     work.close()  # waits for the running call; the queued ones never run
     assert [t for t, _, _ in work.drain()] == ["running"]
+
+
+def _square_or_fail(k: int) -> int:
+    if k == 3:
+        raise ValueError("bad three")
+    if k == 5:
+        return lambda: k  # does not pickle: its message comes back instead
+    return k * k
+
+
+def _exit_at_two(k: int) -> int:
+    if k == 2:
+        import os
+
+        os._exit(3)
+    return k
+
+
+def test_forked_worker_hands_back_results_in_order_with_their_errors():
+    from facerecon.concurrency import ForkedWorker
+
+    if not ForkedWorker.available():
+        pytest.skip("processes do not fork here")
+    work = ForkedWorker(setup=lambda: None, depth=2)
+    try:
+        got = list(work.map(_square_or_fail, range(7)))
+        assert [k for k, _, _ in got] == list(range(7))
+        assert [r for _, r, e in got if e is None] == [0, 1, 4, 16, 36]
+        assert str(got[3][2]) == "bad three" and got[3][1] is None
+        assert "pickle" in str(got[5][2])
+        assert [r for _, r, _ in work.map(_square_or_fail, [10, 11])] == [100, 121]
+    finally:
+        work.close()
+    work = ForkedWorker()
+    try:  # a child that dies fails what it had not done; the run goes on
+        got = list(work.map(_exit_at_two, range(4)))
+        assert [r for _, r, _ in got[:2]] == [0, 1]
+        assert all(r is None and "died" in str(e) for _, r, e in got[2:])
+    finally:
+        work.close()
+
+
+def test_the_cli_parses_and_imports_the_pipeline_without_torch():
+    """The parser, ``--help`` and importing the pipeline load no torch, MediaPipe or scipy:
+    the CLI forks its photo-preparing process before torch loads (start-up, BENCHMARKS.md)."""
+    code = (
+        "import sys\n"
+        "from facerecon.cli import build_parser\n"
+        "build_parser().parse_args(['reconstruct', 'x.jpg', '--method', 'rnet'])\n"
+        "import facerecon.pipeline, facerecon.io.video, facerecon.detect\n"
+        "print(sorted(m for m in ('torch', 'mediapipe', 'scipy', 'dlib') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    proc = _cli("reconstruct", "--help")
+    assert proc.returncode == 0 and "--profile" in proc.stdout
+
+
+def test_photos_prepared_in_a_process_equal_those_prepared_here(faces_68pt):
+    from facerecon.pipeline import PhotoPreparer, start_prepare_worker
+
+    jobs = [(0, faces_68pt / "takeo.ppm", "takeo"), (1, faces_68pt / "einstein.jpg", "e")]
+    prepare = PhotoPreparer("fast", second_opinion=False, all_faces=False, max_side=4096)
+    worker = start_prepare_worker("fast")
+    if worker is None:
+        pytest.skip("processes do not fork here")
+    try:
+        there = list(worker.map(prepare, jobs))
+    finally:
+        worker.close()
+    for (job, faces, exc), here in zip(there, [prepare(j) for j in jobs], strict=True):
+        assert exc is None and job[0] == here[0].index
+        (a,), (b,) = faces, here
+        assert a.name == b.name and a.detector == b.detector
+        np.testing.assert_array_equal(a.detected_lm68, b.detected_lm68)
+        np.testing.assert_array_equal(a.aligned.image, b.aligned.image)
+        np.testing.assert_array_equal(a.photo, b.photo)
