@@ -142,9 +142,16 @@ class ForkedWorker:
 
     @staticmethod
     def available() -> bool:
+        """Processes fork here, this one runs no other Python thread and has not loaded torch
+        or MediaPipe (whose native threads and locks a child would inherit half-held; numpy's
+        BLAS pool and OpenCV's are fork-safe): forking later is unsafe, so there is then no
+        worker."""
         import multiprocessing
+        import sys
 
-        return "fork" in multiprocessing.get_all_start_methods()
+        if "fork" not in multiprocessing.get_all_start_methods():
+            return False
+        return threading.active_count() == 1 and not {"torch", "mediapipe"} & set(sys.modules)
 
     def map(
         self, fn: Callable[[Any], T], items: list
