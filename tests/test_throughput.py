@@ -4,6 +4,7 @@ detector. (Speed itself is measured in BENCHMARKS.md, never asserted here.)"""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -242,3 +243,101 @@ def test_closing_ordered_work_drops_what_has_not_started():
     threading.Timer(0.2, gate.set).start()
     work.close()  # waits for the running call; the queued ones never run
     assert [t for t, _, _ in work.drain()] == ["running"]
+
+
+FORKED_WORKER = """
+import os, sys
+from facerecon.concurrency import ForkedWorker
+
+def square_or_fail(k):
+    if k == 3:
+        raise ValueError("bad three")
+    if k == 5:
+        return lambda: k  # does not pickle: its message comes back instead
+    return k * k
+
+def exit_at_two(k):
+    if k == 2:
+        os._exit(3)
+    return k
+
+assert ForkedWorker.available()
+work = ForkedWorker(setup=lambda: None, depth=2)
+got = list(work.map(square_or_fail, range(7)))
+assert [k for k, _, _ in got] == list(range(7)), got
+assert [r for _, r, e in got if e is None] == [0, 1, 4, 16, 36], got
+assert str(got[3][2]) == "bad three" and got[3][1] is None, got
+assert "pickle" in str(got[5][2]), got
+assert [r for _, r, _ in work.map(square_or_fail, [10, 11])] == [100, 121]
+work.close()
+work = ForkedWorker()  # a child that dies fails what it had not done; the run goes on
+got = list(work.map(exit_at_two, range(4)))
+assert [r for _, r, _ in got[:2]] == [0, 1], got
+assert all(r is None and "died" in str(e) for _, r, e in got[2:]), got
+work.close()
+import threading
+threading.Thread(target=lambda: None).start()
+print("ok")
+"""
+
+
+def test_forked_worker_hands_back_results_in_order_with_their_errors():
+    """In a fresh process: forking one that has threads (pytest's, torch's) is unsafe, and
+    :meth:`ForkedWorker.available` says so."""
+    from facerecon.concurrency import ForkedWorker
+
+    if not hasattr(os, "fork"):
+        pytest.skip("processes do not fork here")
+    proc = subprocess.run([sys.executable, "-c", FORKED_WORKER], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    import torch
+
+    torch.ones(256, 256) @ torch.ones(256, 256)
+    if torch.get_num_threads() > 1:
+        assert not ForkedWorker.available()
+
+
+def test_the_cli_parses_and_imports_the_pipeline_without_torch():
+    """The parser, ``--help`` and importing the pipeline load no torch, MediaPipe or scipy:
+    the CLI forks its photo-preparing process before torch loads (start-up, BENCHMARKS.md)."""
+    code = (
+        "import sys\n"
+        "from facerecon.cli import build_parser\n"
+        "build_parser().parse_args(['reconstruct', 'x.jpg', '--method', 'rnet'])\n"
+        "import facerecon.pipeline, facerecon.io.video, facerecon.detect\n"
+        "print(sorted(m for m in ('torch', 'mediapipe', 'scipy', 'dlib') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    proc = _cli("reconstruct", "--help")
+    assert proc.returncode == 0 and "--profile" in proc.stdout
+
+
+def test_photos_prepared_in_a_process_equal_those_prepared_here(faces_68pt):
+    code = f"""
+import numpy as np
+from pathlib import Path
+from facerecon.pipeline import PhotoPreparer, start_prepare_worker
+root = Path({str(faces_68pt)!r})
+jobs = [(0, root / "takeo.ppm", "takeo"), (1, root / "einstein.jpg", "e")]
+prepare = PhotoPreparer("fast", second_opinion=False, all_faces=False, max_side=4096)
+worker = start_prepare_worker("fast")
+assert worker is not None
+there = list(worker.map(prepare, jobs))
+worker.close()
+for (job, faces, exc), here in zip(there, [prepare(j) for j in jobs], strict=True):
+    assert exc is None and job[0] == here[0].index, exc
+    (a,), (b,) = faces, here
+    assert a.name == b.name and a.detector == b.detector
+    np.testing.assert_array_equal(a.detected_lm68, b.detected_lm68)
+    np.testing.assert_array_equal(a.aligned.image, b.aligned.image)
+    np.testing.assert_array_equal(a.photo, b.photo)
+print("ok")
+"""
+    if not hasattr(os, "fork"):
+        pytest.skip("processes do not fork here")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

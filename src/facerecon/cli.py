@@ -306,6 +306,7 @@ def cmd_reconstruct(args) -> int:
         parse_shard,
         run,
         run_workers,
+        start_prepare_worker,
     )
 
     problem = check_device(args.device)
@@ -367,8 +368,18 @@ def cmd_reconstruct(args) -> int:
         texture_size=args.texture_size,
         texture_delight=args.texture_delight,
     )
-    go = run_workers if args.workers > 1 else run
-    summary = go(args.views or args.paths, options, show_progress=not args.quiet)
+    inputs = args.views or args.paths
+    if args.workers > 1:
+        summary = run_workers(inputs, options, show_progress=not args.quiet)
+        return report_summary(summary, args.out, args.profile)
+    # the photos are loaded, detected and aligned in a process forked before torch loads:
+    # the detector's libraries and models (~1 s) load there while torch loads here
+    worker = start_prepare_worker(args.detector)
+    try:
+        summary = run(inputs, options, show_progress=not args.quiet, worker=worker)
+    finally:
+        if worker is not None:
+            worker.close()
     return report_summary(summary, args.out, args.profile)
 
 

@@ -6,11 +6,17 @@ can overlap decoding or file writing with the work of the main thread and still 
 input order. :func:`prefetched` keeps a bounded number of calls running ahead of a consumer.
 
 OpenCV, zlib, dlib's HOG and torch release the GIL in their heavy parts, so the threads
-overlap real work on a multi-core CPU.
+overlap real work on a multi-core CPU. What holds the GIL (importing torch, MediaPipe,
+reading dlib's model files) does not overlap in threads: :class:`ForkedWorker` runs such work
+in a child process forked early, before the parent loads those libraries.
 """
 
 from __future__ import annotations
 
+import pickle
+import queue
+import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +24,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Ordered", "prefetched"]
+__all__ = ["ForkedWorker", "Ordered", "prefetched"]
 
 
 class Ordered:
@@ -95,3 +101,168 @@ def prefetched(
             yield item
     finally:
         work.close()
+
+
+class ForkedWorker:
+    """A child process, forked when this is made, that runs ``setup()`` (loading libraries
+    and models: make it before the parent loads anything big, e.g. torch, so the child shares
+    none of it, and before the parent starts threads) and then ``fn(item)`` for the items of
+    each :meth:`map`, in order; the results come back pickled, at most ``depth`` ahead of the
+    consumer.
+
+    The two processes run on two cores, the GIL of neither held by the other. An exception of
+    ``setup`` is ignored (the work meets the problem again and reports it); one of ``fn`` is
+    handed back with its item; a child that dies fails the items it had not done. The child
+    ignores SIGINT (Ctrl-C is the parent's to handle) and exits when the parent goes away.
+    Only where processes fork (:meth:`available`: Linux, not Windows or macOS' default).
+
+    Example:
+        >>> w = ForkedWorker(setup=load_models)   # before `import torch`
+        >>> import torch                          # overlaps with load_models in the child
+        >>> for item, result, exc in w.map(work, items): ...
+        >>> w.close()
+    """
+
+    def __init__(self, setup: Callable[[], Any] | None = None, depth: int = 8):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        jobs_out, jobs_in = ctx.Pipe(duplex=False)  # (receiving end, sending end)
+        results_out, results_in = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(
+            target=_serve,
+            args=(setup, jobs_out, results_in, (jobs_in, results_out)),
+            daemon=True,
+        )
+        self._proc.start()
+        jobs_out.close()  # the child's ends: a dead child is then an EOF here
+        results_in.close()
+        self._jobs, self._results = jobs_in, results_out
+        self.depth = max(1, depth)
+
+    @staticmethod
+    def available() -> bool:
+        """Processes fork here, this one runs no other Python thread and has not loaded torch
+        or MediaPipe (whose native threads and locks a child would inherit half-held; numpy's
+        BLAS pool and OpenCV's are fork-safe): forking later is unsafe, so there is then no
+        worker."""
+        import multiprocessing
+        import sys
+
+        if "fork" not in multiprocessing.get_all_start_methods():
+            return False
+        return threading.active_count() == 1 and not {"torch", "mediapipe"} & set(sys.modules)
+
+    def map(
+        self, fn: Callable[[Any], T], items: list
+    ) -> Iterator[tuple[Any, T | None, BaseException | None]]:
+        """``(item, fn(item) or None, exception or None)`` for each item, in order, ``fn``
+        running in the child (``fn`` and the items must pickle). The work is sent at once:
+        the child starts on it before the results are asked for."""
+        items = list(items)
+        try:
+            if items:
+                self._jobs.send((fn, items))
+        except OSError:  # the child is gone
+            return iter(
+                [(item, None, RuntimeError("the worker process is gone")) for item in items]
+            )
+        got: queue.Queue = queue.Queue(maxsize=self.depth)
+
+        def receive() -> None:
+            for _ in items:
+                try:
+                    message = self._results.recv()
+                except (EOFError, OSError):
+                    message = None
+                got.put(message)
+                if message is None or message[0] is None:
+                    return
+
+        if items:
+            threading.Thread(target=receive, daemon=True).start()
+        return self._results_of(items, got)
+
+    def _results_of(self, items: list, got: queue.Queue) -> Iterator[tuple]:
+        failed: BaseException | None = None
+        for item in items:
+            if failed is not None:
+                yield item, None, failed
+                continue
+            message = got.get()
+            if message is None:  # the child died: this item and the rest fail
+                code = self._proc.exitcode
+                failed = RuntimeError(f"the worker process died (exit code {code})")
+                yield item, None, failed
+                continue
+            done, data = message
+            try:
+                result, exc = pickle.loads(data)
+            except Exception as e:  # an exception that does not unpickle
+                result, exc = None, RuntimeError(f"{type(e).__name__}: {e}")
+            if done is None:  # the job itself failed in the child: every item does
+                failed = exc
+                yield item, None, failed
+                continue
+            yield done, result, exc
+
+    def close(self) -> None:
+        """Stop the child (at once: work it had not handed back is dropped)."""
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join(5)
+        for conn in (self._jobs, self._results):
+            conn.close()
+
+
+def _serve(setup, jobs, results, parent_ends) -> None:
+    """:class:`ForkedWorker`'s child: ``setup()``, then each job's items in order. It leaves
+    through ``os._exit``: nothing of the parent's (locks, buffers, atexit) runs here."""
+    import os
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for conn in parent_ends:  # held here, the parent's going away would not be an EOF
+            conn.close()
+        _serve_jobs(setup, jobs, results)
+    finally:
+        os._exit(0)
+
+
+def _serve_jobs(setup, jobs, results) -> None:
+    try:
+        if setup is not None:
+            setup()
+    except Exception:  # the work meets it again and reports it with its item
+        pass
+    while True:
+        try:
+            fn, items = jobs.recv()
+        except (EOFError, OSError):  # the parent is gone or closed us
+            return
+        except Exception as exc:  # a job that does not unpickle: all its items fail
+            if not _send(results, (None, _pickled((None, exc)))):
+                return
+            continue
+        for item in items:
+            try:
+                out: tuple = (fn(item), None)
+            except Exception as exc:
+                out = (None, exc)
+            if not _send(results, (item, _pickled(out))):
+                return
+
+
+def _pickled(out: tuple) -> bytes:
+    try:
+        return pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # an unpicklable result or exception: its message
+        return pickle.dumps((None, RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+def _send(conn, message) -> bool:
+    try:
+        conn.send(message)
+        return True
+    except OSError:  # the parent is gone
+        return False

@@ -17,17 +17,20 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
-from facerecon.concurrency import Ordered, prefetched
+from facerecon.concurrency import ForkedWorker, Ordered, prefetched
 from facerecon.detect.align import rot90_points
 from facerecon.errors import FaceReconError, ImageError
 from facerecon.fileio import atomic_write_text
 from facerecon.io.paths import OutputLock, check_outputs_free, check_writable, prepare_out_dir
 from facerecon.timing import StageTimes
+
+if TYPE_CHECKING:  # torch loads on first use: importing this module stays light (the CLI
+    # forks its photo-preparing process before torch is loaded, see start_prepare_worker)
+    import torch
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 SUMMARY_NAME = "summary.json"
@@ -396,6 +399,42 @@ def prepare_image(
     return faces
 
 
+@dataclass
+class PhotoPreparer:
+    """:func:`prepare_image` for a run's photos as one picklable call per ``(index, path,
+    name)``, for :func:`start_prepare_worker`'s process (which builds the detector,
+    :func:`facerecon.detect.detector_for`, on its first photo)."""
+
+    detector: str
+    second_opinion: bool
+    all_faces: bool
+    max_side: int
+    _built: object = field(default=None, repr=False, compare=False)
+
+    def __call__(self, job: tuple[int, Path, str]) -> list[PreparedFace]:
+        from facerecon.detect import detector_for
+
+        if self._built is None:
+            self._built = detector_for(self.detector, second_opinion=self.second_opinion)
+        i, path, name = job
+        return prepare_image(path, name, self._built, self.all_faces, i, self.max_side)
+
+
+def start_prepare_worker(detector: str) -> ForkedWorker | None:
+    """A process, forked now, that loads ``--detector``'s libraries and models
+    (:func:`facerecon.detect.preload`) and then prepares :func:`run`'s photos (load, detect,
+    align) on a second core; None where processes do not fork. Start it before torch loads
+    (importing this module does not load torch): the two load side by side, where threads
+    would take turns on the GIL. ``close()`` it after the run."""
+    import functools
+
+    from facerecon.detect import preload
+
+    if not ForkedWorker.available():
+        return None
+    return ForkedWorker(functools.partial(preload, detector))
+
+
 def upright_turns(lm68: np.ndarray, size: tuple[int, int]) -> int:
     """Quarter turns ``k`` (``np.rot90``) that make a face with landmarks ``lm68 (68, 2)`` in
     an ``(H, W)`` image upright: the eye line closest to horizontal, eyes above the mouth."""
@@ -486,6 +525,8 @@ class Reconstructor:
     prepared faces and writes their outputs."""
 
     def __init__(self, options: ReconstructOptions):
+        import torch
+
         from facerecon.methods import build_method
         from facerecon.morphable import load_face_model
 
@@ -517,6 +558,8 @@ class Reconstructor:
         confidence: float | None = None,
     ) -> Reconstruction:
         """The mesh, landmarks and coefficients of ``coeffs (layout.size,)`` for ``face``."""
+        import torch
+
         from facerecon.fit import fitted_landmarks
         from facerecon.render import CameraConfig
 
@@ -669,6 +712,8 @@ class Reconstructor:
         """``NAME_overlay.png``: the render blended onto the photo (its longer side at most
         ``options.overlay_size``), the detected landmarks in green, the reconstruction's in
         red."""
+        import torch
+
         from facerecon.io import draw_landmarks, overlay_on_photo, save_png
         from facerecon.render import CameraConfig, render
 
@@ -1003,6 +1048,7 @@ def run(
     progress: Callable[[str], None] | None = None,
     show_progress: bool = False,
     on_photo_done: Callable[[str], None] | None = None,
+    worker: ForkedWorker | None = None,
 ) -> RunSummary:
     """Reconstruct every face in ``inputs``; bad inputs are reported and skipped.
 
@@ -1018,7 +1064,9 @@ def run(
     ``show_progress`` draws a progress bar on stderr that advances when a photo's work is
     done (with ``as_set``: one step per photo's detection, then one for the joint fit);
     ``progress`` receives one line per input; ``on_photo_done`` is called (with that line)
-    whenever a photo is finished, for a caller's own progress display.
+    whenever a photo is finished, for a caller's own progress display. ``worker``: a
+    :func:`start_prepare_worker` process, which then loads, detects and aligns the photos
+    (same results, on another core) instead of the background thread.
     """
 
     start = time.perf_counter()
@@ -1052,7 +1100,7 @@ def run(
         )  # fmt: skip
         return _run_locked(
             options, summary, paths, names, picked, summary_path, report, start,
-            (progress, show_progress, on_photo_done),
+            (progress, show_progress, on_photo_done), worker,
         )  # fmt: skip
 
 
@@ -1085,16 +1133,26 @@ def completed_photos(
     return done
 
 
-def _run_locked(options, summary, paths, names, picked, summary_path, report, start, show):
+def _run_locked(
+    options, summary, paths, names, picked, summary_path, report, start, show, worker=None
+):
     """:func:`run`'s work once the output folder is held and checked."""
     from tqdm import tqdm
 
-    from facerecon.detect import detector_for
+    from facerecon.methods import method_class
 
     progress, show_progress, on_photo_done = show
     out_dir = options.out_dir
+    preparer = PhotoPreparer(
+        options.detector,
+        method_class(options.method).uses_more_landmarks,
+        options.all_faces,
+        options.max_side,
+    )
+    if worker is not None:  # the first photos are detected while the models load
+        jobs = worker.map(preparer, [(i, paths[i], names[i]) for i in picked])
+        stream = ((job[0], faces, exc) for job, faces, exc in jobs)
     recon = Reconstructor(options)
-    detector = detector_for(options.detector, second_opinion=recon.method.uses_more_landmarks)
     batch_size = options.batch_size or default_batch_size(recon.method)
     bar = tqdm(
         total=len(picked) + (1 if options.as_set else 0),
@@ -1106,12 +1164,6 @@ def _run_locked(options, summary, paths, names, picked, summary_path, report, st
     )
     track = _Progress(summary, paths, picked, progress, show_progress, bar, on_photo_done)
     taken = set(names)
-
-    def prepare(i: int) -> list[PreparedFace]:
-        faces = prepare_image(paths[i], names[i], detector, options.all_faces, i, options.max_side)
-        if len(faces) > 1:  # NAME_faceK must not collide with another input's NAME
-            faces = [dataclasses.replace(f, name=claim_name(f.name, taken)) for f in faces]
-        return faces
 
     writer = Ordered(options.threads)
 
@@ -1130,15 +1182,20 @@ def _run_locked(options, summary, paths, names, picked, summary_path, report, st
                 writer.submit((face.index, face.name), *job)
         collect(wait=False)
 
-    depth = max(2, batch_size)
+    if worker is None:
+        jobs = {i: (i, paths[i], names[i]) for i in picked}
+        stream = prefetched(lambda i: preparer(jobs[i]), picked, max(2, batch_size),
+                            options.threads)  # fmt: skip
     prepared: list[PreparedFace] = []
     interrupted = False
     try:
-        for i, faces, exc in prefetched(prepare, picked, depth, options.threads):
+        for i, faces, exc in stream:
             if exc is not None:
                 message = str(exc) if isinstance(exc, FaceReconError) else one_line(exc)
                 track.photo_failed(i, message)
                 continue
+            if len(faces) > 1:  # NAME_faceK must not collide with another input's NAME
+                faces = [dataclasses.replace(f, name=claim_name(f.name, taken)) for f in faces]
             track.expect(i, len(faces))
             prepared.extend(faces)
             if options.as_set:
@@ -1203,6 +1260,8 @@ def set_strangers(faces: list[PreparedFace], device: str = "cpu") -> list[tuple[
     descriptor, facerecon's port) to the other faces; above :data:`SAME_PERSON` (dlib's
     same-person threshold) it is reported. With two faces both get their one distance.
     """
+    import torch
+
     from facerecon.nets.facerec import embed, load_facerec
 
     if len(faces) < 2:
@@ -1285,6 +1344,8 @@ def _worker(inputs: list[str], options: ReconstructOptions, queue) -> None:
     """A :func:`run_workers` process: one shard, its messages sent to the parent."""
     import os
 
+    import torch
+
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.workers))
     options = dataclasses.replace(options, workers=1)
     try:
@@ -1313,6 +1374,7 @@ def run_workers(
     import multiprocessing
     import os
 
+    import torch
     from tqdm import tqdm
 
     from facerecon.shards import load_parts

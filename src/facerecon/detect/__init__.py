@@ -21,6 +21,7 @@ from .faces import (
     detector_for,
     get_detector,
     make_detector,
+    preload,
 )
 from .image_io import load_image, to_rgb_uint8
 from .parsing import dfmvr_weight_map, one_hot, parse_from_landmarks, parse_from_render
@@ -48,6 +49,7 @@ __all__ = [
     "one_hot",
     "parse_from_landmarks",
     "parse_from_render",
+    "preload",
     "template_from_model",
     "to_rgb_uint8",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "inner_centre",
     "load_dlib_model",
     "mmod_landmarks",
+    "preload_dlib",
     "recentre_box",
 ]
 
@@ -128,6 +129,14 @@ def load_dlib_model(key: str, path: str | None) -> Any:
     if key == "sp68":
         return dlib.shape_predictor(path)
     raise ValueError(f"unknown dlib model {key!r}")
+
+
+def preload_dlib(detector: str = "hog", model_dir: str | None = None) -> None:
+    """Load (:func:`load_dlib_model`) the models a :class:`DlibDetector` with ``detector``
+    ("hog", "mmod" or "mp-box") uses: its face detector's and the 68-point predictor."""
+    keys = {"hog": ("hog", "sp68"), "mmod": ("mmod", "sp68"), "mp-box": ("sp68",)}[detector]
+    for key in keys:
+        load_dlib_model(key, None if key == "hog" else _model_file(model_dir, MODEL_FILES[key]))
 
 
 class DlibDetector(FaceDetector):

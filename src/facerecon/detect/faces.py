@@ -47,6 +47,7 @@ __all__ = [
     "detector_for",
     "get_detector",
     "make_detector",
+    "preload",
 ]
 
 
@@ -311,6 +312,19 @@ def detector_for(name: str, second_opinion: bool = True) -> FaceDetector:
     if name == "mmod":
         return make_detector(DetectorConfig(backend="dlib", detector="mmod"))
     return make_detector(DetectorConfig(backend=name))
+
+
+def preload(name: str) -> None:
+    """Load what :func:`detector_for` ``(name)`` needs for a first photo: the libraries and
+    dlib's model files (loaded once per process, :func:`facerecon.detect.dlib_backend.
+    load_dlib_model`); MediaPipe's graphs still load on the first photo (~0.05 s). A process
+    preparing photos calls it while its parent loads torch (``facerecon reconstruct``)."""
+    if name in ("fast", "mediapipe"):
+        import mediapipe  # noqa: F401  (~0.5 s: it imports matplotlib)
+    if name != "mediapipe":
+        from .dlib_backend import preload_dlib
+
+        preload_dlib({"fast": "mp-box", "mmod": "mmod"}.get(name, "hog"))
 
 
 #: ``--detector`` choices

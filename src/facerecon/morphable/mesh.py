@@ -6,10 +6,15 @@ Triangles are counter-clockwise seen from +z, so right-hand normals point out of
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import Delaunay, cKDTree
+
+if TYPE_CHECKING:
+    import scipy.sparse
+
+# scipy loads in the functions that use it: importing a face model (this module, through
+# facerecon.morphable) stays free of it (~0.3 s of the CLI's start-up)
 
 
 def poisson_subsample(
@@ -19,6 +24,8 @@ def poisson_subsample(
 
     ``keep`` indices are always kept (and accepted first). Returns sorted indices ``(M,)``.
     """
+    from scipy.spatial import cKDTree
+
     n = len(points)
     tree = cKDTree(points)
     rng = np.random.default_rng(seed)
@@ -84,6 +91,8 @@ def orient_ccw(uv: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 def delaunay_2d(uv: np.ndarray) -> np.ndarray:
     """Delaunay triangles ``(F, 3)`` int64 of ``uv (N, 2)``, counter-clockwise."""
+    from scipy.spatial import Delaunay
+
     tri = Delaunay(uv).simplices.astype(np.int64)
     return orient_ccw(uv, tri)
 
@@ -119,6 +128,9 @@ def boundary_vertices(triangles: np.ndarray, n_vertices: int) -> np.ndarray:
 
 def outer_boundary_vertices(triangles: np.ndarray, n_vertices: int) -> np.ndarray:
     """``(N,)`` bool: vertices of the longest boundary loop (the outline, not holes or slits)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     edges, counts = undirected_edges(triangles)
     b = edges[counts == 1]
     out = np.zeros(n_vertices, dtype=bool)
@@ -204,8 +216,10 @@ def pit_vertices(
     return cand & (mean_nb - dist > depth)
 
 
-def adjacency(triangles: np.ndarray, n_vertices: int) -> coo_matrix:
+def adjacency(triangles: np.ndarray, n_vertices: int) -> scipy.sparse.csr_matrix:
     """Symmetric vertex adjacency (sparse, CSR)."""
+    from scipy.sparse import coo_matrix
+
     edges, _ = undirected_edges(triangles)
     i = np.concatenate([edges[:, 0], edges[:, 1]])
     j = np.concatenate([edges[:, 1], edges[:, 0]])
@@ -214,6 +228,8 @@ def adjacency(triangles: np.ndarray, n_vertices: int) -> coo_matrix:
 
 def largest_component_triangles(triangles: np.ndarray, n_vertices: int) -> np.ndarray:
     """Keep only triangles of the largest edge-connected vertex component."""
+    from scipy.sparse.csgraph import connected_components
+
     _, label = connected_components(adjacency(triangles, n_vertices), directed=False)
     used = label[triangles[:, 0]]
     big = np.bincount(used).argmax()
@@ -234,6 +250,9 @@ def smooth_field(
     points: np.ndarray, values: np.ndarray, sigma: float, radius: float | None = None
 ) -> np.ndarray:
     """Gaussian-smooth per-vertex ``values (N, ...)`` over Euclidean 3D neighbourhoods."""
+    from scipy.sparse import coo_matrix
+    from scipy.spatial import cKDTree
+
     radius = 2.5 * sigma if radius is None else radius
     tree = cKDTree(points)
     pairs = tree.query_pairs(radius, output_type="ndarray")

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from facerecon.labels import Region
 from facerecon.morphable.mesh import outer_boundary_vertices
@@ -90,6 +89,8 @@ def vertex_regions(
 
     ``vertices (N, 3)`` mm of the mean face (+x subject's left, +y up, +z out of the face).
     """
+    from scipy.spatial import cKDTree
+
     cfg = config or RegionConfig()
     xy = vertices[:, :2]
     lm = vertices[landmarks68, :2]
