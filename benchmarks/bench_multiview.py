@@ -1,4 +1,4 @@
-"""Multi-view accuracy and DF-MVR speed (``multiview``).
+"""Multi-view accuracy (``multiview``; DF-MVR speed is the ``mvr_speed`` area).
 
     python benchmarks/bench_multiview.py [--quick]
 
@@ -7,8 +7,9 @@ identities at yaws (-s, 0, +s), s = 30 and 60 degrees; the product's detector ch
 method with 1, 2 and 3 views (``facerecon.evaluate.multiview``): the average face, the front
 view alone (the single-image default, ``auto``), ``--set`` (one identity, per-view
 expression), the multi-view fit, ``mvr`` and ``mvr-auto``. Scored with the benchmark's ICP
-protocol (posed shape; the neutral shape against the neutral truth in the notes). Speed: ms per
-triple of the DF-MVR network alone on this CPU, and its training step.
+protocol (posed shape; the neutral shape against the neutral truth in the notes).
+:func:`speed_rows` (ms per triple of the DF-MVR network alone on this CPU, and its training
+step) is run by ``bench_mvr_speed.py``.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def speed_rows() -> list[dict]:
 
 
 def run(quick: bool = False) -> list[dict]:
-    return speed_rows() + accuracy_rows(quick)
+    return accuracy_rows(quick)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 ORDER = [
     "render", "detect", "skin", "facerec", "fit", "rnet", "heldout", "synthetic", "realistic",
     "landmark_info",
-    "multiview", "video", "texture", "throughput", "robustness",
+    "mvr_speed", "multiview", "video", "texture", "throughput", "robustness",
 ]  # fmt: skip
 
 
