@@ -321,14 +321,15 @@ import numpy as np
 from pathlib import Path
 from facerecon.pipeline import PhotoPreparer, start_prepare_worker
 root = Path({str(faces_68pt)!r})
-jobs = [(0, root / "takeo.ppm", "takeo"), (1, root / "einstein.jpg", "e")]
-prepare = PhotoPreparer("fast", second_opinion=False, all_faces=False, max_side=4096)
+paths, names = [root / "takeo.ppm", root / "einstein.jpg"], ["takeo", "e"]
+prepare = PhotoPreparer(paths, names, "fast", second_opinion=False, all_faces=False,
+                        max_side=4096)
 worker = start_prepare_worker("fast")
 assert worker is not None
-there = list(worker.map(prepare, jobs))
+there = list(worker.map(prepare, [0, 1]))
 worker.close()
-for (job, faces, exc), here in zip(there, [prepare(j) for j in jobs], strict=True):
-    assert exc is None and job[0] == here[0].index, exc
+for (i, faces, exc), here in zip(there, [prepare(i) for i in (0, 1)], strict=True):
+    assert exc is None and i == here[0].index, exc
     (a,), (b,) = faces, here
     assert a.name == b.name and a.detector == b.detector
     np.testing.assert_array_equal(a.detected_lm68, b.detected_lm68)

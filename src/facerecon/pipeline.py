@@ -401,23 +401,27 @@ def prepare_image(
 
 @dataclass
 class PhotoPreparer:
-    """:func:`prepare_image` for a run's photos as one picklable call per ``(index, path,
-    name)``, for :func:`start_prepare_worker`'s process (which builds the detector,
-    :func:`facerecon.detect.detector_for`, on its first photo)."""
+    """:func:`prepare_image` of a run's photo ``i`` (``paths[i]``, output name ``names[i]``)
+    as one picklable call, the same in the background thread and in
+    :func:`start_prepare_worker`'s process (the detector,
+    :func:`facerecon.detect.detector_for`, is built on the first photo)."""
 
+    paths: list[Path]
+    names: list[str]
     detector: str
     second_opinion: bool
     all_faces: bool
     max_side: int
     _built: object = field(default=None, repr=False, compare=False)
 
-    def __call__(self, job: tuple[int, Path, str]) -> list[PreparedFace]:
+    def __call__(self, i: int) -> list[PreparedFace]:
         from facerecon.detect import detector_for
 
         if self._built is None:
             self._built = detector_for(self.detector, second_opinion=self.second_opinion)
-        i, path, name = job
-        return prepare_image(path, name, self._built, self.all_faces, i, self.max_side)
+        return prepare_image(
+            self.paths[i], self.names[i], self._built, self.all_faces, i, self.max_side
+        )
 
 
 def start_prepare_worker(detector: str) -> ForkedWorker | None:
@@ -1144,14 +1148,15 @@ def _run_locked(
     progress, show_progress, on_photo_done = show
     out_dir = options.out_dir
     preparer = PhotoPreparer(
+        paths,
+        names,
         options.detector,
         method_class(options.method).uses_more_landmarks,
         options.all_faces,
         options.max_side,
     )
     if worker is not None:  # the first photos are detected while the models load
-        jobs = worker.map(preparer, [(i, paths[i], names[i]) for i in picked])
-        stream = ((job[0], faces, exc) for job, faces, exc in jobs)
+        stream = worker.map(preparer, picked)
     recon = Reconstructor(options)
     batch_size = options.batch_size or default_batch_size(recon.method)
     bar = tqdm(
@@ -1183,9 +1188,7 @@ def _run_locked(
         collect(wait=False)
 
     if worker is None:
-        jobs = {i: (i, paths[i], names[i]) for i in picked}
-        stream = prefetched(lambda i: preparer(jobs[i]), picked, max(2, batch_size),
-                            options.threads)  # fmt: skip
+        stream = prefetched(preparer, picked, max(2, batch_size), options.threads)
     prepared: list[PreparedFace] = []
     interrupted = False
     try:
