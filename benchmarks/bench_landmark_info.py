@@ -89,16 +89,36 @@ def collect(n_id: int, n_cond: int, albedo: str = "photo", clean: bool = False) 
     return out
 
 
+def _identity_rmse(model, coeffs, truth: tuple, nose_index: int) -> float:
+    """Neutral-shape RMSE (mm) of ``coeffs (1, layout.size)`` against ``truth`` (the
+    sample's neutral truth, ``evaluate.benchmark._gt``), with the synthetic benchmarks' ICP."""
+    from facerecon.evaluate.benchmark import SyntheticBenchmarkConfig, _model_mesh, score
+
+    pred = _model_mesh(model, coeffs)[0]
+    return score(pred, *truth, nose_index, SyntheticBenchmarkConfig(), True)["rmse"]
+
+
+def _detected_target(record: dict, like):
+    """The record's crop with the detected landmarks, MediaPipe's as a second opinion after
+    dlib, as the product fits them."""
+    from facerecon.methods import crops_target
+
+    alt = {}
+    if record["detector"] != "mediapipe" and np.isfinite(record["mediapipe"]).all():
+        alt = {"mediapipe": record["mediapipe"]}
+    return crops_target([record["aligned"]], like, (record["detector"],), [alt])
+
+
 def fit_rows(records: list[dict]) -> list[dict]:
     """The landmark fit on each landmark source, beside the average face (module docstring)."""
     import dataclasses
 
     import torch
 
-    from facerecon.evaluate.benchmark import SyntheticBenchmarkConfig, _gt, _model_mesh, score
+    from facerecon.evaluate.benchmark import _gt
     from facerecon.fit import FitConfig, FitTarget, StageConfig, fit
     from facerecon.losses import HybridLossConfig
-    from facerecon.methods import FitMethod, crops_target
+    from facerecon.methods import FitMethod
     from facerecon.morphable import load_face_model
 
     model = load_face_model("bfm-lite")
@@ -118,34 +138,21 @@ def fit_rows(records: list[dict]) -> list[dict]:
         "2 px noise": (2.0, 1.0, 2.0),
         "4 px noise": (4.0, 3.0, 5.0),
     }
-    bcfg = SyntheticBenchmarkConfig()
     errors: dict[str, list[float]] = {"average face": []}
     rng = np.random.default_rng(SEED + 1)
+    zero = torch.zeros(1, model.layout.size, dtype=model.mean_shape.dtype)
     for r in test:
-        s = r["sample"]
-        gv, gf, glm = _gt(s, neutral=True)
-        zero = torch.zeros(1, model.layout.size, dtype=model.mean_shape.dtype)
-        errors["average face"].append(
-            score(_model_mesh(model, zero)[0], gv, gf, glm, s.nose_index, bcfg, True)["rmse"]
-        )
+        truth, nose = _gt(r["sample"], neutral=True), r["sample"].nose_index
+        errors["average face"].append(_identity_rmse(model, zero, truth, nose))
         image = torch.from_numpy(r["aligned"].image).permute(2, 0, 1)[None] / 255.0
         for name, (sigma, alpha, beta) in variants.items():
             lm = r["true"] + rng.normal(0, sigma, (68, 2)) if sigma else r["true"]
             target = FitTarget(image.to(zero), torch.as_tensor(lm, dtype=zero.dtype)[None])
             c = dataclasses.replace(cfg, loss=HybridLossConfig(alpha=alpha, beta=beta))
             coeffs = fit(model, target, c).coeffs.detach()
-            pred = _model_mesh(model, coeffs)[0]
-            errors.setdefault(name, []).append(
-                score(pred, gv, gf, glm, s.nose_index, bcfg, True)["rmse"]
-            )
-        alt = {"mediapipe": r["mediapipe"]} if np.isfinite(r["mediapipe"]).all() else {}
-        if r["detector"] == "mediapipe":
-            alt = {}
-        target = crops_target([r["aligned"]], zero, (r["detector"],), [alt])
-        coeffs = product(target).coeffs.detach()
-        errors.setdefault("detected", []).append(
-            score(_model_mesh(model, coeffs)[0], gv, gf, glm, s.nose_index, bcfg, True)["rmse"]
-        )
+            errors.setdefault(name, []).append(_identity_rmse(model, coeffs, truth, nose))
+        coeffs = product(_detected_target(r, zero)).coeffs.detach()
+        errors.setdefault("detected", []).append(_identity_rmse(model, coeffs, truth, nose))
     base = float(np.mean(errors["average face"]))
     rows = []
     labels = {
@@ -215,9 +222,9 @@ def photometric_rows(n_id: int, n_cond: int) -> list[dict]:
 
     import torch
 
-    from facerecon.evaluate.benchmark import SyntheticBenchmarkConfig, _gt, _model_mesh, score
+    from facerecon.evaluate.benchmark import _gt
     from facerecon.fit import FitConfig
-    from facerecon.methods import FitMethod, crops_target
+    from facerecon.methods import FitMethod
     from facerecon.morphable import load_face_model
 
     model = load_face_model("bfm-lite")
@@ -227,34 +234,27 @@ def photometric_rows(n_id: int, n_cond: int) -> list[dict]:
         coarse=dataclasses.replace(base.coarse, frozen=()),
         fine=dataclasses.replace(base.fine, frozen=()),
     )
-    fits = {"landmarks decide the shape (default)": base, "photometric stages move it": free}
+    fits = {
+        "landmarks decide the shape (default)": FitMethod(model, base),
+        "photometric stages move it": FitMethod(model, free),
+    }
     kinds = {
         "clean, model albedo": ("model", True),
         "clean, photo albedo": ("photo", True),
         "photo-like (degraded), photo albedo": ("photo", False),
     }
-    bcfg = SyntheticBenchmarkConfig()
     rows = []
     zero = torch.zeros(1, model.layout.size, dtype=model.mean_shape.dtype)
     for kind, (albedo, clean) in kinds.items():
         records = [r for r in collect(n_id, n_cond, albedo, clean) if r["found"]]
         errors: dict[str, list[float]] = {"average face": []}
         for r in records:
-            s = r["sample"]
-            gv, gf, glm = _gt(s, neutral=True)
-            errors["average face"].append(
-                score(_model_mesh(model, zero)[0], gv, gf, glm, s.nose_index, bcfg, True)["rmse"]
-            )
-            alt = {"mediapipe": r["mediapipe"]} if np.isfinite(r["mediapipe"]).all() else {}
-            if r["detector"] == "mediapipe":
-                alt = {}
-            target = crops_target([r["aligned"]], zero, (r["detector"],), [alt])
-            for name, cfg in fits.items():
-                coeffs = FitMethod(model, cfg)(target).coeffs.detach()
-                pred = _model_mesh(model, coeffs)[0]
-                errors.setdefault(name, []).append(
-                    score(pred, gv, gf, glm, s.nose_index, bcfg, True)["rmse"]
-                )
+            truth, nose = _gt(r["sample"], neutral=True), r["sample"].nose_index
+            errors["average face"].append(_identity_rmse(model, zero, truth, nose))
+            target = _detected_target(r, zero)
+            for name, method in fits.items():
+                coeffs = method(target).coeffs.detach()
+                errors.setdefault(name, []).append(_identity_rmse(model, coeffs, truth, nose))
         ref = float(np.mean(errors["average face"]))
         for name, vals in errors.items():
             label = name if name == "average face" else f"fit, {name}"

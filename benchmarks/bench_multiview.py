@@ -7,9 +7,8 @@ identities at yaws (-s, 0, +s), s = 30 and 60 degrees; the product's detector ch
 method with 1, 2 and 3 views (``facerecon.evaluate.multiview``): the average face, the front
 view alone (the single-image default, ``auto``), ``--set`` (one identity, per-view
 expression), the multi-view fit, ``mvr`` and ``mvr-auto``. Scored with the benchmark's ICP
-protocol (posed shape; the neutral shape against the neutral truth in the notes).
-:func:`speed_rows` (ms per triple of the DF-MVR network alone on this CPU, and its training
-step) is run by ``bench_mvr_speed.py``.
+protocol (posed shape; the neutral shape against the neutral truth in the notes). DF-MVR's
+speed is ``bench_mvr_speed.py``.
 """
 
 from __future__ import annotations
@@ -18,14 +17,12 @@ import argparse
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACERECON_SHARED", ROOT.parent / "shared"))
 ICT_NPZ = SHARED / "data" / "ict_face_model" / "ict_face_model.npz"
 SECTION = "Accuracy: multi-view (synthetic triples, 1-3 views)"
-SPEED = "Speed: DF-MVR"
 FULL, QUICK = 4, 1
 
 
@@ -72,60 +69,6 @@ def accuracy_rows(quick: bool) -> list[dict]:
         for method in res["skipped"]:
             rows.append({"section": SECTION, "name": f"{gt}: {method}: skipped", "value": math.nan,
                          "unit": "", "notes": "no DF-MVR weights for the model"})  # fmt: skip
-    return rows
-
-
-def speed_rows() -> list[dict]:
-    import torch
-
-    from facerecon.morphable import load_face_model
-    from facerecon.nets.mvr import MVRConfig, MVRNet
-    from facerecon.train.mvr import MVRStep, MVRTrainConfig
-
-    model = load_face_model("bfm-lite")
-    rows = []
-    for size in ("cpu", "paper"):
-        cfg = (MVRConfig.cpu if size == "cpu" else MVRConfig.paper)(model.layout)
-        net = MVRNet(cfg).eval()
-        img = torch.rand(1, 3, 3, 224, 224)
-        parse = torch.randint(0, 10, (1, 3, 224, 224))
-        reps = 10 if size == "cpu" else 2
-        with torch.no_grad():
-            net(img, parse)
-            t = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                net(img, parse)
-                t.append(time.perf_counter() - t0)
-        n_par = sum(p.numel() for p in net.parameters()) / 1e6
-        rows.append({"section": SPEED, "name": f"mvr forward, one triple, {size} size",
-                     "value": 1000 * sorted(t)[len(t) // 2], "unit": "ms",
-                     "notes": f"{n_par:.1f} M parameters, input {cfg.input_size}; CPU "
-                              f"{torch.get_num_threads()} threads; DF-MVR reports 244 ms "
-                              "on a GPU (paper size)"})  # fmt: skip
-    tcfg = MVRTrainConfig(render_size=112, device="cpu")
-    net = MVRNet(tcfg.net_config(model)).train()
-    step = MVRStep(tcfg, model, torch.device("cpu"))
-    opt = torch.optim.Adam(net.parameters(), 3e-4)
-    batch = {
-        "image": torch.rand(4, 3, 3, 224, 224),
-        "parse": torch.randint(0, 10, (4, 3, 224, 224)),
-        "lm68": torch.rand(4, 3, 68, 2) * 224,
-        "present": torch.ones(4, 3, dtype=torch.bool),
-        "lm68_3d": model.mean_shape[model.landmarks68][None].expand(4, 68, 3).clone(),
-        "has_3d": torch.ones(4, dtype=torch.bool),
-    }
-    t = []
-    for _ in range(4):
-        t0 = time.perf_counter()
-        total, _ = step(net, batch)
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-        t.append(time.perf_counter() - t0)
-    rows.append({"section": SPEED, "name": "mvr training step, batch 4 triples, cpu size",
-                 "value": sorted(t[1:])[1], "unit": "s",
-                 "notes": "forward, 12 renders at 112 px, soft parse, backward, Adam"})  # fmt: skip
     return rows
 
 
