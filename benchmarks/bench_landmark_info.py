@@ -2,14 +2,15 @@
 
     python benchmarks/bench_landmark_info.py [--quick]
 
-bfm-lite identities are rendered as in the realistic benchmark (photo albedo, |yaw| <= 45,
+bfm-lite identities are rendered as in the realistic benchmark (photo-detail albedo, |yaw| <= 45,
 pitch <= 20, roll <= 15 degrees, engine-default occluders / blur / noise / JPEG; seed 31, used
 by no other benchmark, calibration or training set) and detected with the product's chain. On
 the same faces the same landmark fit runs on different landmarks: the model's own landmark
 vertices projected exactly ("true"), the same with Gaussian noise of 2 and 4 crop pixels per
 coordinate (landmarks only, model-vertex definition, the identity / expression prior tuned per
 noise level on other renders), and the detectors' points as the product fits them
-(``FitConfig()``: calibrated surface points, noise weights, MediaPipe's second opinion). The
+(``FitConfig()`` with the shape kept from its landmark stage: calibrated surface points, noise
+weights, MediaPipe's second opinion). The
 identity is scored (neutral shape against the neutral truth, the synthetic benchmarks'
 protocol) beside the average face, with the detectors' error against the true points. It
 tells how far better landmarks alone would carry the fit, and how far the detectors are from
@@ -37,7 +38,9 @@ def _row(name: str, value: float, unit: str, notes: str) -> dict:
     return {"section": SECTION, "name": name, "value": value, "unit": unit, "notes": notes}
 
 
-def collect(n_id: int, n_cond: int, albedo: str = "photo", clean: bool = False) -> list[dict]:
+def collect(
+    n_id: int, n_cond: int, albedo: str = "photo-detail", clean: bool = False
+) -> list[dict]:
     """One record per render: true landmarks, detected ones (NaN where none), identity;
     ``albedo`` / ``clean``: the renders' :class:`SynthConfig` settings."""
     import torch
@@ -117,12 +120,21 @@ def fit_rows(records: list[dict]) -> list[dict]:
 
     from facerecon.evaluate.benchmark import _gt
     from facerecon.fit import FitConfig, FitTarget, StageConfig, fit
+    from facerecon.fit.config import SHAPE
     from facerecon.losses import HybridLossConfig
     from facerecon.methods import FitMethod
     from facerecon.morphable import load_face_model
 
     model = load_face_model("bfm-lite")
-    product = FitMethod(model, FitConfig())
+    base = FitConfig()  # the product's landmark evidence: its photometric stages keep the shape
+    product = FitMethod(
+        model,
+        dataclasses.replace(
+            base,
+            coarse=dataclasses.replace(base.coarse, frozen=SHAPE),
+            fine=dataclasses.replace(base.fine, frozen=SHAPE),
+        ),
+    )
     test = [r for r in records if r["found"]]
     cfg = FitConfig(
         landmark_iters=300,
@@ -158,8 +170,9 @@ def fit_rows(records: list[dict]) -> list[dict]:
     labels = {
         "average face": ("average face", ""),
         "detected": (
-            "fit to the detectors' landmarks (product default)",
-            "; FitConfig(): calibrated surface points and noise, MediaPipe's second opinion",
+            "fit to the detectors' landmarks (the product's landmark stage)",
+            "; FitConfig() with the shape frozen after the landmark stage: calibrated surface "
+            "points and noise, MediaPipe's second opinion",
         ),
     }
     for name, vals in errors.items():
@@ -213,35 +226,39 @@ def detector_rows(records: list[dict]) -> list[dict]:
 
 
 def photometric_rows(n_id: int, n_cond: int) -> list[dict]:
-    """The fit with its photometric stages free to move the shape against the default (shape
-    from the landmark stage; the photometric stages refine pose, light and albedo), on three
-    kinds of render of the same identities and poses: clean renders with the model's own
-    albedo, clean renders with photo albedo, and the photo-like renders with the engine's
-    occluders / blur / noise / JPEG."""
+    """The fit with its photometric stages free to move the shape (the default) against the
+    former default (shape from the landmark stage; the photometric stages refine pose, light
+    and albedo), on five kinds of render of the same identities and poses: clean with the
+    model's own albedo; clean and photo-like (the engine's occluders / blur / noise / JPEG)
+    with whole photo textures (the source person's shading baked in); clean and photo-like
+    with the model albedo times the photos' detail (the benchmarks' renders)."""
     import dataclasses
 
     import torch
 
     from facerecon.evaluate.benchmark import _gt
     from facerecon.fit import FitConfig
+    from facerecon.fit.config import SHAPE
     from facerecon.methods import FitMethod
     from facerecon.morphable import load_face_model
 
     model = load_face_model("bfm-lite")
     base = FitConfig()
-    free = dataclasses.replace(
+    kept = dataclasses.replace(
         base,
-        coarse=dataclasses.replace(base.coarse, frozen=()),
-        fine=dataclasses.replace(base.fine, frozen=()),
+        coarse=dataclasses.replace(base.coarse, frozen=SHAPE),
+        fine=dataclasses.replace(base.fine, frozen=SHAPE),
     )
     fits = {
-        "landmarks decide the shape (default)": FitMethod(model, base),
-        "photometric stages move it": FitMethod(model, free),
+        "landmarks decide the shape (former default)": FitMethod(model, kept),
+        "photometric stages move it (default)": FitMethod(model, base),
     }
     kinds = {
         "clean, model albedo": ("model", True),
         "clean, photo albedo": ("photo", True),
         "photo-like (degraded), photo albedo": ("photo", False),
+        "clean, photo-detail albedo": ("photo-detail", True),
+        "photo-like (degraded), photo-detail albedo": ("photo-detail", False),
     }
     rows = []
     zero = torch.zeros(1, model.layout.size, dtype=model.mean_shape.dtype)
@@ -280,7 +297,8 @@ def run(quick: bool = False) -> list[dict]:
             "run",
             time.perf_counter() - t0,
             "s",
-            f"{n_id} bfm-lite identities x {n_cond} renders, seed {SEED}, photo albedo, |yaw|<=45",
+            f"{n_id} bfm-lite identities x {n_cond} renders, seed {SEED}, photo-detail albedo, "
+            "|yaw|<=45",
         )
     )
     return rows

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_multiview.py [--quick]
 
-Synthetic view triples (photo albedo, held-out seed 2026) of bfm-lite and ICT-FaceKit
+Synthetic view triples (photo-detail albedo, held-out seed 2026) of bfm-lite and ICT-FaceKit
 identities at yaws (-s, 0, +s), s = 30 and 60 degrees; the product's detector chain; every
 method with 1, 2 and 3 views (``facerecon.evaluate.multiview``): the average face, the front
 view alone (the single-image default, ``auto``), ``--set`` (one identity, per-view

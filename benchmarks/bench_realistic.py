@@ -4,12 +4,14 @@
 
 The synthetic-ict protocol (detect with the product's chain -> align -> reconstruct -> ICP with
 isotropic scale, point-to-plane RMSE over 95 mm around the nose tip), on renders whose albedo
-comes from photos (``SynthConfig(albedo="photo")``: real skin, eyes, brows and lips, so the
-detectors behave as on photos), |yaw| <= 60, pitch <= 20, roll <= 15 degrees, for two
-ground-truth models: bfm-lite identities (held out: seed 2026, never used for training or
-calibration) and ICT-FaceKit identities (a model we do not reconstruct with). Every method
-(fit, rnet, auto, the mean face, MediaPipe's face mesh) is scored per |yaw| bin, on the posed
-mesh against the posed truth and on the neutral shape against the neutral truth.
+carries photos' detail (``SynthConfig(albedo="photo-detail")``: the identity's model albedo
+times the detail of a photo texture -- real skin, eyes, brows and lips, so the detectors
+behave as on photos -- lit on the true shape, without the source person's baked shading),
+|yaw| <= 60, pitch <= 20, roll <= 15 degrees, for two ground-truth models: bfm-lite
+identities (held out: seed 2026, never used for training or calibration) and ICT-FaceKit
+identities (a model we do not reconstruct with). Every method (fit, rnet, auto, the mean
+face, MediaPipe's face mesh) is scored per |yaw| bin, on the posed mesh against the posed
+truth and on the neutral shape against the neutral truth.
 
 Textures: the two shipped (public-domain) ones plus, when ../shared is present, the three made
 from the hand-annotated development photos (``scripts/make_photo_textures.py --shared``; built
@@ -66,7 +68,7 @@ def config(gt: str, quick: bool):
         methods=("fit", "mean-face", "mediapipe"),
         max_yaw_deg=60.0,
         yaw_bins=(15.0, 30.0, 45.0, 60.0),
-        albedo="photo",
+        albedo="photo-detail",
         texture_dir=texture_dir(),
         rnet=rnet,
     )

@@ -1,5 +1,5 @@
 """Guard: the default method (``auto``: the shipped R-Net refined by the noise-aware fit) is
-not worse than the average face on a small subset of the realistic benchmark (photo-albedo
+not worse than the average face on a small subset of the realistic benchmark (photo-detail
 bfm-lite renders, |yaw| <= 60, the product's detector chain; benchmarks/bench_realistic.py)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_default_method_beats_the_average_face_on_realistic_renders():
         methods=("mean-face",),
         max_yaw_deg=60.0,
         yaw_bins=(30.0, 60.0),
-        albedo="photo",
+        albedo="photo-detail",
         rnet=shipped_weights("rnet", "bfm-lite"),
     )
     out = run_synthetic_benchmark(cfg)

@@ -139,16 +139,18 @@ def test_quick_benchmark_numbers(quick_result):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: on synthetic ICT faces the bfm-lite fit does not yet beat the mean face",
-)
 def test_quick_benchmark_fit_beats_mean_face(quick_result):
+    """On synthetic ICT faces (a model the fit does not reconstruct with; photo-detail
+    renders, the product's detector chain) the bfm-lite fit's posed shape beats the mean
+    face's on the same renders (an xfail until the photometric stages moved the shape)."""
     recs = [r for r in quick_result["records"] if r["section"] == "single"]
     fit = {(r["identity"], r["condition"]): r["rmse"] for r in recs if r["method"] == "fit"}
     base = {(r["identity"], r["condition"]): r["rmse"] for r in recs if r["method"] == "mean-face"}
     paired = [(fit[k], base[k]) for k in fit if math.isfinite(fit[k])]
-    assert np.mean([f for f, _ in paired]) < np.mean([b for _, b in paired])
+    f, b = np.mean([f for f, _ in paired]), np.mean([b for _, b in paired])
+    print(f"ICT quick benchmark, {len(paired)} renders: fit {f:.3f} mm, mean face {b:.3f} mm")
+    assert len(paired) >= 6
+    assert f < b
 
 
 def test_network_and_ablation_methods_plug_into_the_benchmark(ict_npz, tmp_path):
@@ -194,10 +196,11 @@ def test_network_and_ablation_methods_plug_into_the_benchmark(ict_npz, tmp_path)
     assert len(ablation) == 3
     for name in ablation:  # same detections as the fit: same successes
         assert single[name]["n"] == single["fit"]["n"] and 0.3 < single[name]["mean"] < 15.0
-    # the rows differ in what they fit (the photometric term moves the shape in them, as in
-    # the paper; the default fit freezes it there, so its row differs from all three)
+    # the rows differ in what they fit; the default fit is the last of them (landmarks and
+    # the skin-attention photometric term on every parameter, no perceptual term)
     assert len({round(single[k]["mean"], 9) for k in ablation}) == 3
-    assert single["fit ablation: landmarks + photo"]["mean"] != single["fit"]["mean"]
+    full = single["fit ablation: landmarks + photo"]["mean"]
+    assert full == pytest.approx(single["fit"]["mean"], abs=1e-9)
     assert set(out["seconds_per_image"]) == {"rnet", "auto"}
     names = {"rnet: shape averaging", *(f"rnet + cnet: S{k}" for k in range(1, 5))}
     names |= {"auto: shape averaging", "auto: joint refine", "auto + cnet S4: joint refine"}

@@ -162,3 +162,21 @@ def test_api_views_share_the_face(model):
     # the fitted landmarks stay within 4 % of the 256 px photo of each view's detection (with
     # one expression for all views; measured 3.9 / 5.7 / 8.1 px)
     assert all(r.landmark_error_px < 0.04 * 256 for r in recs)
+
+
+def test_multiview_fit_keeps_the_shape_in_its_photometric_stages():
+    """One photo's fit lets its photometric stages move the shape; the joint multi-view fit
+    keeps the shape of its joint landmark stage (measured better on bfm-lite triples,
+    :func:`multiview_config`), with one identity and expression held to the prior once."""
+    from facerecon.fit import FitConfig
+    from facerecon.fit.config import SHAPE
+    from facerecon.methods.multiview import multiview_config
+
+    single = FitConfig()
+    assert single.coarse.frozen == () and single.fine.frozen == ()
+    joint = multiview_config(single)
+    assert joint.coarse.frozen == SHAPE and joint.fine.frozen == SHAPE
+    assert (joint.shared_identity, joint.shared_expression, joint.shared_prior) == (
+        True, True, "map",
+    )  # fmt: skip
+    assert joint.coarse.iters == single.coarse.iters and single.coarse.frozen == ()

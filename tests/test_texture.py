@@ -256,3 +256,48 @@ def test_bake_colors_matches_the_per_face_bake_and_samples_back(model, chart):
     used = np.unique(model.triangles.numpy())
     back = chart.vertex_colors(np.round(new * 255).astype(np.uint8))
     assert np.abs(back[used] - colors[used]).mean() < 0.01
+
+
+def test_detail_ratio_drops_smooth_shading_keeps_features():
+    """:func:`detail_ratio` is 1 on a flat texture and on shading smooth at the blur's scale
+    (a light falling across the face), and keeps a dark brow-sized stripe."""
+    from facerecon.data.photo_albedo import detail_ratio
+
+    size = 256
+    xx = np.mgrid[0:size, 0:size][1].astype(np.float32) / size
+    flat = np.full((size, size, 3), 0.6, np.float32)
+    np.testing.assert_allclose(detail_ratio(flat, 6.0), 1.0, atol=1e-5)
+    shading = (0.3 + 0.6 * xx)[..., None] * np.array([0.9, 0.7, 0.6], np.float32)
+    inner = (slice(40, -40), slice(40, -40))
+    r = detail_ratio(shading, 6.0)
+    assert np.abs(r[inner] - 1).max() < 0.02
+    brow = shading.copy()
+    brow[120:126, 80:170] *= 0.3
+    r = detail_ratio(brow, 6.0)
+    assert r[122, 100:150].mean() < 0.5
+    assert np.abs(r[60:100, 60:200] - 1).max() < 0.05
+
+
+def test_photo_detail_albedo_keeps_the_model_albedo_below_the_detail(model):
+    """``albedo="photo-detail"``: the render is the model-albedo render times the texture's
+    detail, so smoothed over a few pixels it matches the model-albedo render (colour and
+    shading at the face's scale come from the identity's albedo and the true shape), unlike
+    ``"photo"``, which carries the source photo's colour and shading."""
+    import cv2
+
+    from facerecon.data.synthetic import SynthConfig, SyntheticFaces
+
+    def blurred(albedo):
+        s = SyntheticFaces(model, SynthConfig(clean=True, albedo=albedo), seed=3).sample(2, 1)
+        return cv2.GaussianBlur(s.image.astype(np.float32), (0, 0), 6.0), s
+
+    plain, s = blurred("model")
+    detail, _ = blurred("photo-detail")
+    photo, _ = blurred("photo")
+    inner = cv2.erode((s.parse > 0).astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+    err_detail = np.abs(detail - plain)[inner].mean()
+    err_photo = np.abs(photo - plain)[inner].mean()
+    print(f"smoothed difference from the model-albedo render: detail {err_detail:.1f}, "
+          f"photo {err_photo:.1f} grey levels")  # fmt: skip
+    assert err_detail < 0.5 * err_photo
+    assert err_detail < 8.0

@@ -113,7 +113,10 @@ class SynthConfig:
         albedo: ``"model"`` (the model's albedo basis x skin tone + smooth noise) or
             ``"photo"`` (photo textures, :mod:`facerecon.data.photo_albedo`: one per identity,
             times the skin tone and the albedo basis' variation; photo-like eyes, brows,
-            lips and skin detail).
+            lips and skin detail, and the source person's shading baked in) or
+            ``"photo-detail"`` (the model albedo times the textures' detail,
+            :func:`facerecon.data.photo_albedo.detail_ratio`: the same detail, the shading
+            only the true shape's; the benchmarks' renders).
         texture_dir: the photo textures (None: the ones shipped with facerecon).
     """
 
@@ -139,8 +142,10 @@ class SynthConfig:
     texture_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.albedo not in ("model", "photo"):
-            raise SynthError(f"unknown albedo {self.albedo!r}: use 'model' or 'photo'")
+        if self.albedo not in ("model", "photo", "photo-detail"):
+            raise SynthError(
+                f"unknown albedo {self.albedo!r}: use 'model', 'photo' or 'photo-detail'"
+            )
         if self.pose not in ("wide", "frontal"):
             raise SynthError(f"unknown pose mode {self.pose!r}: use 'wide' or 'frontal'")
         if self.background not in ("procedural", "photo", "mixed", "flat"):
@@ -396,13 +401,14 @@ class SyntheticFaces:
         self.seed = int(seed)
         self._info = _model_info(model)
         self._photo = None
-        if self.config.albedo == "photo":
+        if self.config.albedo in ("photo", "photo-detail"):
             from facerecon.data.photo_albedo import PhotoAlbedo
 
             self._photo = PhotoAlbedo(
                 model.mean_shape.detach().cpu().double().numpy(),
                 self._info.landmarks,
                 self.config.texture_dir,
+                detail=self.config.albedo == "photo-detail",
             )
         S = self.config.image_size
         self._d0 = (
@@ -619,7 +625,8 @@ class SyntheticFaces:
         v_model = verts[0].cpu().numpy().astype(np.float32)
         v_neutral = neutral[0].cpu().numpy().astype(np.float32)
         albedo = self._albedo(albedo0[0].cpu().double().numpy(), v_neutral, ident)
-        if self._photo is not None:  # the texture times the tone and the basis' variation
+        if self._photo is not None and not self._photo.detail:
+            # the texture times the tone and the basis' variation
             base = model.tex_mean.detach().cpu().double().numpy()
             skin = self._photo.skin[ident.texture]
             variation = np.clip(albedo / np.maximum(base * ident.tone, 1e-3), 0.6, 1.6)

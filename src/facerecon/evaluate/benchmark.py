@@ -118,9 +118,11 @@ class SyntheticBenchmarkConfig:
     device: str = "cpu"
     ablation: bool = False  # Table-1 rows on the fitting path (see ablation_methods)
     rnet: str | None = None  # R-Net weights: adds "rnet" and "auto" (and the sets' averaging)
-    # the renders' albedo (SynthConfig.albedo): "photo" textures (photo-like: detectors behave
-    # as on photos) or the model's albedo basis; texture_dir None: the shipped textures
-    albedo: str = "photo"
+    # the renders' albedo (SynthConfig.albedo): "photo-detail" (the model's albedo times the
+    # photo textures' detail: photo-like eyes, brows, lips and skin, detectors behave as on
+    # photos, and the shading is the true shape's), "photo" (whole photo textures, the source
+    # person's shading baked in) or "model" (the albedo basis); texture_dir None: shipped ones
+    albedo: str = "photo-detail"
     texture_dir: str | None = None
     yaw_bins: tuple[float, ...] = (15.0, 30.0, 45.0, 60.0, 90.0)  # |yaw| bin edges (degrees)
     cnet: str | None = None  # C-Net weights (needs rnet): adds the S1..S4 set rows
@@ -390,8 +392,7 @@ def net_methods(
 def ablation_methods(model, fit_config, detections: Detections) -> dict[str, SingleMethod]:
     """Single-image rows in the layout of the paper's Table 1, on the fitting path (same
     stages and steps as ``fit_config``, perceptual term off, every term free to move the shape
-    as in the paper -- the default freezes the shape in the photometric stages, which would
-    make the rows equal): landmarks only; landmarks + photometric without skin attention;
+    as in the paper): landmarks only; landmarks + photometric without skin attention;
     landmarks + photometric with it."""
     from facerecon.methods import FitMethod
 

@@ -2,7 +2,7 @@
 
 Protocol (``benchmarks/bench_multiview.py`` runs it for bfm-lite and ICT ground truth and yaw
 spreads of 30 and 60 degrees): triple ``i`` of a :class:`facerecon.data.synthetic.SyntheticFaces`
-engine at yaws ``(-s, 0, +s)`` (shared identity, expression, camera and light; photo albedo),
+engine at yaws ``(-s, 0, +s)`` (shared identity, expression, camera and light; photo-detail albedo),
 each view detected with the product's chain and aligned like a photo
 (:class:`facerecon.evaluate.benchmark.Detections`). View subsets: 1 = the front view, 2 = the
 front and one side (left for even triples, right for odd), 3 = all. Every method gets the
@@ -60,7 +60,7 @@ class MultiviewBenchmarkConfig:
     methods: tuple[str, ...] = ("mean-face", "front-only", "set-fit", "mvfit", "mvr", "mvr-auto")
     front_method: str = "auto"
     fast: bool = False
-    albedo: str = "photo"
+    albedo: str = "photo-detail"
     texture_dir: str | None = None
     mvr_weights: str | None = None
     rnet_weights: str | None = None

@@ -114,6 +114,9 @@ class Params(torch.nn.Module):
         self.angles = torch.nn.Parameter(torch.zeros(batch, 3, **kw))
         self.gamma = torch.nn.Parameter(torch.zeros(batch, 27, **kw))
         self.trans = torch.nn.Parameter(torch.zeros(batch, 3, **kw))
+        # centre of the identity / expression prior when FitConfig.prior_centre == "init"
+        self.id_prior = torch.zeros_like(self.id_coeff.detach())
+        self.exp_prior = torch.zeros_like(self.exp_shared.detach())
 
     def load(self, model: MorphableModel, coeffs: torch.Tensor) -> None:
         """Start from given coefficients ``(B, layout.size)`` (e.g. an R-Net estimate); a shared
@@ -123,6 +126,8 @@ class Params(torch.nn.Module):
             for param, key in ((self.id_coeff, "id_coeff"), (self.exp_shared, "exp_coeff")):
                 v = parts[key]
                 param.copy_(v.mean(0, keepdim=True) if param.shape[0] == 1 else v)
+            self.id_prior = self.id_coeff.detach().clone()
+            self.exp_prior = self.exp_shared.detach().clone()
             for name in ("tex_coeff", "angles", "gamma", "trans"):
                 getattr(self, name).copy_(parts[name])
 
@@ -236,13 +241,7 @@ def fit_landmarks(
             _, landmark = _landmarks_and_term(observations, shape_at, params, cfg, camera)
             terms = {
                 "landmark": landmark,
-                "coef": coefficient_regularization(
-                    params.ids(),
-                    params.exp_coeff,
-                    params.tex_coeff,
-                    *prior_weights(params, cfg),
-                    delta=weights.delta,
-                ),
+                "coef": prior_term(params, cfg),
             }
             _add_temporal(terms, params, cfg)
             total, parts = hybrid_loss(terms, weights)
@@ -359,6 +358,19 @@ def prior_weights(params, cfg: FitConfig) -> tuple[float, float]:
     return alpha, beta
 
 
+def prior_term(params, cfg: FitConfig) -> torch.Tensor:
+    """The coefficient prior of ``params`` (:func:`coefficient_regularization`): about the
+    model's mean (``cfg.prior_centre == "zero"``) or, with ``"init"``, about the starting
+    estimate (``Params.load``: a network's identity and expression, held by
+    ``cfg.init_prior`` times the weights :func:`prior_weights` gives)."""
+    alpha, beta = prior_weights(params, cfg)
+    ids, exp = params.ids(), params.exp_coeff  # (B, n), expanded where shared
+    if cfg.prior_centre == "init":
+        ids, exp = ids - params.id_prior, exp - params.exp_prior
+        alpha, beta = alpha * cfg.init_prior[0], beta * cfg.init_prior[1]
+    return coefficient_regularization(ids, exp, params.tex_coeff, alpha, beta, delta=cfg.loss.delta)
+
+
 def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(v.detach()) for k, v in parts.items()}
 
@@ -394,9 +406,7 @@ def hybrid_terms(
         observations = [LandmarkObservation(spec, target.lm68, target.lm_valid)]
     points_at = lambda i: vertices[:, i]  # noqa: E731
     lm, terms["landmark"] = _landmarks_and_term(observations, points_at, params, cfg, camera)
-    terms["coef"] = coefficient_regularization(
-        ids, params.exp_coeff, params.tex_coeff, *prior_weights(params, cfg), delta=w.delta
-    )
+    terms["coef"] = prior_term(params, cfg)
     terms["tex"] = albedo_flatness_loss(albedo, model.skin_mask)
     _add_temporal(terms, params, cfg)
     if w.w_light:
