@@ -2,7 +2,7 @@
 
     python benchmarks/bench_video.py [--quick]
 
-1. Pose on synthetic stills (bfm-lite, photo albedo, held-out seed 2027) per |yaw| bin up to
+1. Pose on synthetic stills (bfm-lite, photo-detail albedo, held-out seed 2027) per |yaw| bin up to
    90 degrees, aligned on their true landmarks: PGN, the R-Net's regressed pose and the fit
    (``FitConfig.fast()`` on the true 68 points); neutral shape beside the average face
    (:func:`facerecon.evaluate.video.pose_benchmark`).
@@ -64,7 +64,7 @@ def pose_rows(model, quick: bool) -> list[dict]:
     from facerecon.evaluate.video import PoseBenchmarkConfig, pose_benchmark
 
     cfg = PoseBenchmarkConfig(
-        per_bin=2 if quick else 8, extra={"albedo": "photo", "texture_dir": _texture_dir()}
+        per_bin=2 if quick else 8, extra={"albedo": "photo-detail", "texture_dir": _texture_dir()}
     )
     res = pose_benchmark(model, _methods(model, True), cfg, progress=print)
     rows = []
@@ -167,7 +167,7 @@ def video_rows(model, quick: bool) -> list[dict]:
         clips=1 if quick else 2,
         frames=50,
         shape_every=10,
-        extra={"albedo": "photo", "texture_dir": _texture_dir()},
+        extra={"albedo": "photo-detail", "texture_dir": _texture_dir()},
     )
     res = video_benchmark(model, _methods(model, not quick), cfg, progress=print)
     rows = []
