@@ -126,15 +126,8 @@ def fit_rows(records: list[dict]) -> list[dict]:
     from facerecon.morphable import load_face_model
 
     model = load_face_model("bfm-lite")
-    base = FitConfig()  # the product's landmark evidence: its photometric stages keep the shape
-    product = FitMethod(
-        model,
-        dataclasses.replace(
-            base,
-            coarse=dataclasses.replace(base.coarse, frozen=SHAPE),
-            fine=dataclasses.replace(base.fine, frozen=SHAPE),
-        ),
-    )
+    # the product's landmark evidence: its photometric stages keep the shape
+    product = FitMethod(model, FitConfig().photometric_frozen(SHAPE))
     test = [r for r in records if r["found"]]
     cfg = FitConfig(
         landmark_iters=300,
@@ -232,7 +225,6 @@ def photometric_rows(n_id: int, n_cond: int) -> list[dict]:
     model's own albedo; clean and photo-like (the engine's occluders / blur / noise / JPEG)
     with whole photo textures (the source person's shading baked in); clean and photo-like
     with the model albedo times the photos' detail (the benchmarks' renders)."""
-    import dataclasses
 
     import torch
 
@@ -244,13 +236,10 @@ def photometric_rows(n_id: int, n_cond: int) -> list[dict]:
 
     model = load_face_model("bfm-lite")
     base = FitConfig()
-    kept = dataclasses.replace(
-        base,
-        coarse=dataclasses.replace(base.coarse, frozen=SHAPE),
-        fine=dataclasses.replace(base.fine, frozen=SHAPE),
-    )
     fits = {
-        "landmarks decide the shape (former default)": FitMethod(model, kept),
+        "landmarks decide the shape (former default)": FitMethod(
+            model, base.photometric_frozen(SHAPE)
+        ),
         "photometric stages move it (default)": FitMethod(model, base),
     }
     kinds = {

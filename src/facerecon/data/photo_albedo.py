@@ -30,16 +30,18 @@ TEXTURE_DIR = Path(__file__).with_name("textures")
 DETAIL_SIGMA = 12 / 512
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
 def detail_ratio(rgb: np.ndarray, sigma: float, lo: float = 0.35, hi: float = 1.8) -> np.ndarray:
     """``(H, W, 3)`` ratio of a texture ``rgb (H, W, 3)`` in 0..1 to its Gaussian blur of
-    standard deviation ``sigma`` texels, clipped to ``[lo, hi]``, luminance only (one ratio
-    for the three channels, so the detail carries no colour cast of the source photo)."""
-    lum = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-    blur = cv2.GaussianBlur(lum, (0, 0), sigma)
-    ratio = np.clip(lum / np.maximum(blur, 1e-3), lo, hi)
-    # colour detail (red lips, dark irises) relative to the local mean colour, mildly
+    standard deviation ``sigma`` texels, clipped to ``[lo, hi]``: the luminance ratio times a
+    mild colour ratio (each channel's ratio over the luminance's, clipped to 0.7..1.4: red
+    lips and dark irises stay, the source photo's overall colour cast does not)."""
+    lum = rgb @ _LUMA
+    ratio = np.clip(lum / np.maximum(cv2.GaussianBlur(lum, (0, 0), sigma), 1e-3), lo, hi)
     col = rgb / np.maximum(cv2.GaussianBlur(rgb, (0, 0), sigma), 1e-3)
-    col = col / np.maximum(col @ np.array([0.299, 0.587, 0.114], np.float32), 1e-3)[..., None]
+    col = col / np.maximum(col @ _LUMA, 1e-3)[..., None]
     return np.clip(ratio[..., None] * np.clip(col, 0.7, 1.4), lo, hi).astype(np.float32)
 
 

@@ -134,6 +134,15 @@ class FitConfig:
             fine=StageConfig(iters=10),
         )
 
+    def photometric_frozen(self, names: tuple[str, ...]) -> FitConfig:
+        """This config with both photometric stages leaving ``names`` as they are (e.g.
+        :data:`SHAPE`: the shape stays the landmark stage's)."""
+        return dataclasses.replace(
+            self,
+            coarse=dataclasses.replace(self.coarse, frozen=names),
+            fine=dataclasses.replace(self.fine, frozen=names),
+        )
+
     def video(self, temporal: float = 1e-4) -> FitConfig:
         """This config for a batch of consecutive video frames: one identity for the batch and
         the acceleration of expression, rotation (degrees) and translation (mm) penalised with

@@ -47,12 +47,10 @@ def multiview_config(cfg: FitConfig) -> FitConfig:
     against 0.94x moved, ICT 0.93x against 0.88x (the other way, by less). The landmarks of
     three views already pin much of the shape, and the side views' grazing pixels bend it."""
     return dataclasses.replace(
-        cfg,
+        cfg.photometric_frozen(SHAPE),
         shared_identity=True,
         shared_expression=True,
         shared_prior="map",
-        coarse=dataclasses.replace(cfg.coarse, frozen=SHAPE),
-        fine=dataclasses.replace(cfg.fine, frozen=SHAPE),
     )
 
 
