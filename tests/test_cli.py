@@ -100,11 +100,20 @@ def test_info_runs(capsys):
 def test_textured_obj_written(cli_run):
     from PIL import Image
 
+    from facerecon.io import load_coefficients
+    from facerecon.morphable import load_face_model
+    from facerecon.texture import UVChart
+
     _, out, _ = cli_run
     obj = (out / "takeo.obj").read_text()
     assert "mtllib takeo.mtl" in obj and "\nvt " in obj
     texture = np.asarray(Image.open(out / "takeo_texture.png"))
-    assert texture.shape[:2] == (1024, 1024) and texture.std() > 5
+    size = json.loads((out / "summary.json").read_text())["written"][0]["texture_size"]
+    assert texture.shape[:2] == (size, size) and texture.std() > 5
+    # --texture-size auto: the size the face's pixels in the photo call for
+    arrays, _ = load_coefficients(out / "takeo.npz")
+    chart = UVChart.of_model(load_face_model("bfm-lite"))
+    assert size == chart.size_for([arrays["crop_to_original"]])
 
 
 def test_cli_report_opens_in_chromium(cli_run, tmp_path):

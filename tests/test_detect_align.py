@@ -115,3 +115,22 @@ def test_crop_to_original_pastes_back():
 def test_template_constants_match_face_model(model):
     tm = template_from_model(model)
     assert np.abs(tm - DEFAULT_TEMPLATE_224).max() < 0.01
+
+
+def test_inside_photo_matches_a_warped_photo_sized_mask():
+    """The analytic valid mask is the one a warped all-white photo gives, up to the corner
+    pixels and the pre-shrink's rounding along the border."""
+    from facerecon.detect.align import _warp, inside_photo
+
+    rng = np.random.default_rng(0)
+    differ = total = 0
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(50, 1500, 2))
+        s, t = float(rng.uniform(0.05, 3.0)), rng.uniform(-300, 300, 2)
+        white = np.full((h, w, 3), 255, np.uint8)
+        warped = _warp(white, s, t, 224, 0)[..., 0] > 127
+        mask = inside_photo(s, t, 224, (h, w))
+        differ += int((warped != mask).sum())
+        total += mask.size
+        assert mask.any() == warped.any()
+    assert differ / total < 2e-4

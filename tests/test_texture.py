@@ -301,3 +301,43 @@ def test_photo_detail_albedo_keeps_the_model_albedo_below_the_detail(model):
           f"photo {err_photo:.1f} grey levels")  # fmt: skip
     assert err_detail < 0.5 * err_photo
     assert err_detail < 8.0
+
+
+def test_chart_cache_reads_back_the_built_chart_and_rebuilds_a_corrupt_one(model, chart, tmp_path):
+    built = UVChart.of_model(model, cache=tmp_path)
+    (path,) = tmp_path.iterdir()
+    cached = UVChart.of_model(model, cache=tmp_path)
+    a, b = chart.texels(chart.work_size), cached.texels(cached.work_size)
+    for name in ("pix", "inside", "face", "corners", "bary"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    np.testing.assert_array_equal(a.cover, b.cover)
+    np.testing.assert_array_equal(chart.uv, cached.uv)
+    np.testing.assert_array_equal(chart.mirror, cached.mirror)
+    assert cached.crop_area() == chart.crop_area() == built.crop_area()
+    # the same texture from the cached chart
+    col = model.tex_mean.numpy()
+    np.testing.assert_array_equal(chart.bake_colors(col, 512), cached.bake_colors(col, 512))
+    path.write_bytes(b"not an npz")
+    again = UVChart.of_model(model, cache=tmp_path)
+    np.testing.assert_array_equal(again.uv, chart.uv)
+    assert np.load(path)["uv"].shape == chart.uv.shape  # rewritten
+
+
+def test_texture_size_follows_the_pixels_the_face_covers(chart):
+    area = chart.crop_area()
+    assert 10_000 < area < 40_000  # the mean face fills a good part of the 224 crop
+    fraction = chart.texels(chart.work_size).cover.mean()
+    sizes = []
+    for scale in (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 12.0):
+        m = np.array([[scale, 0.0, 10.0], [0.0, scale, 20.0]])
+        size = chart.size_for([m])
+        pixels = area * scale * scale
+        if size < chart.SIZES[-1]:  # enough texels, and the size below has too few
+            assert fraction * size * size >= chart.OVERSAMPLE * pixels
+        if size > chart.SIZES[0]:
+            assert fraction * (size // 2) ** 2 < chart.OVERSAMPLE * pixels
+        sizes.append(size)
+    assert sizes == sorted(sizes) and sizes[0] == 512 and sizes[-1] == 2048
+    # views add up: three photos at one scale need more texels than one
+    m = np.array([[2.4, 0.0, 0.0], [0.0, 2.4, 0.0]])
+    assert chart.size_for([m]) == 512 and chart.size_for([m, m, m]) == 1024

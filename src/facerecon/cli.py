@@ -145,7 +145,12 @@ def _reconstruct_parser(sub) -> None:
         "face (with --set / --views: all photos blended); model: the fitted model albedo",
     )
     p.add_argument(
-        "--texture-size", type=int, default=1024, choices=[512, 1024, 2048], help="texels per side"
+        "--texture-size",
+        default="auto",
+        choices=["auto", "512", "1024", "2048"],
+        help="texels per side; auto (default): per face, the smallest size with as many texels "
+        "as the photo has pixels of the face (a 1080p photo's face: 512; a close-up at 24 MP: "
+        "1024 or 2048)",
     )
     p.add_argument(
         "--no-delight",
@@ -186,7 +191,7 @@ def _reconstruct_parser(sub) -> None:
     t.add_argument(
         "--overlay-size",
         type=int,
-        default=1920,
+        default=1280,
         metavar="PX",
         help="longer side of NAME_overlay.png (larger photos are scaled down; 0: full size)",
     )
@@ -365,7 +370,7 @@ def cmd_reconstruct(args) -> int:
         strict_set=args.strict_set,
         shard=parse_shard(args.shard) if args.shard else None,
         texture=args.texture,
-        texture_size=args.texture_size,
+        texture_size=0 if args.texture_size == "auto" else int(args.texture_size),
         texture_delight=args.texture_delight,
     )
     inputs = args.views or args.paths

@@ -75,7 +75,7 @@ class ReconstructOptions:
     # which per-face files to write (OUTPUT_KINDS); summary.json and the report always
     outputs: tuple[str, ...] = OUTPUT_KINDS
     # longer side of NAME_overlay.png in pixels (the photo is scaled down to it; 0: full size)
-    overlay_size: int = 1920
+    overlay_size: int = 1280
     # photos are decoded at most this many pixels a side (a 100 MP JPEG at 1/4 scale, by the
     # decoder itself): memory stays bounded; outputs stay in the photo file's pixels
     max_side: int = 4096
@@ -102,7 +102,8 @@ class ReconstructOptions:
     # NAME_texture.png (OBJ/MTL, GLB): "photo", the person's own, baked from the photo(s)
     # (facerecon.texture.photo_texture), or "model", the fitted model albedo
     texture: str = "photo"
-    texture_size: int = 1024  # texels per side
+    # texels per side; 0: per face, as many as the photo holds (UVChart.size_for)
+    texture_size: int = 0
     texture_delight: bool = True  # photo texture divided by the fitted SH light (False: as lit)
 
 
@@ -595,12 +596,13 @@ class Reconstructor:
         )
 
     def chart(self):
-        """The model's :class:`facerecon.texture.UVChart` (built on first use, then shared by
-        every face: UV, texel maps, mirror map)."""
+        """The model's :class:`facerecon.texture.UVChart` (read from the cache, or built and
+        cached, on first use; then shared by every face: UV, texel maps, mirror map)."""
         if self._chart is None:
+            from facerecon.cache import cache_dir
             from facerecon.texture import UVChart
 
-            self._chart = UVChart.of_model(self.model)
+            self._chart = UVChart.of_model(self.model, cache=cache_dir() / "charts")
         return self._chart
 
     def uv(self) -> np.ndarray:
@@ -651,12 +653,16 @@ class Reconstructor:
                     tex = texture or self.photo_texture([face], [rec])
                     png = png_bytes(tex.image)
                     colors = chart.vertex_colors(tex.image)
-                    info = {"texture": "photo", "texture_seen": round(tex.seen, 3),
+                    info = {"texture": "photo", "texture_size": int(tex.image.shape[0]),
+                            "texture_seen": round(tex.seen, 3),
                             "texture_seconds": round(tex.seconds, 3)}  # fmt: skip
                     gain = tex.gain
                 else:
-                    png = png_bytes(chart.bake_colors(colors, opts.texture_size))
-                    info = {"texture": "model"}
+                    # per-vertex colours: the 512 work grid holds them (a larger map is that
+                    # grid upsampled)
+                    size = opts.texture_size or chart.work_size
+                    png = png_bytes(chart.bake_colors(colors, size))
+                    info = {"texture": "model", "texture_size": size}
             if "glb" in paths:
                 if opts.texture == "photo":
                     write_glb(paths["glb"], verts, tri, uv=uv, texture=png,

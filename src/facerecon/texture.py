@@ -49,9 +49,12 @@ solution on the bounding box's border, so it cannot carry a seen region's colour
 
 from __future__ import annotations
 
+import os
 import time
+import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -96,7 +99,9 @@ class TextureConfig:
     """How a face's photo texture is made (:func:`photo_texture`).
 
     Attributes:
-        size: texture side ``T`` in texels (the CLI's ``--texture-size``: 1024 or 2048).
+        size: texture side ``T`` in texels (the CLI's ``--texture-size``: 512, 1024 or
+            2048); 0: chosen per face by :meth:`UVChart.size_for` (as many texels as the
+            photos hold pixels of the face).
         delight: divide by the fitted SH irradiance (False: the lit photo colours).
         depth_tol: visibility tolerance in scene units (0.02 = 2 mm).
         min_shading, shadow_floor: the division's irradiance floor is the larger of
@@ -117,7 +122,7 @@ class TextureConfig:
         blend_size: resolution of the colour offset that blends the model's albedo in.
     """
 
-    size: int = 1024
+    size: int = 0
     delight: bool = True
     depth_tol: float = 0.02
     min_shading: float = 0.15
@@ -289,6 +294,27 @@ class TexelMap:
         out.index_copy_(0, self.pix, vals)
         return out.view(self.size, self.size, -1).numpy()
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The map as numpy arrays (:meth:`from_arrays` reads them back)."""
+        return {
+            "texel_cover": self.cover,
+            "texel_pix": self.pix.numpy().astype(np.int32),
+            "texel_inside": self.inside.numpy(),
+            "texel_face": self.face.numpy().astype(np.int32),
+            "texel_bary": self.bary.numpy(),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], triangles: np.ndarray) -> TexelMap:
+        """The map :meth:`arrays` wrote, on the chart's ``triangles (F, 3)``."""
+        cover = np.asarray(arrays["texel_cover"], bool)
+        face = torch.from_numpy(np.asarray(arrays["texel_face"], np.int64))
+        tri = torch.from_numpy(np.asarray(triangles, np.int64))
+        pix = torch.from_numpy(np.asarray(arrays["texel_pix"], np.int64))
+        inside = torch.from_numpy(np.asarray(arrays["texel_inside"], bool))
+        bary = torch.from_numpy(np.asarray(arrays["texel_bary"], np.float32))
+        return cls(cover.shape[0], cover, pix, inside, face, tri.index_select(0, face), bary)
+
     @classmethod
     def of_chart(cls, uv: np.ndarray, triangles: np.ndarray, size: int) -> TexelMap:
         """Rasterize the chart ``uv (N, 2)`` / ``triangles (F, 3)`` at ``size`` (module
@@ -342,28 +368,114 @@ class UVChart:
             colours); larger textures are upsampled from it (:mod:`facerecon.texture`).
     """
 
-    def __init__(self, mean_shape: np.ndarray, triangles: np.ndarray, work_size: int = 512):
+    def __init__(
+        self,
+        mean_shape: np.ndarray,
+        triangles: np.ndarray,
+        work_size: int = 512,
+        *,
+        uv: np.ndarray | None = None,
+        mirror: np.ndarray | None = None,
+    ):
         mean = np.asarray(mean_shape, np.float64)
         self.triangles = np.asarray(triangles, np.int64)
-        self.uv = chart_uv(mean, self.triangles)  # (N, 2)
-        self.mirror = mirror_vertices(mean, self.triangles)  # (N,)
+        self.mean_shape = mean
+        # uv / mirror: as chart_uv / mirror_vertices computed them (a cached chart)
+        self.uv = chart_uv(mean, self.triangles) if uv is None else np.asarray(uv, np.float64)
+        if mirror is None:
+            mirror = mirror_vertices(mean, self.triangles)
+        self.mirror = np.asarray(mirror, np.int64)  # (N,)
         self.work_size = int(work_size)
         self.pairs = triangle_pairs(self.triangles)  # for folded_triangles of each fitted mesh
         self._maps: dict[int, TexelMap] = {}
         self._cover: dict[int, np.ndarray] = {}
         self._mirror_xy: dict[int, np.ndarray] = {}
         self._mirror_maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._crop_area: float | None = None
+
+    #: bump when chart_uv, mirror_vertices, TexelMap.of_chart or crop_area change: charts
+    #: cached by an older version are then rebuilt
+    CACHE_VERSION = 1
 
     @classmethod
-    def of_model(cls, model, work_size: int = 512) -> UVChart:
-        """The chart of a :class:`facerecon.morphable.MorphableModel`."""
-        return cls(
-            model.mean_shape.detach().cpu().numpy(), model.triangles.cpu().numpy(), work_size
-        )
+    def of_model(
+        cls, model, work_size: int = 512, cache: str | os.PathLike | None = None
+    ) -> UVChart:
+        """The chart of a :class:`facerecon.morphable.MorphableModel`.
+
+        With ``cache`` (a folder) what the chart costs to build (~0.5 s on 2 CPU cores: the UV
+        smoothing, mirror pairs, the work grid's rasterization, :meth:`crop_area`) is kept
+        there on first use, under a digest of the mean shape, triangles, work size and
+        :attr:`CACHE_VERSION`, and read back afterwards (~20 ms). A cache that cannot be read
+        is rebuilt; one that cannot be written is skipped."""
+        mean = model.mean_shape.detach().cpu().numpy().astype(np.float64)
+        tri = model.triangles.cpu().numpy().astype(np.int64)
+        if cache is None:
+            return cls(mean, tri, work_size)
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=12)
+        for part in (mean.tobytes(), tri.tobytes(), f"{work_size}/{cls.CACHE_VERSION}".encode()):
+            h.update(part)
+        path = Path(cache) / f"uvchart-{h.hexdigest()}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+            chart = cls(mean, tri, work_size, uv=arrays["uv"], mirror=arrays["mirror"])
+            chart._maps[chart.work_size] = TexelMap.from_arrays(arrays, tri)
+            chart._crop_area = float(arrays["crop_area"])
+            return chart
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+            pass  # not cached yet (or unreadable): built and stored below
+        chart = cls(mean, tri, work_size)
+        arrays = {"uv": chart.uv, "mirror": chart.mirror, "crop_area": chart.crop_area()}
+        arrays.update(chart.texels(chart.work_size).arrays())
+        try:
+            from facerecon.fileio import atomic_savez
+
+            atomic_savez(path, arrays)
+        except OSError:
+            pass  # a read-only cache: the chart is built again next run
+        return chart
 
     def work(self, size: int) -> int:
         """The geometry resolution used for a ``size`` texture."""
         return min(int(size), self.work_size)
+
+    #: the texture sides :meth:`size_for` chooses from
+    SIZES = (512, 1024, 2048)
+    #: a photo sees about 55-80 % of the chart (BENCHMARKS.md "Photo texture"): the chart holds
+    #: this many texels per face pixel so that the seen part has one per photo pixel
+    OVERSAMPLE = 1.5
+
+    def crop_area(self) -> float:
+        """Pixels the model's mean face covers in the aligned crop (``CameraConfig()``), seen
+        from the front (the fitted faces of a crop cover this give or take 15 %). Computed
+        once."""
+        if self._crop_area is None:
+            cam = CameraConfig()
+            v = torch.from_numpy(self.mean_shape).to(torch.float32)[None]
+            zero = torch.zeros(1, 3)
+            with torch.no_grad():
+                uv, depth = project(transform(v, zero, zero, cam), cam)
+                frag = rasterize(uv, depth, torch.from_numpy(self.triangles), cam.size)
+            self._crop_area = float((frag.face_idx >= 0).sum())
+        return self._crop_area
+
+    def size_for(self, crop_to_original: Sequence[np.ndarray]) -> int:
+        """The texture side for a face seen in photos whose crops map to them by
+        ``crop_to_original`` (one ``(2, 3)`` per photo): the smallest of :attr:`SIZES` whose
+        chart holds :attr:`OVERSAMPLE` texels per pixel the face covers in the photos (summed;
+        the largest size when none does). A larger texture than that only interpolates the
+        photo: a 1080p photo's face of 100k pixels gets 512 (208k texels on bfm-lite's
+        chart), a 24 MP portrait's 1024 or 2048."""
+        pixels = sum(abs(float(np.linalg.det(np.asarray(m, np.float64)[:, :2])))
+                     for m in crop_to_original) * self.crop_area()  # fmt: skip
+        fraction = float(self.texels(self.work_size).cover.mean())  # of the square
+        for size in self.SIZES:
+            if fraction * size * size >= self.OVERSAMPLE * pixels:
+                return size
+        return self.SIZES[-1]
 
     def texels(self, size: int) -> TexelMap:
         """The :class:`TexelMap` of a ``size`` texture (rasterized once, then cached)."""
@@ -643,6 +755,8 @@ def photo_texture(
     """
     cfg = config or TextureConfig()
     start = time.perf_counter()
+    if not cfg.size:
+        cfg = replace(cfg, size=chart.size_for([v.crop_to_original for v in views]))
     bakes = [
         bake_photo(
             v.photo,
