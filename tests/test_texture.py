@@ -307,10 +307,12 @@ def test_chart_cache_reads_back_the_built_chart_and_rebuilds_a_corrupt_one(model
     built = UVChart.of_model(model, cache=tmp_path)
     (path,) = tmp_path.iterdir()
     cached = UVChart.of_model(model, cache=tmp_path)
-    a, b = chart.texels(chart.work_size), cached.texels(cached.work_size)
-    for name in ("pix", "inside", "face", "corners", "bary"):
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
-    np.testing.assert_array_equal(a.cover, b.cover)
+    assert set(cached._maps) == set(chart.cached_sizes())  # read, not rebuilt
+    for size in chart.cached_sizes():
+        a, b = chart.texels(size), cached.texels(size)
+        for name in ("pix", "inside", "face", "corners", "bary"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), (size, name)
+        np.testing.assert_array_equal(a.cover, b.cover)
     np.testing.assert_array_equal(chart.uv, cached.uv)
     np.testing.assert_array_equal(chart.mirror, cached.mirror)
     assert cached.crop_area() == chart.crop_area() == built.crop_area()

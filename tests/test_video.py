@@ -68,18 +68,50 @@ def test_zero_frame_video_is_a_one_line_error(tmp_path):
         list(read_frames(tmp_path / "missing.mp4"))
 
 
+def test_local_poly_smooth_is_weighted_least_squares_and_keeps_quadratics():
+    from facerecon.temporal import local_poly_smooth
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 3))
+    x[[0, 7, 8, 20]] = np.nan
+    sigma = 3.0
+    out = local_poly_smooth(x, sigma)
+    have = np.isfinite(x).all(1)
+    for t in np.flatnonzero(have):  # the constant term of a weighted quadratic fit
+        idx = np.flatnonzero(have & (np.abs(np.arange(40) - t) <= 9))
+        d = (idx - t).astype(float)
+        w = np.sqrt(np.exp(-0.5 * (d / sigma) ** 2))[:, None]
+        beta = np.linalg.lstsq(np.vander(d, 3, increasing=True) * w, x[idx] * w, rcond=None)[0]
+        np.testing.assert_allclose(out[t], beta[0], atol=1e-9)
+    assert np.isnan(out[~have]).all()
+    # a head turning with constant acceleration passes through, up to the clip's ends
+    t = np.arange(60.0)[:, None]
+    turn = 0.02 * t**2 - 1.5 * t + 3.0
+    np.testing.assert_allclose(local_poly_smooth(turn, 4.0), turn, atol=1e-8)
+    # one frame between gaps: too few neighbours for a quadratic, the degree drops
+    lone = np.full((9, 1), np.nan)
+    lone[4] = 2.0
+    lone[0] = 1.0
+    assert local_poly_smooth(lone, 2.0)[4, 0] == pytest.approx(2.0, abs=0.05)
+
+
 def test_smoothers_remove_noise_and_keep_gaps():
-    from facerecon.temporal import gaussian_smooth, one_euro, smooth_track
+    from facerecon.temporal import gaussian_smooth, local_poly_smooth, one_euro, smooth_track
 
     t = np.arange(200) / 25.0
     clean = np.stack([np.sin(t), 0.5 * np.cos(2 * t)], 1)
     noisy = clean + np.random.default_rng(0).normal(0, 0.05, clean.shape)
     noisy[50:53] = np.nan
-    for out, gain in ((gaussian_smooth(noisy, 1.5), 0.6), (one_euro(noisy, 25.0), 0.85)):
+    # local quadratics average over a wider window at the same bias: below the Gaussian's error
+    smoothed = {"gaussian": gaussian_smooth(noisy, 1.5), "one-euro": one_euro(noisy, 25.0),
+                "poly": local_poly_smooth(noisy, 4.0)}  # fmt: skip
+    for name, gain in (("gaussian", 0.6), ("one-euro", 0.85), ("poly", 0.45)):
+        out = smoothed[name]
         ok = np.isfinite(out).all(1)
         assert np.isnan(out[50:53]).all() and ok.sum() == 197
         err = np.abs(out[ok] - clean[ok]).mean()
-        assert err < gain * np.abs(noisy[ok] - clean[ok]).mean(), err
+        assert err < gain * np.abs(noisy[ok] - clean[ok]).mean(), (name, err)
+    assert np.array_equal(smooth_track(noisy, "poly", 25.0), smoothed["poly"], equal_nan=True)
     const = np.full((30, 3), 2.5)
     assert np.allclose(gaussian_smooth(const, 3.0), const)
     assert np.allclose(one_euro(const, 30.0), const)

@@ -163,12 +163,14 @@ def _reconstruct_parser(sub) -> None:
     v.add_argument("--max-frames", type=int, default=None, help="stop after N kept frames")
     v.add_argument(
         "--smoothing",
-        default="gaussian",
-        choices=["gaussian", "one-euro", "none"],
-        help="temporal smoothing of expression and pose (gaussian: zero-phase, default; "
-        "one-euro: causal)",
+        default="poly",
+        choices=["poly", "gaussian", "one-euro", "none"],
+        help="temporal smoothing of expression and pose (poly: zero-phase local quadratic "
+        "regression, default; gaussian: zero-phase; one-euro: causal)",
     )
-    v.add_argument("--sigma", type=float, default=1.5, help="gaussian smoothing, in frames")
+    v.add_argument(
+        "--sigma", type=float, default=None, help="poly / gaussian width in frames (4 / 1.5)"
+    )
     v.add_argument("--no-overlay-video", dest="overlay_video", action="store_false",
                    help="do not write NAME_overlay.mp4")  # fmt: skip
     p.add_argument("--no-report", dest="report", action="store_false")

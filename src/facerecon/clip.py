@@ -65,7 +65,9 @@ class ClipOptions:
         fps: frames per second kept (None: all).
         max_frames: stop after this many kept frames.
         smoothing, sigma: :func:`facerecon.temporal.smooth_track` (sigma in frames of the
-            kept rate).
+            kept rate; None: the smoother's default). "poly" (the default) against
+            "gaussian" on the synthetic video benchmark: rotation jitter 0.61 vs 0.91 deg at
+            the same rotation error (BENCHMARKS.md "Accuracy: video").
         overlay: write the overlay video.
         self_track, passes: network methods (``pgn``, ``rnet``) follow the face with their own
             projected landmarks, ``passes`` estimates per frame (:class:`SelfTracker`; a second
@@ -89,8 +91,8 @@ class ClipOptions:
     shipped: bool = True
     fps: float | None = None
     max_frames: int | None = None
-    smoothing: str = "gaussian"
-    sigma: float = 1.5
+    smoothing: str = "poly"
+    sigma: float | None = None
     overlay: bool = True
     joint: bool = True
     temporal: float = 1e-4
@@ -487,7 +489,7 @@ def clip_identity(
 
 
 def smooth_coeffs(
-    coeffs: np.ndarray, layout, method: str, fps: float, sigma: float = 1.5
+    coeffs: np.ndarray, layout, method: str, fps: float, sigma: float | None = None
 ) -> np.ndarray:
     """``coeffs (F, layout.size)`` with expression, angles, translation and lighting smoothed
     in time (:func:`facerecon.temporal.smooth_track`); identity and albedo untouched."""
@@ -498,6 +500,15 @@ def smooth_coeffs(
     for part in ("exp_coeff", "angles", "trans", "gamma"):
         out[:, sl[part]] = smooth_track(coeffs[:, sl[part]], method, fps, sigma)
     return out
+
+
+def _sigma(options: ClipOptions) -> float | None:
+    """The smoothing width the clip was smoothed with (frames; None for one-euro / none)."""
+    from facerecon.temporal import DEFAULT_SIGMA
+
+    if options.smoothing not in DEFAULT_SIGMA:
+        return None
+    return DEFAULT_SIGMA[options.smoothing] if options.sigma is None else options.sigma
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -623,7 +634,7 @@ def write_clip(result: ClipResult, options: ClipOptions, model, paths: dict[str,
         "source": str(result.source),
         "fps": result.fps,
         "smoothing": options.smoothing,
-        "sigma": options.sigma,
+        "sigma": _sigma(options),
         "units": "per-frame rows (NaN: no face); vertices mm; trans scene units (100 mm)",
     }
     save_coefficients(paths["npz"], arrays, meta, overwrite=ow)

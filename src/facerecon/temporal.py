@@ -5,6 +5,10 @@ face, which neither contribute nor stop the filter):
 
 * :func:`gaussian_smooth`: zero-phase (offline) Gaussian of ``sigma`` frames by normalised
   convolution, so gaps and clip ends are handled without bias.
+* :func:`local_poly_smooth`: zero-phase local polynomial regression (quadratic, Gaussian
+  weights of ``sigma`` frames; LOESS / a Savitzky-Golay filter that tolerates gaps): it
+  follows motion up to constant acceleration exactly, so it can average over a wider window
+  than a Gaussian before it cuts the turns of a head short.
 * :func:`one_euro`: the causal One-Euro filter (Casiez et al., CHI 2012): a first-order
   low-pass whose cut-off rises with the speed of the signal (``min_cutoff + beta * |dx/dt|``),
   low jitter when still, little lag when moving; what a live tracker would use.
@@ -19,9 +23,11 @@ import math
 
 import numpy as np
 
-__all__ = ["SMOOTHERS", "gaussian_smooth", "one_euro", "smooth_track"]
+__all__ = ["SMOOTHERS", "gaussian_smooth", "local_poly_smooth", "one_euro", "smooth_track"]
 
-SMOOTHERS = ("gaussian", "one-euro", "none")
+SMOOTHERS = ("poly", "gaussian", "one-euro", "none")
+#: each smoother's default width in frames (``sigma``; one-euro has none)
+DEFAULT_SIGMA = {"poly": 4.0, "gaussian": 1.5}
 
 
 def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -45,6 +51,55 @@ def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     num = np.stack([np.convolve(vals[:, j], k, mode="same") for j in range(flat.shape[1])], 1)
     den = np.convolve(have.astype(np.float64), k, mode="same")[:, None]
     out = np.where(have[:, None], num / np.maximum(den, 1e-12), np.nan)
+    return out.reshape(a.shape)
+
+
+def local_poly_smooth(x: np.ndarray, sigma: float, degree: int = 2) -> np.ndarray:
+    """Zero-phase local polynomial smoothing along axis 0: each frame's value is the constant
+    term of a polynomial of ``degree`` fitted by least squares to the frames around it, with
+    Gaussian weights of ``sigma`` frames (cut at 3 sigma). A polynomial of ``degree`` passes
+    through unchanged (a head turning at a steady or changing speed keeps its amplitude, where a
+    Gaussian of the same width shrinks its turns); noise is averaged over the window. Missing
+    frames take no part; where too few frames surround one for the polynomial (fewer than
+    ``degree + 1`` distinct), the degree drops to what they determine.
+
+    Args:
+        x: ``(T, D)`` (or ``(T,)``) values; NaN rows are missing frames.
+        sigma: width in frames (0: unchanged).
+        degree: 0 (a Gaussian-weighted mean), 1 or 2 (default).
+
+    Returns:
+        Same shape; rows missing in ``x`` stay NaN.
+    """
+    a = np.asarray(x, np.float64)
+    flat = a.reshape(a.shape[0], -1)
+    T = flat.shape[0]
+    if sigma <= 0 or T < 2:
+        return a.copy()
+    have = np.isfinite(flat).all(1)
+    vals = np.where(have[:, None], flat, 0.0)
+    radius = max(1, math.ceil(3.0 * sigma))
+    n = degree + 1
+    moments = np.zeros((T, 2 * n - 1))  # sum of w d^k over the window, k = 0..2 degree
+    sums = np.zeros((T, n, flat.shape[1]))  # sum of w d^k x
+    for d in range(-radius, radius + 1):
+        lo, hi = max(0, -d), min(T, T - d)  # frames t whose t + d exists
+        w = math.exp(-0.5 * (d / float(sigma)) ** 2) * have[lo + d : hi + d]
+        powers = float(d) ** np.arange(2 * n - 1)
+        moments[lo:hi] += w[:, None] * powers
+        sums[lo:hi] += (w[:, None] * powers[:n])[:, :, None] * vals[lo + d : hi + d, None, :]
+    out = np.full_like(flat, np.nan)
+    todo = have.copy()
+    for deg in range(degree, -1, -1):  # the highest degree each frame's window determines
+        m = deg + 1
+        A = np.stack([moments[:, i : i + m] for i in range(m)], 1)  # (T, m, m) Hankel
+        cond = np.linalg.cond(A[todo]) if todo.any() else np.zeros(0)
+        ok = np.zeros(T, bool)
+        ok[np.flatnonzero(todo)[cond < 1e8]] = True
+        if ok.any():
+            beta = np.linalg.solve(A[ok], sums[ok, :m])  # (k, m, D)
+            out[ok] = beta[:, 0]
+        todo &= ~ok
     return out.reshape(a.shape)
 
 
@@ -103,11 +158,15 @@ def one_euro(
 
 
 def smooth_track(
-    x: np.ndarray, method: str, fps: float, sigma: float = 1.5, **one_euro_kw: float
+    x: np.ndarray, method: str, fps: float, sigma: float | None = None, **one_euro_kw: float
 ) -> np.ndarray:
-    """:func:`gaussian_smooth` (``sigma`` frames), :func:`one_euro` or ``"none"`` (a copy)."""
-    if method == "gaussian":
-        return gaussian_smooth(x, sigma)
+    """:func:`local_poly_smooth` (``"poly"``), :func:`gaussian_smooth` (``sigma`` frames; None:
+    the smoother's :data:`DEFAULT_SIGMA`), :func:`one_euro` or ``"none"`` (a copy)."""
+    if method in DEFAULT_SIGMA:
+        width = DEFAULT_SIGMA[method] if sigma is None else sigma
+        if method == "poly":
+            return local_poly_smooth(x, width)
+        return gaussian_smooth(x, width)
     if method == "one-euro":
         return one_euro(x, fps, **one_euro_kw)
     if method == "none":

@@ -294,25 +294,28 @@ class TexelMap:
         out.index_copy_(0, self.pix, vals)
         return out.view(self.size, self.size, -1).numpy()
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The map as numpy arrays (:meth:`from_arrays` reads them back)."""
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """The map as numpy arrays, named ``prefix + field`` (:meth:`from_arrays` reads them
+        back)."""
         return {
-            "texel_cover": self.cover,
-            "texel_pix": self.pix.numpy().astype(np.int32),
-            "texel_inside": self.inside.numpy(),
-            "texel_face": self.face.numpy().astype(np.int32),
-            "texel_bary": self.bary.numpy(),
+            f"{prefix}cover": self.cover,
+            f"{prefix}pix": self.pix.numpy().astype(np.int32),
+            f"{prefix}inside": self.inside.numpy(),
+            f"{prefix}face": self.face.numpy().astype(np.int32),
+            f"{prefix}bary": self.bary.numpy(),
         }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], triangles: np.ndarray) -> TexelMap:
-        """The map :meth:`arrays` wrote, on the chart's ``triangles (F, 3)``."""
-        cover = np.asarray(arrays["texel_cover"], bool)
-        face = torch.from_numpy(np.asarray(arrays["texel_face"], np.int64))
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], triangles: np.ndarray, prefix: str = ""
+    ) -> TexelMap:
+        """The map :meth:`arrays` wrote (with ``prefix``), on the chart's ``triangles (F, 3)``."""
+        cover = np.asarray(arrays[f"{prefix}cover"], bool)
+        face = torch.from_numpy(np.asarray(arrays[f"{prefix}face"], np.int64))
         tri = torch.from_numpy(np.asarray(triangles, np.int64))
-        pix = torch.from_numpy(np.asarray(arrays["texel_pix"], np.int64))
-        inside = torch.from_numpy(np.asarray(arrays["texel_inside"], bool))
-        bary = torch.from_numpy(np.asarray(arrays["texel_bary"], np.float32))
+        pix = torch.from_numpy(np.asarray(arrays[f"{prefix}pix"], np.int64))
+        inside = torch.from_numpy(np.asarray(arrays[f"{prefix}inside"], bool))
+        bary = torch.from_numpy(np.asarray(arrays[f"{prefix}bary"], np.float32))
         return cls(cover.shape[0], cover, pix, inside, face, tri.index_select(0, face), bary)
 
     @classmethod
@@ -395,7 +398,7 @@ class UVChart:
 
     #: bump when chart_uv, mirror_vertices, TexelMap.of_chart or crop_area change: charts
     #: cached by an older version are then rebuilt
-    CACHE_VERSION = 1
+    CACHE_VERSION = 2
 
     @classmethod
     def of_model(
@@ -422,14 +425,16 @@ class UVChart:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
             chart = cls(mean, tri, work_size, uv=arrays["uv"], mirror=arrays["mirror"])
-            chart._maps[chart.work_size] = TexelMap.from_arrays(arrays, tri)
+            for size in chart.cached_sizes():
+                chart._maps[size] = TexelMap.from_arrays(arrays, tri, prefix=f"texel{size}_")
             chart._crop_area = float(arrays["crop_area"])
             return chart
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             pass  # not cached yet (or unreadable): built and stored below
         chart = cls(mean, tri, work_size)
         arrays = {"uv": chart.uv, "mirror": chart.mirror, "crop_area": chart.crop_area()}
-        arrays.update(chart.texels(chart.work_size).arrays())
+        for size in chart.cached_sizes():
+            arrays.update(chart.texels(size).arrays(prefix=f"texel{size}_"))
         try:
             from facerecon.fileio import atomic_savez
 
@@ -441,6 +446,16 @@ class UVChart:
     def work(self, size: int) -> int:
         """The geometry resolution used for a ``size`` texture."""
         return min(int(size), self.work_size)
+
+    def coarse(self, size: int) -> int:
+        """The resolution of a ``size`` texture's irradiance (smooth: a quarter of the work
+        grid)."""
+        return max(self.work(size) // 4, 16)
+
+    def cached_sizes(self) -> tuple[int, ...]:
+        """The :class:`TexelMap` sizes a cached chart keeps: the work grid and its quarter
+        (what every texture up to :attr:`work_size` and above uses)."""
+        return (self.work_size, self.coarse(self.work_size))
 
     #: the texture sides :meth:`size_for` chooses from
     SIZES = (512, 1024, 2048)
@@ -600,7 +615,7 @@ def bake_photo(
                       borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
     color = color.astype(np.float32) * np.float32(1.0 / 255.0)
     # the irradiance is smooth: on a quarter grid (with the weights), blurred, upsampled
-    coarse = chart.texels(max(chart.work(size) // 4, 16))
+    coarse = chart.texels(chart.coarse(size))
     with torch.no_grad():
         irr = coarse.image(coarse.interpolate(shading[0]))
     wc = _resize(work.image(weight[:, None]), coarse.size)[..., 0] * coarse.cover

@@ -195,7 +195,7 @@ class VideoBenchmarkConfig:
     seed: int = 2028
     shape_every: int = 5
     work_dir: str | None = None
-    smoothers: tuple[str, ...] = ("none", "one-euro", "gaussian")
+    smoothers: tuple[str, ...] = ("none", "one-euro", "gaussian", "poly")
     slow_clips: int = 1  # methods named in ``slow`` run on this many clips only
     slow: tuple[str, ...] = ("fit",)
     temporal: float = 1e-4  # the joint fit's acceleration weight (FitConfig.video)
