@@ -28,13 +28,14 @@ __all__ = ["ForkedWorker", "Ordered", "prefetched"]
 
 
 class Ordered:
-    """Calls run on one background thread (``threaded``) or inline, results taken back in
-    the order they were submitted: :meth:`submit` then :meth:`done` / :meth:`drain` yield
-    ``(tag, result or None, exception or None)``; an exception of a call is handed back
-    with its tag, never raised here."""
+    """Calls run on ``threads`` background threads (``threaded``) or inline, results taken
+    back in the order they were submitted: :meth:`submit` then :meth:`done` /
+    :meth:`drain` yield ``(tag, result or None, exception or None)``; an exception of a call
+    is handed back with its tag, never raised here. With several threads the calls must not
+    depend on each other (they run side by side)."""
 
-    def __init__(self, threaded: bool):
-        self._pool = ThreadPoolExecutor(max_workers=1) if threaded else None
+    def __init__(self, threaded: bool, threads: int = 1):
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads)) if threaded else None
         self._queue: deque[tuple[Any, Future | tuple]] = deque()
 
     def submit(self, tag: Any, fn: Callable, *args) -> None:

@@ -13,6 +13,7 @@ import glob
 import json
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -86,6 +87,9 @@ class ReconstructOptions:
     # background threads: decode and detect the next photos, write the last ones, while the
     # method works on the current batch
     threads: bool = True
+    # threads writing the faces (photo texture, files) when `threads`: writing is a batch's
+    # slowest stage, and two writers keep a 2-core CPU busy (BENCHMARKS.md "Throughput")
+    write_threads: int = 2
     # processes sharing the photos (run_workers: shards 0..N-1 in parallel, merged); torch
     # threads per process: the CPU count / workers
     workers: int = 1
@@ -543,6 +547,7 @@ class Reconstructor:
         if options.texture not in ("photo", "model"):
             raise FaceReconError(f"--texture must be photo or model, got {options.texture!r}")
         self._chart = None
+        self._chart_lock = threading.Lock()
         self.method = build_method(options.method, method_spec(options), self.model)
 
     def estimate(self, faces: list[PreparedFace], shared_identity: bool):
@@ -598,11 +603,12 @@ class Reconstructor:
     def chart(self):
         """The model's :class:`facerecon.texture.UVChart` (read from the cache, or built and
         cached, on first use; then shared by every face: UV, texel maps, mirror map)."""
-        if self._chart is None:
-            from facerecon.cache import cache_dir
-            from facerecon.texture import UVChart
+        with self._chart_lock:  # writer threads ask for it side by side
+            if self._chart is None:
+                from facerecon.cache import cache_dir
+                from facerecon.texture import UVChart
 
-            self._chart = UVChart.of_model(self.model, cache=cache_dir() / "charts")
+                self._chart = UVChart.of_model(self.model, cache=cache_dir() / "charts")
         return self._chart
 
     def uv(self) -> np.ndarray:
@@ -1176,7 +1182,7 @@ def _run_locked(
     track = _Progress(summary, paths, picked, progress, show_progress, bar, on_photo_done)
     taken = set(names)
 
-    writer = Ordered(options.threads)
+    writer = Ordered(options.threads, options.write_threads)
 
     def collect(wait: bool) -> None:
         for (i, name), entry, exc in writer.drain() if wait else writer.done():
