@@ -206,19 +206,23 @@ def test_fast_detector_finds_the_faces_with_dlib_points(faces_68pt):
         assert nme["fast"] < 7.0 and nme["fast"] < nme["auto"] + 1.5, (photo, nme)
 
 
-@pytest.mark.parametrize("threaded", [True, False])
-def test_ordered_work_comes_back_in_order_with_its_errors(threaded):
+@pytest.mark.parametrize(("threaded", "threads"), [(True, 1), (True, 2), (False, 1)])
+def test_ordered_work_comes_back_in_order_with_its_errors(threaded, threads):
+    import threading
     import time
 
     from facerecon.concurrency import Ordered, prefetched
 
+    names = set()
+
     def slow(k):
+        names.add(threading.current_thread().name)
         time.sleep(0.01 * (3 - k % 3))  # later calls finish sooner
         if k == 4:
             raise ValueError("bad four")
         return k * k
 
-    work = Ordered(threaded)
+    work = Ordered(threaded, threads)
     for k in range(7):
         work.submit(f"t{k}", slow, k)
     out = list(work.drain())
@@ -226,8 +230,19 @@ def test_ordered_work_comes_back_in_order_with_its_errors(threaded):
     assert [t for t, _, _ in out] == [f"t{k}" for k in range(7)]
     assert [r for _, r, e in out if e is None] == [0, 1, 4, 9, 25, 36]
     assert str(out[4][2]) == "bad four" and out[4][1] is None
+    assert len(names) == (threads if threaded else 1)  # two writers ran side by side
     got = list(prefetched(slow, [5, 4, 3], depth=2, threaded=threaded))
     assert [(i, r) for i, r, _ in got] == [(5, 25), (4, None), (3, 9)]
+
+
+def test_networks_write_with_two_threads_fits_with_one():
+    from facerecon.methods import method_class
+    from facerecon.pipeline import default_write_threads
+
+    assert default_write_threads(method_class("rnet")) == 2
+    assert default_write_threads(method_class("pgn")) == 2
+    assert default_write_threads(method_class("fit")) == 1
+    assert default_write_threads(method_class("auto")) == 1
 
 
 def test_closing_ordered_work_drops_what_has_not_started():

@@ -87,9 +87,8 @@ class ReconstructOptions:
     # background threads: decode and detect the next photos, write the last ones, while the
     # method works on the current batch
     threads: bool = True
-    # threads writing the faces (photo texture, files) when `threads`: writing is a batch's
-    # slowest stage, and two writers keep a 2-core CPU busy (BENCHMARKS.md "Throughput")
-    write_threads: int = 2
+    # threads writing the faces (photo texture, files) when `threads`; 0: default_write_threads
+    write_threads: int = 0
     # processes sharing the photos (run_workers: shards 0..N-1 in parallel, merged); torch
     # threads per process: the CPU count / workers
     workers: int = 1
@@ -114,6 +113,15 @@ class ReconstructOptions:
 def default_batch_size(method) -> int:
     """Faces per batch for a method: 16 for a network alone, 8 when it fits."""
     return 8 if method.uses_more_landmarks else 16
+
+
+def default_write_threads(method) -> int:
+    """Threads writing the faces of one process: 2 for a network alone (writing, with the
+    photo texture, is then the slowest stage of a batch, and a second writer keeps a 2-core
+    CPU busy: rnet on 32 1080p photos went from 2.85 to 3.58 photos/s, a third writer was
+    slower), 1 when it fits (the fit is the slowest stage, and a second writer takes CPU from
+    it: 12 photos 4-8 % slower). :func:`run_workers` processes write with one each."""
+    return 1 if method.uses_more_landmarks else 2
 
 
 @dataclass
@@ -1182,7 +1190,7 @@ def _run_locked(
     track = _Progress(summary, paths, picked, progress, show_progress, bar, on_photo_done)
     taken = set(names)
 
-    writer = Ordered(options.threads, options.write_threads)
+    writer = Ordered(options.threads, options.write_threads or default_write_threads(recon.method))
 
     def collect(wait: bool) -> None:
         for (i, name), entry, exc in writer.drain() if wait else writer.done():
@@ -1419,7 +1427,9 @@ def run_workers(
             check_outputs_free(planned, options.overwrite)
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
-        shard_opts = [dataclasses.replace(options, shard=(k, n), report=False, lock=False)
+        one_writer = options.write_threads or 1  # the processes fill the cores already
+        shard_opts = [dataclasses.replace(options, shard=(k, n), report=False, lock=False,
+                                          write_threads=one_writer)
                       for k in range(n)]  # fmt: skip
         procs = [ctx.Process(target=_worker, args=(inputs, shard_opts[k], queue), daemon=True)
                  for k in range(1, n)]  # fmt: skip
