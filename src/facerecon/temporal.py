@@ -66,7 +66,8 @@ def local_poly_smooth(x: np.ndarray, sigma: float, degree: int = 2) -> np.ndarra
     Args:
         x: ``(T, D)`` (or ``(T,)``) values; NaN rows are missing frames.
         sigma: width in frames (0: unchanged).
-        degree: 0 (a Gaussian-weighted mean), 1 or 2 (default).
+        degree: of the polynomial (default 2; 0 is a Gaussian-weighted mean). On a
+            symmetric window an odd degree gives the centre value of the even one below it.
 
     Returns:
         Same shape; rows missing in ``x`` stay NaN.
