@@ -502,15 +502,6 @@ def smooth_coeffs(
     return out
 
 
-def _sigma(options: ClipOptions) -> float | None:
-    """The smoothing width the clip was smoothed with (frames; None for one-euro / none)."""
-    from facerecon.temporal import DEFAULT_SIGMA
-
-    if options.smoothing not in DEFAULT_SIGMA:
-        return None
-    return DEFAULT_SIGMA[options.smoothing] if options.sigma is None else options.sigma
-
-
 # ---------------------------------------------------------------------------- outputs
 def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
     """``(F, 4)`` unit quaternions ``(x, y, z, w)`` of rotations ``R (F, 3, 3)`` acting on
@@ -585,6 +576,7 @@ def write_clip(result: ClipResult, options: ClipOptions, model, paths: dict[str,
     """Write the clip's files (module docstring, step 6)."""
     from facerecon.geometry import euler_matrix
     from facerecon.io import MeshAnimation, cylindrical_uv, save_coefficients, write_glb, write_obj
+    from facerecon.temporal import smoothing_width
 
     lay = model.layout
     sl = lay.slices()
@@ -634,7 +626,7 @@ def write_clip(result: ClipResult, options: ClipOptions, model, paths: dict[str,
         "source": str(result.source),
         "fps": result.fps,
         "smoothing": options.smoothing,
-        "sigma": _sigma(options),
+        "sigma": smoothing_width(options.smoothing, options.sigma),
         "units": "per-frame rows (NaN: no face); vertices mm; trans scene units (100 mm)",
     }
     save_coefficients(paths["npz"], arrays, meta, overwrite=ow)

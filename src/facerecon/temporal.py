@@ -23,7 +23,14 @@ import math
 
 import numpy as np
 
-__all__ = ["SMOOTHERS", "gaussian_smooth", "local_poly_smooth", "one_euro", "smooth_track"]
+__all__ = [
+    "SMOOTHERS",
+    "gaussian_smooth",
+    "local_poly_smooth",
+    "one_euro",
+    "smooth_track",
+    "smoothing_width",
+]
 
 SMOOTHERS = ("poly", "gaussian", "one-euro", "none")
 #: each smoother's default width in frames (``sigma``; one-euro has none)
@@ -158,16 +165,23 @@ def one_euro(
     return out.reshape(a.shape)
 
 
+def smoothing_width(method: str, sigma: float | None = None) -> float | None:
+    """The width in frames that ``method`` smooths with: ``sigma``, or the smoother's
+    :data:`DEFAULT_SIGMA` when None; None for smoothers without one (one-euro, none)."""
+    if method not in DEFAULT_SIGMA:
+        return None
+    return DEFAULT_SIGMA[method] if sigma is None else sigma
+
+
 def smooth_track(
     x: np.ndarray, method: str, fps: float, sigma: float | None = None, **one_euro_kw: float
 ) -> np.ndarray:
     """:func:`local_poly_smooth` (``"poly"``), :func:`gaussian_smooth` (``sigma`` frames; None:
     the smoother's :data:`DEFAULT_SIGMA`), :func:`one_euro` or ``"none"`` (a copy)."""
-    if method in DEFAULT_SIGMA:
-        width = DEFAULT_SIGMA[method] if sigma is None else sigma
-        if method == "poly":
-            return local_poly_smooth(x, width)
-        return gaussian_smooth(x, width)
+    if method == "poly":
+        return local_poly_smooth(x, smoothing_width(method, sigma))
+    if method == "gaussian":
+        return gaussian_smooth(x, smoothing_width(method, sigma))
     if method == "one-euro":
         return one_euro(x, fps, **one_euro_kw)
     if method == "none":

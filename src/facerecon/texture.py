@@ -454,7 +454,7 @@ class UVChart:
 
     def cached_sizes(self) -> tuple[int, ...]:
         """The :class:`TexelMap` sizes a cached chart keeps: the work grid and its quarter
-        (what every texture up to :attr:`work_size` and above uses)."""
+        (what every texture of at least :attr:`work_size` texels uses)."""
         return (self.work_size, self.coarse(self.work_size))
 
     #: the texture sides :meth:`size_for` chooses from
