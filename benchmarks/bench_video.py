@@ -51,6 +51,9 @@ def _methods(model, with_fit: bool):
     out = {}
     if shipped_weights("pgn", model.name):
         out["pgn"] = build_method("pgn", MethodSpec(), model)
+        # the ablation of the mirrored crop's landmarks (PGNMethod.flip, on by default)
+        out["pgn-noflip"] = build_method("pgn", MethodSpec(), model)
+        out["pgn-noflip"].flip = False
     if shipped_weights("rnet", model.name):
         out["rnet"] = build_method(
             "rnet", MethodSpec(weights=shipped_weights("rnet", model.name)), model
@@ -175,10 +178,12 @@ def video_rows(model, quick: bool) -> list[dict]:
     for key, m in res["summary"].items():
         jit = base.get("rot_jitter_deg")
         ratio = m["rot_jitter_deg"] / jit if jit else math.nan
+        pjit = base.get("pos_jitter_mm")
+        pratio = m["pos_jitter_mm"] / pjit if pjit else math.nan
         note = (
-            f"rotation error {m['rot_deg']:.1f} deg, rotation jitter {m['rot_jitter_deg']:.2f} "
-            f"deg ({ratio:.2f}x per-frame R-Net), position jitter {m['pos_jitter_mm']:.2f} "
-            f"mm, identity spread {m['id_spread_mm']:.2f} mm, landmark NME "
+            f"rotation error {m['rot_deg']:.1f} deg, rotation jitter {m['rot_jitter_deg']:.3f} "
+            f"deg ({ratio:.3f}x per-frame R-Net), position jitter {m['pos_jitter_mm']:.2f} "
+            f"mm ({pratio:.2f}x), identity spread {m['id_spread_mm']:.2f} mm, landmark NME "
             f"{100 * m['nme']:.1f} %"
         )
         rows.append(

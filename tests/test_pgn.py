@@ -125,6 +125,26 @@ def test_pgn_forward_from_rnet_and_files(model, tmp_path):
     assert net.layout == CoeffLayout(lay.n_id, lay.n_exp, lay.n_tex)
 
 
+def test_flip_averaged_landmarks_are_mirror_equivariant(model):
+    """predict_pgn(flip=True) of a mirrored crop is the mirror image of its prediction on the
+    crop (so the averaging maps points and pixels correctly)."""
+    from facerecon.nets.pgn import flip_landmarks, from_rnet, predict_pgn
+    from facerecon.nets.rnet import RNet
+
+    torch.manual_seed(1)
+    rnet = RNet(model.layout, "mobilenet_v2", width_mult=0.25, input_size=64).eval()
+    net = from_rnet(rnet, model).eval()
+    torch.nn.init.normal_(net.lm_head.weight, std=0.05)
+    x = torch.rand(2, 3, 224, 224, dtype=torch.float64)
+    net = net.double()
+    _, plain = predict_pgn(net, model, x)
+    _, lm = predict_pgn(net, model, x, flip=True)
+    _, lm_m = predict_pgn(net, model, x.flip(-1), flip=True)
+    assert torch.allclose(lm_m, flip_landmarks(lm, 224), atol=1e-9)
+    assert not torch.allclose(lm, plain, atol=1e-3)  # the mirror changed the prediction
+    assert torch.allclose(flip_landmarks(flip_landmarks(lm, 224), 224), lm)
+
+
 def test_pgn_terms_train_the_landmark_head_through_the_pose(model):
     from facerecon.nets.pgn import PGNConfig, PGNet, landmark_template
     from facerecon.train.pgn import consistent_identity, pgn_loss, pgn_terms

@@ -114,6 +114,11 @@ def test_smoothers_remove_noise_and_keep_gaps():
     assert np.array_equal(smooth_track(noisy, "poly", 25.0), smoothed["poly"], equal_nan=True)
     const = np.full((30, 3), 2.5)
     assert np.allclose(gaussian_smooth(const, 3.0), const)
+    # a kernel wider than the clip (sigma 12, 5 frames) still gives one row per frame
+    short = np.stack([np.arange(5.0), np.full(5, 2.0)], 1)
+    wide = gaussian_smooth(short, 12.0)
+    assert wide.shape == (5, 2) and np.allclose(wide[:, 1], 2.0)
+    assert np.allclose(wide[:, 0], 2.0, atol=0.05) and np.all(np.diff(wide[:, 0]) > 0)
     assert np.allclose(one_euro(const, 30.0), const)
     assert np.array_equal(smooth_track(noisy, "none", 25.0), noisy, equal_nan=True)
     with pytest.raises(ValueError):

@@ -26,9 +26,12 @@ import numpy as np
 __all__ = [
     "NORMAL_EPS",
     "Similarity",
+    "crop_focal_in_photo",
     "euler_matrix",
     "face_normals",
+    "photo_trans_to_crop",
     "project_points",
+    "trans_crop_to_photo",
     "umeyama",
     "vertex_normals",
 ]
@@ -118,6 +121,82 @@ def project_points(
     p = np.asarray(points, dtype=np.float64)
     d = cam_dist - p[:, 2]
     return np.stack([center + focal * p[:, 0] / d, center - focal * p[:, 1] / d], axis=-1)
+
+
+def crop_focal_in_photo(crop_to_original: np.ndarray, focal: float) -> np.ndarray:
+    """``(...)`` the crop camera's focal length in photo pixels, ``a * focal``, for crop
+    transforms ``(..., 2, 3)`` ``photo = a * crop + t`` (scale and translation, no rotation: the
+    paper's alignment, :mod:`facerecon.detect.align`)."""
+    return np.asarray(crop_to_original, np.float64)[..., 0, 0] * float(focal)
+
+
+def trans_crop_to_photo(
+    trans: np.ndarray,
+    crop_to_original: np.ndarray,
+    focal: float,
+    center: float,
+    photo_focal: float,
+    photo_center: tuple[float, float],
+    cam_dist: float = 10.0,
+) -> np.ndarray:
+    """A head's translation in its crop's camera to the same head in one camera of the photo.
+
+    Each frame (or photo) of a video has its own crop, so its ``trans`` is relative to a camera
+    that moves with the crop (``photo = a * crop + t``: the crop camera has focal ``a * focal``
+    and principal point ``a * center + t`` in photo pixels). This places the head in a single
+    camera of the photo (focal ``photo_focal``, principal point ``photo_center``, the same
+    axis conventions and ``cam_dist``) so that its origin projects to the same photo pixel
+    and appears at the same size (pixels per scene unit at the origin, hence its depth is
+    ``d * photo_focal / (a * focal)``). The map is exact for those two quantities and inverted
+    exactly by :func:`photo_trans_to_crop` with the same crop; the rotation is left as it is:
+    the crop camera's axis is tilted from the photo's by the angle of the crop centre's offset
+    (``offset / photo_focal`` radians: about 0.1 degree per 2 crop pixels of crop jitter).
+
+    Args:
+        trans: ``(..., 3)`` translations in the crop cameras (scene units).
+        crop_to_original: ``(..., 2, 3)`` crop-to-photo transforms.
+        focal, center: the crop camera's focal length and principal point (crop pixels).
+        photo_focal: the photo camera's focal length (photo pixels; e.g. the median of
+            :func:`crop_focal_in_photo` over a clip, so depths stay near ``cam_dist``).
+        photo_center: the photo camera's principal point ``(u, v)`` (photo pixels).
+        cam_dist: camera position on +z (depth ``d = cam_dist - z``).
+
+    Returns:
+        ``(..., 3)`` translations in the photo camera.
+    """
+    tr = np.asarray(trans, np.float64)
+    m = np.asarray(crop_to_original, np.float64)
+    a, tu, tv = m[..., 0, 0], m[..., 0, 2], m[..., 1, 2]
+    d = cam_dist - tr[..., 2]
+    pu = a * (center + focal * tr[..., 0] / d) + tu  # the origin's photo pixel
+    pv = a * (center - focal * tr[..., 1] / d) + tv
+    depth = d * photo_focal / (a * focal)
+    x = (pu - photo_center[0]) * depth / photo_focal
+    y = -(pv - photo_center[1]) * depth / photo_focal
+    return np.stack([x, y, cam_dist - depth], -1)
+
+
+def photo_trans_to_crop(
+    trans: np.ndarray,
+    crop_to_original: np.ndarray,
+    focal: float,
+    center: float,
+    photo_focal: float,
+    photo_center: tuple[float, float],
+    cam_dist: float = 10.0,
+) -> np.ndarray:
+    """The inverse of :func:`trans_crop_to_photo` (same arguments): ``(..., 3)`` translations
+    in the photo camera back to each crop's camera."""
+    tr = np.asarray(trans, np.float64)
+    m = np.asarray(crop_to_original, np.float64)
+    a, tu, tv = m[..., 0, 0], m[..., 0, 2], m[..., 1, 2]
+    depth = cam_dist - tr[..., 2]
+    pu = photo_center[0] + photo_focal * tr[..., 0] / depth
+    pv = photo_center[1] - photo_focal * tr[..., 1] / depth
+    d = depth * a * focal / photo_focal
+    x = ((pu - tu) / a - center) * d / focal
+    y = -((pv - tv) / a - center) * d / focal
+    return np.stack([x, y, cam_dist - d], -1)
 
 
 @dataclass(frozen=True)

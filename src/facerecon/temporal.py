@@ -55,8 +55,15 @@ def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / float(sigma)) ** 2)
     have = np.isfinite(flat).all(1)
     vals = np.where(have[:, None], flat, 0.0)
-    num = np.stack([np.convolve(vals[:, j], k, mode="same") for j in range(flat.shape[1])], 1)
-    den = np.convolve(have.astype(np.float64), k, mode="same")[:, None]
+    # "full" then the centred T rows: "same" returns the longer of the two lengths, so a kernel
+    # wider than the clip would not give one row per frame
+    T = flat.shape[0]
+
+    def conv(v: np.ndarray) -> np.ndarray:
+        return np.convolve(v, k, mode="full")[radius : radius + T]
+
+    num = np.stack([conv(vals[:, j]) for j in range(flat.shape[1])], 1)
+    den = conv(have.astype(np.float64))[:, None]
     out = np.where(have[:, None], num / np.maximum(den, 1e-12), np.nan)
     return out.reshape(a.shape)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facerecon.labels import FLIP_68
+
 __all__ = [
     "FLIP_68",
     "AugmentConfig",
@@ -42,24 +44,6 @@ class AugmentConfig:
     rotation: float = 10.0
     flip: float = 0.5
     enabled: bool = True
-
-
-#: 68-point (iBUG 300-W) index permutation under a horizontal flip: after mirroring the image,
-#: ``lm_flipped = mirrored_lm[FLIP_68]`` keeps point i on the same facial feature.
-FLIP_68 = np.array(
-    [
-        *range(16, -1, -1),  # jaw 0..16
-        *range(26, 21, -1),  # right brow 17..21 <- left brow 26..22
-        *range(21, 16, -1),  # left brow 22..26 <- 17..21 reversed
-        *(27, 28, 29, 30),  # nose ridge
-        *(35, 34, 33, 32, 31),  # nostrils
-        *(45, 44, 43, 42, 47, 46),  # right eye <- left eye
-        *(39, 38, 37, 36, 41, 40),  # left eye <- right eye
-        *(54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55),  # outer mouth
-        *(64, 63, 62, 61, 60, 67, 66, 65),  # inner mouth
-    ],
-    dtype=np.int64,
-)
 
 
 def random_similarity(

@@ -353,7 +353,9 @@ def video_benchmark(
                     continue
                 tag = f"{name} {'joint-fit video' if joint else 'video'}"
                 for sm in cfg.smoothers:
-                    co = smooth_coeffs(res.coeffs, model.layout, sm, res.fps)
+                    co = smooth_coeffs(
+                        res.coeffs, model.layout, sm, res.fps, None, res.crop_to_original, res.size
+                    )
                     scores.setdefault(f"{tag} {sm}", []).append(
                         score_clip(model, co, res.crop_to_original, truth, cfg.shape_every)
                     )

@@ -129,7 +129,10 @@ class PGNMethod:
     regressed, pose solved from the predicted 3D landmarks.
 
     For an image set (``shared_identity``) the identities are averaged and every image's pose
-    is solved again for that shared shape (so pose and shape stay consistent).
+    is solved again for that shared shape (so pose and shape stay consistent). ``flip``
+    (default on) averages the landmarks of each crop and of its mirror image before the pose
+    is solved (:func:`facerecon.nets.pgn.predict_pgn`: 5 ms more per face on a CPU, a lower
+    rotation error).
     """
 
     name: ClassVar[str] = "pgn"
@@ -137,9 +140,10 @@ class PGNMethod:
     uses_more_landmarks: ClassVar[bool] = False
     stage: ClassVar[str] = "PGN regression"
 
-    def __init__(self, model: MorphableModel, pgn):
+    def __init__(self, model: MorphableModel, pgn, flip: bool = True):
         self.model = model
         self.pgn = pgn
+        self.flip = flip
 
     @classmethod
     def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> PGNMethod:
@@ -150,7 +154,7 @@ class PGNMethod:
 
         t0 = time.perf_counter()
         image = target.image
-        coeffs, lm3d = predict_pgn(self.pgn, self.model, image)
+        coeffs, lm3d = predict_pgn(self.pgn, self.model, image, flip=self.flip)
         if shared_identity and len(coeffs) > 1:
             coeffs = with_identity(self.model, coeffs, lm3d, None)
         return network_estimate(coeffs.to(image.dtype), t0, lm3d=lm3d)
