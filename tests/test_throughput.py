@@ -357,3 +357,42 @@ print("ok")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_fast_chain_searches_a_photo_for_small_faces_once(faces_68pt):
+    """A small face on a 1080p canvas needs MediaPipe's tiled search (~0.2 s); the fast chain's
+    box and its second opinion share one search of the photo, and a changed photo is searched
+    again. The second opinion's points are the same with the shared search as without it."""
+    from facerecon.detect import detector_for, load_image
+    from facerecon.detect.boxes import tiles
+    from facerecon.detect.mediapipe_backend import MediapipeDetector
+
+    face = load_image(faces_68pt / "takeo.ppm")  # 225 x 150: its face ~100 px of 1920
+    canvas = np.full((1080, 1920, 3), 90, np.uint8)
+    canvas[600 : 600 + face.shape[0], 1200 : 1200 + face.shape[1]] = face
+    calls = []
+    real = MediapipeDetector._boxes_in
+
+    def counted(self, image):
+        calls.append(image.shape)
+        return real(self, image)
+
+    MediapipeDetector._boxes_in = counted
+    try:
+        det = detector_for("fast")
+        (found,) = det.detect(canvas)
+        searches = len(calls)
+        # one search: the whole photo, then its tiles (not again for the second opinion)
+        assert searches == 1 + len(tiles(1080, 1920, base=512))
+        assert found.detector == "dlib mp-box"
+        assert "mediapipe" in found.alt_lm68  # the second opinion came from the same search
+        calls.clear()
+        moved = np.roll(canvas, 40, axis=1)  # a new photo: searched again
+        (again,) = det.detect(moved)
+        assert len(calls) == searches
+        np.testing.assert_allclose(again.lm68[:, 0] - found.lm68[:, 0], 40, atol=3)
+        alone = MediapipeDetector().detect(canvas, all_faces=True)
+        np.testing.assert_allclose(found.alt_lm68["mediapipe"], alone[0].lm68, atol=1e-6)
+    finally:
+        MediapipeDetector._boxes_in = real
+        det.close()

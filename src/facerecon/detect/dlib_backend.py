@@ -217,6 +217,11 @@ class DlibDetector(FaceDetector):
 
         return mmod_landmarks(predict, box, max_passes=self.config.mmod_passes)[0]
 
+    def use_mediapipe(self, detector) -> None:
+        """Take ``mp-box``'s boxes from this MediaPipe detector (one shared with a second
+        opinion, so a photo is searched once: :meth:`MediapipeDetector.face_boxes`)."""
+        self._models["mediapipe"] = detector
+
     def _mediapipe(self):
         """The MediaPipe detector whose face boxes ``mp-box`` uses (built on first use)."""
         if "mediapipe" not in self._models:

@@ -240,8 +240,17 @@ class FallbackDetector(FaceDetector):
 
     def _detector(self, k: int) -> FaceDetector:
         if self._chain[k] is None:
-            self._chain[k] = make_detector(self.configs[k])
+            det = make_detector(self.configs[k])
+            second = self._second_detector()
+            if self.configs[k].detector == "mp-box" and second and second.backend == "mediapipe":
+                det.use_mediapipe(second)  # one MediaPipe search per photo, for both uses
+            self._chain[k] = det
         return self._chain[k]
+
+    def _second_detector(self) -> FaceDetector | None:
+        if self._second is None and self.second_opinion is not None:
+            self._second = make_detector(self.second_opinion)
+        return self._second
 
     def _detect(self, image: np.ndarray, all_faces: bool) -> list[Face]:
         for k, cfg in enumerate(self.configs):
@@ -260,14 +269,12 @@ class FallbackDetector(FaceDetector):
         return []
 
     def _add_second_opinion(self, image: np.ndarray, faces: list[Face]) -> None:
-        cfg = self.second_opinion
-        if cfg is None:
+        second = self._second_detector()
+        if second is None:
             return
-        if self._second is None:
-            self._second = make_detector(cfg)
-        if all(f.detector.split()[0] == self._second.name.split()[0] for f in faces):
+        if all(f.detector.split()[0] == second.name.split()[0] for f in faces):
             return
-        others = self._second.detect(image, all_faces=True)
+        others = second.detect(image, all_faces=True)
         for f in faces:
             centre = f.lm68[17:].mean(0)
             best = min(others, key=lambda o: np.linalg.norm(o.lm68[17:].mean(0) - centre),
