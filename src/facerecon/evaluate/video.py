@@ -203,7 +203,11 @@ class VideoBenchmarkConfig:
 
 
 def _landmarks_photo(model, coeffs: np.ndarray, crop_to_original: np.ndarray) -> np.ndarray:
-    """``(F, 68, 2)`` model landmarks of per-frame coefficients projected into the photo."""
+    """``(F, 68, 2)`` model landmarks of per-frame coefficients projected into the photo: the
+    68 fixed landmark vertices, as the clips' truth ``lm68`` is made (not the silhouette-following
+    jaw points of :func:`facerecon.fit.fitted_landmarks`' contour: those are other points on
+    the jaw, and their switching from vertex to vertex as the head turns added 1.5-2 mm of
+    position jitter on the jaw points that no estimate causes)."""
     from facerecon.fit import fitted_landmarks
     from facerecon.render import CameraConfig
 
@@ -214,7 +218,9 @@ def _landmarks_photo(model, coeffs: np.ndarray, crop_to_original: np.ndarray) ->
     parts = model.layout.split(torch.from_numpy(coeffs[ok]).to(model.mean_shape))
     with torch.no_grad():
         v = model.shape(parts["id_coeff"], parts["exp_coeff"])
-        uv = fitted_landmarks(model, v, parts["angles"], parts["trans"], CameraConfig())
+        uv = fitted_landmarks(
+            model, v, parts["angles"], parts["trans"], CameraConfig(), contour=False
+        )
     uv = uv.cpu().double().numpy()
     m = crop_to_original[ok]
     out[ok] = np.einsum("fij,fkj->fki", m[:, :, :2], uv) + m[:, None, :, 2]
