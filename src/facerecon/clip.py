@@ -511,13 +511,14 @@ def trans_in_photo(
     """``trans (F, 3)`` of each frame's crop camera in the clip's :func:`photo_camera`
     (:func:`facerecon.geometry.trans_crop_to_photo`), or back with ``inverse``; NaN rows stay
     NaN."""
-    from facerecon.geometry import photo_trans_to_crop, trans_crop_to_photo
+    from facerecon.geometry import trans_crop_to_photo
     from facerecon.render import CameraConfig
 
     cam = CameraConfig()
     focal, center = photo_camera(crop_to_original, size)
-    fn = photo_trans_to_crop if inverse else trans_crop_to_photo
-    return fn(trans, crop_to_original, cam.focal, cam.center, focal, center, cam.cam_dist)
+    return trans_crop_to_photo(
+        trans, crop_to_original, cam.focal, cam.center, focal, center, cam.cam_dist, inverse
+    )
 
 
 def smooth_coeffs(

@@ -29,7 +29,6 @@ __all__ = [
     "crop_focal_in_photo",
     "euler_matrix",
     "face_normals",
-    "photo_trans_to_crop",
     "project_points",
     "trans_crop_to_photo",
     "umeyama",
@@ -138,6 +137,7 @@ def trans_crop_to_photo(
     photo_focal: float,
     photo_center: tuple[float, float],
     cam_dist: float = 10.0,
+    inverse: bool = False,
 ) -> np.ndarray:
     """A head's translation in its crop's camera to the same head in one camera of the photo.
 
@@ -147,56 +147,42 @@ def trans_crop_to_photo(
     camera of the photo (focal ``photo_focal``, principal point ``photo_center``, the same
     axis conventions and ``cam_dist``) so that its origin projects to the same photo pixel
     and appears at the same size (pixels per scene unit at the origin, hence its depth is
-    ``d * photo_focal / (a * focal)``). The map is exact for those two quantities and inverted
-    exactly by :func:`photo_trans_to_crop` with the same crop; the rotation is left as it is:
-    the crop camera's axis is tilted from the photo's by the angle of the crop centre's offset
+    ``d * photo_focal / (a * focal)``). The map is exact for those two quantities and
+    ``inverse`` undoes it exactly with the same crop; the rotation is left as it is: the crop
+    camera's axis is tilted from the photo's by the angle of the crop centre's offset
     (``offset / photo_focal`` radians: about 0.1 degree per 2 crop pixels of crop jitter).
 
     Args:
-        trans: ``(..., 3)`` translations in the crop cameras (scene units).
+        trans: ``(..., 3)`` translations in the crop cameras (scene units); in the photo camera
+            with ``inverse``.
         crop_to_original: ``(..., 2, 3)`` crop-to-photo transforms.
         focal, center: the crop camera's focal length and principal point (crop pixels).
         photo_focal: the photo camera's focal length (photo pixels; e.g. the median of
             :func:`crop_focal_in_photo` over a clip, so depths stay near ``cam_dist``).
         photo_center: the photo camera's principal point ``(u, v)`` (photo pixels).
         cam_dist: camera position on +z (depth ``d = cam_dist - z``).
+        inverse: map photo-camera translations back to each crop's camera.
 
     Returns:
-        ``(..., 3)`` translations in the photo camera.
+        ``(..., 3)`` translations in the photo camera (in the crop cameras with ``inverse``).
     """
-    tr = np.asarray(trans, np.float64)
     m = np.asarray(crop_to_original, np.float64)
-    a, tu, tv = m[..., 0, 0], m[..., 0, 2], m[..., 1, 2]
+    a = m[..., 0, 0]
+    crop_cam = (a * focal, a * center + m[..., 0, 2], a * center + m[..., 1, 2])
+    photo_cam = (photo_focal, photo_center[0], photo_center[1])
+    src, dst = (photo_cam, crop_cam) if inverse else (crop_cam, photo_cam)
+    return _same_pixel_and_size(np.asarray(trans, np.float64), src, dst, cam_dist)
+
+
+def _same_pixel_and_size(tr: np.ndarray, src: tuple, dst: tuple, cam_dist: float) -> np.ndarray:
+    """``tr (..., 3)`` seen by camera ``src = (focal, u0, v0)`` moved into camera ``dst`` so
+    that the origin lands on the same pixel at the same pixels per scene unit."""
+    (fs, us, vs), (fd, ud, vd) = src, dst
     d = cam_dist - tr[..., 2]
-    pu = a * (center + focal * tr[..., 0] / d) + tu  # the origin's photo pixel
-    pv = a * (center - focal * tr[..., 1] / d) + tv
-    depth = d * photo_focal / (a * focal)
-    x = (pu - photo_center[0]) * depth / photo_focal
-    y = -(pv - photo_center[1]) * depth / photo_focal
-    return np.stack([x, y, cam_dist - depth], -1)
-
-
-def photo_trans_to_crop(
-    trans: np.ndarray,
-    crop_to_original: np.ndarray,
-    focal: float,
-    center: float,
-    photo_focal: float,
-    photo_center: tuple[float, float],
-    cam_dist: float = 10.0,
-) -> np.ndarray:
-    """The inverse of :func:`trans_crop_to_photo` (same arguments): ``(..., 3)`` translations
-    in the photo camera back to each crop's camera."""
-    tr = np.asarray(trans, np.float64)
-    m = np.asarray(crop_to_original, np.float64)
-    a, tu, tv = m[..., 0, 0], m[..., 0, 2], m[..., 1, 2]
-    depth = cam_dist - tr[..., 2]
-    pu = photo_center[0] + photo_focal * tr[..., 0] / depth
-    pv = photo_center[1] - photo_focal * tr[..., 1] / depth
-    d = depth * a * focal / photo_focal
-    x = ((pu - tu) / a - center) * d / focal
-    y = -((pv - tv) / a - center) * d / focal
-    return np.stack([x, y, cam_dist - d], -1)
+    pu = us + fs * tr[..., 0] / d  # the origin's pixel
+    pv = vs - fs * tr[..., 1] / d
+    depth = d * fd / fs
+    return np.stack([(pu - ud) * depth / fd, -(pv - vd) * depth / fd, cam_dist - depth], -1)
 
 
 @dataclass(frozen=True)

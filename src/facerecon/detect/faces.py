@@ -241,8 +241,8 @@ class FallbackDetector(FaceDetector):
     def _detector(self, k: int) -> FaceDetector:
         if self._chain[k] is None:
             det = make_detector(self.configs[k])
-            second = self._second_detector()
-            if self.configs[k].detector == "mp-box" and second and second.backend == "mediapipe":
+            second = self._second_detector() if self.configs[k].detector == "mp-box" else None
+            if second is not None and second.backend == "mediapipe":
                 det.use_mediapipe(second)  # one MediaPipe search per photo, for both uses
             self._chain[k] = det
         return self._chain[k]

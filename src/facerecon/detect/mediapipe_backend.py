@@ -104,9 +104,14 @@ class MediapipeDetector(FaceDetector):
         found there is kept only where Face Mesh also finds a face in it. The last photo's
         result is remembered (:meth:`_remember`).
         """
+        boxes, scores, _ = self._search(image)
+        return boxes, scores
+
+    def _search(self, image: np.ndarray) -> tuple[list, list, dict[int, np.ndarray]]:
+        """:meth:`face_boxes` and the meshes that verified its tiled boxes (by position)."""
         hit = self._remembered(image)
         if hit is not None:
-            return hit[0], hit[1]
+            return hit
         boxes, scores = self._boxes_in(image)
         verified: dict[int, np.ndarray] = {}
         if not boxes:
@@ -126,7 +131,7 @@ class MediapipeDetector(FaceDetector):
         out = [boxes[i] for i in keep], [scores[i] for i in keep]
         meshes = {k: verified[i] for k, i in enumerate(keep) if i in verified}
         self._remember(image, *out, meshes)
-        return out
+        return out[0], out[1], meshes
 
     def _boxes_in(self, image: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
         """Boxes and scores of one detector pass over ``image`` (no NMS)."""
@@ -167,8 +172,7 @@ class MediapipeDetector(FaceDetector):
     def _detect(self, image: np.ndarray, all_faces: bool) -> list[Face]:
         _, mesh1 = self.models()
         with self.seconds.timed("detect"):
-            boxes, scores = self.face_boxes(image)
-        meshes = (self._remembered(image) or ([], [], {}))[2]
+            boxes, scores, meshes = self._search(image)
         faces: list[Face] = []
         with self.seconds.timed("landmarks"):
             for k, (box, score) in enumerate(zip(boxes, scores, strict=True)):
