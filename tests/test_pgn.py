@@ -214,3 +214,30 @@ def test_synthetic_items_carry_3d_landmark_labels(model, tmp_path):
         assert np.sign(d[:8].mean() - d[9:17].mean()) == np.sign(yaw)
     # the nose tip is in front of the eyes
     assert d[30] > d[36:48].mean()
+
+
+def test_training_can_start_from_pgn_weights(model, tmp_path):
+    """``init_pgn`` (``facerecon train pgn --init-pgn``): the net to train is the saved one,
+    in training mode, its predictions unchanged; weights of another face model are refused."""
+    from facerecon.morphable.layout import CoeffLayout
+    from facerecon.nets.pgn import from_rnet, predict_pgn, save_pgn
+    from facerecon.nets.rnet import RNet
+    from facerecon.train.config import ConfigError
+    from facerecon.train.pgn import PGNTrainConfig, _build_net
+
+    torch.manual_seed(2)
+    rnet = RNet(model.layout, "mobilenet_v2", width_mult=0.25, input_size=64).eval()
+    net = from_rnet(rnet, model).eval()
+    torch.nn.init.normal_(net.lm_head.weight, std=0.05)
+    path = save_pgn(net, tmp_path / "pgn.pt", {"note": "test"})
+    built = _build_net(PGNTrainConfig(init_pgn=str(path), data=str(tmp_path)), model)
+    assert built.training
+    x = torch.rand(2, 3, 224, 224)
+    assert torch.allclose(predict_pgn(built.eval(), model, x)[0], predict_pgn(net, model, x)[0])
+
+    class Small:  # a face model of another layout, as far as _build_net looks
+        layout = CoeffLayout(8, 4, 4)
+        mean_shape = model.mean_shape
+
+    with pytest.raises(ConfigError, match="not a PGN of face model"):
+        _build_net(PGNTrainConfig(init_pgn=str(path), data=str(tmp_path)), Small())

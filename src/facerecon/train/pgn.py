@@ -79,6 +79,10 @@ class PGNTrainConfig(TrainConfig):
         init_rnet: R-Net weights to start from (backbone and shape head; its ``backbone``,
             ``width_mult`` and ``input_size`` then win over this config's); None starts from
             ``backbone`` / ``pretrained``.
+        init_pgn: PGN weights to start from (the whole net: continue a run from its exported
+            weights, or fine-tune the shipped ones on your own data); wins over ``init_rnet``.
+            The net's own ``backbone``, ``width_mult`` and ``input_size`` win over this
+            config's.
         set_size: images of one person per item (1: no multi-frame term).
         consistency: ``"mean"``, ``"swap"`` or ``"none"`` (module docstring).
     """
@@ -90,6 +94,7 @@ class PGNTrainConfig(TrainConfig):
     perceptual: bool = False
     loss: HybridLossConfig = field(default_factory=pgn_loss)
     init_rnet: str | None = None
+    init_pgn: str | None = None
     set_size: int = 2
     consistency: str = "mean"
 
@@ -208,6 +213,13 @@ class PGNStep(HybridStep):
 
 
 def _build_net(cfg: PGNTrainConfig, model: MorphableModel) -> PGNet:
+    if cfg.init_pgn:
+        from facerecon.nets.pgn import load_pgn
+
+        net = load_pgn(cfg.init_pgn)
+        if net.layout != model.layout:
+            raise ConfigError(f"{cfg.init_pgn} is not a PGN of face model {cfg.face_model}")
+        return net.train()
     if cfg.init_rnet:
         from facerecon.nets.rnet import load_rnet
 
@@ -254,6 +266,9 @@ def train_pgn(config: PGNTrainConfig) -> dict[str, Any]:
 
 def _pgn_flags(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--init-rnet", dest="init_rnet", help="R-Net weights to start from")
+    ap.add_argument(
+        "--init-pgn", dest="init_pgn", help="PGN weights to start from (continue or fine-tune)"
+    )
     ap.add_argument("--set-size", dest="set_size", type=int, help="frames of one person per item")
     ap.add_argument("--consistency", choices=CONSISTENCY, help="multi-frame identity term")
 
@@ -265,7 +280,7 @@ PGN_COMMAND = TrainCommand(
     description="Train the pose-guided network (PGN) on a prepared folder "
     "(scripts/make_training_set.py writes synthetic ones with 3D-landmark labels).",
     config_type=PGNTrainConfig,
-    flags=(*TRAIN_FLAGS, "init_rnet", "set_size", "consistency"),
+    flags=(*TRAIN_FLAGS, "init_rnet", "init_pgn", "set_size", "consistency"),
     train=train_pgn,
     trained="trained PGN",
     add_flags=_pgn_flags,
