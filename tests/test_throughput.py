@@ -276,6 +276,9 @@ def exit_at_two(k):
         os._exit(3)
     return k
 
+def child_pid(k):
+    return os.getpid()
+
 assert ForkedWorker.available()
 work = ForkedWorker(setup=lambda: None, depth=2)
 got = list(work.map(square_or_fail, range(7)))
@@ -290,6 +293,14 @@ got = list(work.map(exit_at_two, range(4)))
 assert [r for _, r, _ in got[:2]] == [0, 1], got
 assert all(r is None and "died" in str(e) for _, r, e in got[2:]), got
 work.close()
+from facerecon.concurrency import ForkedPool
+pool = ForkedPool(setup=lambda: None, processes=3, depth=2)  # items dealt in turn, in order
+got = list(pool.map(square_or_fail, range(8)))
+assert [k for k, _, _ in got] == list(range(8)), got
+assert [r for _, r, e in got if e is None] == [0, 1, 4, 16, 36, 49], got
+assert str(got[3][2]) == "bad three", got
+assert len({pid for _, pid, _ in pool.map(child_pid, range(6))}) == 3
+pool.close()
 import threading
 threading.Thread(target=lambda: None).start()
 print("ok")
@@ -330,20 +341,21 @@ def test_the_cli_parses_and_imports_the_pipeline_without_torch():
     assert proc.returncode == 0 and "--profile" in proc.stdout
 
 
-def test_photos_prepared_in_a_process_equal_those_prepared_here(faces_68pt):
+def test_photos_prepared_in_processes_equal_those_prepared_here(faces_68pt):
     code = f"""
 import numpy as np
 from pathlib import Path
 from facerecon.pipeline import PhotoPreparer, start_prepare_worker
 root = Path({str(faces_68pt)!r})
-paths, names = [root / "takeo.ppm", root / "einstein.jpg"], ["takeo", "e"]
+paths = [root / "takeo.ppm", root / "einstein.jpg", root / "breakingbad.jpg"]
+names = ["takeo", "e", "bb"]
 prepare = PhotoPreparer(paths, names, "fast", second_opinion=False, all_faces=False,
                         max_side=4096)
-worker = start_prepare_worker("fast")
-assert worker is not None
-there = list(worker.map(prepare, [0, 1]))
+worker = start_prepare_worker("fast", processes=2)  # photos dealt to two processes
+assert worker is not None and len(worker) == 2
+there = list(worker.map(prepare, [0, 1, 2]))
 worker.close()
-for (i, faces, exc), here in zip(there, [prepare(i) for i in (0, 1)], strict=True):
+for (i, faces, exc), here in zip(there, [prepare(i) for i in (0, 1, 2)], strict=True):
     assert exc is None and i == here[0].index, exc
     (a,), (b,) = faces, here
     assert a.name == b.name and a.detector == b.detector
@@ -360,11 +372,12 @@ print("ok")
 
 
 def test_fast_chain_searches_a_photo_for_small_faces_once(faces_68pt):
-    """A small face on a 1080p canvas needs MediaPipe's tiled search (~0.2 s); the fast chain's
-    box and its second opinion share one search of the photo, and a changed photo is searched
-    again. The second opinion's points are the same with the shared search as without it."""
+    """A small face on a 1080p canvas needs MediaPipe's tiled search; the fast chain's box and
+    its second opinion share one search of the photo, which stops at the coarsest tile level
+    with a face, and a changed photo is searched again. The second opinion's points are the
+    same with the shared search as without it."""
     from facerecon.detect import detector_for, load_image
-    from facerecon.detect.boxes import tiles
+    from facerecon.detect.boxes import tile_levels
     from facerecon.detect.mediapipe_backend import MediapipeDetector
 
     face = load_image(faces_68pt / "takeo.ppm")  # 225 x 150: its face ~100 px of 1920
@@ -373,17 +386,20 @@ def test_fast_chain_searches_a_photo_for_small_faces_once(faces_68pt):
     calls = []
     real = MediapipeDetector._boxes_in
 
-    def counted(self, image):
+    def counted(self, image, max_side):
         calls.append(image.shape)
-        return real(self, image)
+        return real(self, image, max_side)
 
     MediapipeDetector._boxes_in = counted
     try:
         det = detector_for("fast")
         (found,) = det.detect(canvas)
         searches = len(calls)
-        # one search: the whole photo, then its tiles (not again for the second opinion)
-        assert searches == 1 + len(tiles(1080, 1920, base=512))
+        # one search: the whole photo, then its tiles level by level until one has the face
+        # (not again for the second opinion)
+        levels = tile_levels(1080, 1920, base=512)
+        passes = [1 + sum(len(t) for t in levels[: k + 1]) for k in range(len(levels))]
+        assert searches in passes[:-1], (searches, passes)  # found before the finest level
         assert found.detector == "dlib mp-box"
         assert "mediapipe" in found.alt_lm68  # the second opinion came from the same search
         calls.clear()
@@ -391,8 +407,33 @@ def test_fast_chain_searches_a_photo_for_small_faces_once(faces_68pt):
         (again,) = det.detect(moved)
         assert len(calls) == searches
         np.testing.assert_allclose(again.lm68[:, 0] - found.lm68[:, 0], 40, atol=3)
-        alone = MediapipeDetector().detect(canvas, all_faces=True)
+        alone = MediapipeDetector().detect(canvas)  # the same search, not shared
         np.testing.assert_allclose(found.alt_lm68["mediapipe"], alone[0].lm68, atol=1e-6)
     finally:
         MediapipeDetector._boxes_in = real
         det.close()
+
+
+def test_tile_levels_cover_every_face_of_their_size_coarsest_first():
+    """Each level's tiles lie in the image and hold every square of up to half their side
+    whole; levels run from the shorter side down to the base; a square image starts one level
+    below itself; a long strip keeps one level of the strip's height."""
+    from facerecon.detect.boxes import tile_levels
+
+    levels = tile_levels(1080, 1920, base=512)
+    sides = [lv[0][2] - lv[0][0] for lv in levels]
+    assert sides == [1080, 720, 512] and [len(lv) for lv in levels] == [3, 10, 28]
+    rng = np.random.default_rng(0)
+    for lv, t in zip(levels, sides, strict=True):
+        assert all(0 <= x0 < x1 <= 1920 and 0 <= y0 < y1 <= 1080 for x0, y0, x1, y1 in lv)
+        assert all(x1 - x0 == t and y1 - y0 == t for x0, y0, x1, y1 in lv)
+        for _ in range(200):  # a random face of size <= t / 2 lies whole in some tile
+            f = int(rng.integers(8, t // 2 + 1))
+            x, y = int(rng.integers(0, 1920 - f + 1)), int(rng.integers(0, 1080 - f + 1))
+            assert any(x0 <= x and y0 <= y and x + f <= x1 and y + f <= y1
+                       for x0, y0, x1, y1 in lv)  # fmt: skip
+    square = tile_levels(1024, 1024, base=512)
+    assert [lv[0][2] - lv[0][0] for lv in square] == [683, 512]
+    strip = tile_levels(200, 30000, base=512)
+    assert len(strip) == 1 and len(strip[0]) == 299
+    assert tile_levels(400, 300, base=512) == [[(0, 0, 300, 300), (0, 100, 300, 400)]]

@@ -309,8 +309,10 @@ def cmd_reconstruct(args) -> int:
     from facerecon.io.video import is_video
     from facerecon.pipeline import (
         ReconstructOptions,
+        collect_inputs,
         parse_outputs,
         parse_shard,
+        prepare_processes,
         run,
         run_workers,
         start_prepare_worker,
@@ -379,9 +381,10 @@ def cmd_reconstruct(args) -> int:
     if args.workers > 1:
         summary = run_workers(inputs, options, show_progress=not args.quiet)
         return report_summary(summary, args.out, args.profile)
-    # the photos are loaded, detected and aligned in a process forked before torch loads:
+    # the photos are loaded, detected and aligned in processes forked before torch loads:
     # the detector's libraries and models (~1 s) load there while torch loads here
-    worker = start_prepare_worker(args.detector)
+    photos = len(collect_inputs(inputs, [])[0])
+    worker = start_prepare_worker(args.detector, prepare_processes(photos))
     try:
         summary = run(inputs, options, show_progress=not args.quiet, worker=worker)
     finally:

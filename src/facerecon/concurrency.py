@@ -8,7 +8,8 @@ input order. :func:`prefetched` keeps a bounded number of calls running ahead of
 OpenCV, zlib, dlib's HOG and torch release the GIL in their heavy parts, so the threads
 overlap real work on a multi-core CPU. What holds the GIL (importing torch, MediaPipe,
 reading dlib's model files) does not overlap in threads: :class:`ForkedWorker` runs such work
-in a child process forked early, before the parent loads those libraries.
+in a child process forked early, before the parent loads those libraries, and
+:class:`ForkedPool` deals one job's items over several such children.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ForkedWorker", "Ordered", "prefetched"]
+__all__ = ["ForkedPool", "ForkedWorker", "Ordered", "prefetched"]
 
 
 class Ordered:
@@ -214,6 +215,44 @@ class ForkedWorker:
         self._proc.join(5)
         for conn in (self._jobs, self._results):
             conn.close()
+
+
+class ForkedPool:
+    """``processes`` :class:`ForkedWorker` children (all forked when this is made, each running
+    ``setup()``) sharing each :meth:`map`'s items: item ``j`` goes to child ``j % processes``
+    and the results come back in item order, so the consumer sees exactly what one worker
+    would give, sooner. A static deal, not work stealing: a slow item holds the results
+    after it back (each child still works up to ``depth`` items ahead).
+
+    With ``processes == 1`` it is one :class:`ForkedWorker`. Only where
+    :meth:`ForkedWorker.available`.
+    """
+
+    def __init__(self, setup: Callable[[], Any] | None = None, processes: int = 1,
+                 depth: int = 8):  # fmt: skip
+        if processes < 1:
+            raise ValueError(f"processes must be >= 1, got {processes}")
+        self.workers = [ForkedWorker(setup, depth) for _ in range(processes)]
+
+    available = staticmethod(ForkedWorker.available)
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def map(
+        self, fn: Callable[[Any], T], items: list
+    ) -> Iterator[tuple[Any, T | None, BaseException | None]]:
+        """:meth:`ForkedWorker.map` over the children: the same ``(item, result, exception)``
+        triples, in item order."""
+        items = list(items)
+        k = len(self.workers)
+        parts = [w.map(fn, items[i::k]) for i, w in enumerate(self.workers)]
+        return (next(parts[j % k]) for j in range(len(items)))
+
+    def close(self) -> None:
+        """Stop every child (:meth:`ForkedWorker.close`)."""
+        for w in self.workers:
+            w.close()
 
 
 def _serve(setup, jobs, results, parent_ends) -> None:

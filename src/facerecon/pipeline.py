@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from facerecon.concurrency import ForkedWorker, Ordered, prefetched
+from facerecon.concurrency import ForkedPool, Ordered, prefetched
 from facerecon.detect.align import rot90_points
 from facerecon.errors import FaceReconError, ImageError
 from facerecon.fileio import atomic_write_text
@@ -437,19 +437,35 @@ class PhotoPreparer:
         )
 
 
-def start_prepare_worker(detector: str) -> ForkedWorker | None:
-    """A process, forked now, that loads ``--detector``'s libraries and models
-    (:func:`facerecon.detect.preload`) and then prepares :func:`run`'s photos (load, detect,
-    align) on a second core; None where processes do not fork. Start it before torch loads
-    (importing this module does not load torch): the two load side by side, where threads
-    would take turns on the GIL. ``close()`` it after the run."""
+def start_prepare_worker(detector: str, processes: int = 1) -> ForkedPool | None:
+    """``processes`` processes, forked now, that load ``--detector``'s libraries and models
+    (:func:`facerecon.detect.preload`) and then prepare :func:`run`'s photos (load, detect,
+    align) on other cores, photos dealt in turn (:class:`facerecon.concurrency.ForkedPool`);
+    None where processes do not fork. Start them before torch loads (importing this module
+    does not load torch): they load side by side, where threads would take turns on the GIL.
+    ``close()`` them after the run. :func:`prepare_processes` says how many pay."""
     import functools
 
     from facerecon.detect import preload
 
-    if not ForkedWorker.available():
+    if not ForkedPool.available():
         return None
-    return ForkedWorker(functools.partial(preload, detector))
+    return ForkedPool(functools.partial(preload, detector), processes)
+
+
+def prepare_processes(photos: int, cpus: int | None = None) -> int:
+    """How many photo-preparing processes (:func:`start_prepare_worker`) a run of ``photos``
+    photos gets on ``cpus`` cores (None: this machine's): one, or for batches of 48 photos and
+    more one per core up to 4. Each process loads the detector's models (~0.65 s of CPU), and
+    detecting and aligning a 1080p photo (~60 ms) costs about twice the network and files of
+    ``rnet --outputs npz``, so with one such process the network waits for it. On 2 cores, 128
+    1080p photos took 10.2-11.3 s with two processes against 12.6-14.0 s with one; 32 photos
+    took the same either way (BENCHMARKS.md "Throughput"). Machines with more cores were not
+    measured."""
+    import os
+
+    cpus = cpus or os.cpu_count() or 1
+    return 1 if photos < 48 or cpus < 2 else min(cpus, 4)
 
 
 def upright_turns(lm68: np.ndarray, size: tuple[int, int]) -> int:
@@ -1072,7 +1088,7 @@ def run(
     progress: Callable[[str], None] | None = None,
     show_progress: bool = False,
     on_photo_done: Callable[[str], None] | None = None,
-    worker: ForkedWorker | None = None,
+    worker: ForkedPool | None = None,
 ) -> RunSummary:
     """Reconstruct every face in ``inputs``; bad inputs are reported and skipped.
 
@@ -1089,8 +1105,8 @@ def run(
     done (with ``as_set``: one step per photo's detection, then one for the joint fit);
     ``progress`` receives one line per input; ``on_photo_done`` is called (with that line)
     whenever a photo is finished, for a caller's own progress display. ``worker``: a
-    :func:`start_prepare_worker` process, which then loads, detects and aligns the photos
-    (same results, on another core) instead of the background thread.
+    :func:`start_prepare_worker` pool, which then loads, detects and aligns the photos
+    (same results, on other cores) instead of the background thread.
     """
 
     start = time.perf_counter()

@@ -20,7 +20,7 @@ __all__ = [
     "rank",
     "resize_for_detection",
     "sort_largest_first",
-    "tiles",
+    "tile_levels",
     "unscale_box",
     "unscale_points",
 ]
@@ -37,19 +37,31 @@ def resize_for_detection(image: np.ndarray, max_side: int) -> tuple[np.ndarray, 
     return small, nw / w, nh / h
 
 
-def tiles(height: int, width: int, base: int = 768) -> list[tuple[int, int, int, int]]:
-    """Overlapping square tiles ``(x0, y0, x1, y1)`` covering an image, for detectors that
-    see the whole image at a fixed small input (MediaPipe's face detector: 192 px, so faces
-    under ~10 % of the image's side go unseen).
+def tile_levels(
+    height: int, width: int, base: int = 512, ratio: float = 1.5
+) -> list[list[tuple[int, int, int, int]]]:
+    """Overlapping square tiles ``(x0, y0, x1, y1)`` covering an image, level by level from the
+    coarsest, for detectors that see the whole image at a fixed small input (MediaPipe's face
+    detector: 192 px, so faces under ~10 % of the image's side go unseen).
 
-    Levels of side ``t = min(base, short side) * 2^k`` (while ``t`` < the longer side), each
-    tiled with stride ``t / 2`` (clipped to the image): a face of up to ``t / 2`` lies whole
-    in some tile of its level, and the levels' face sizes overlap. A 1080p photo gets 8 + 2
-    tiles; a 30000 x 200 strip 299 tiles of 200 px.
+    Level sides ``t`` run from the shorter side (one step less when the image is square: that
+    level would be the image itself) down by ``ratio`` to ``min(base, shorter side)``; each is
+    tiled with stride ``t / 2`` (clipped to the image), so a face of up to ``t / 2`` lies whole
+    in some tile of its level, and the levels' face sizes overlap. A 1080p photo gets 3 + 10 +
+    28 tiles (sides 1080, 720, 512); a 30000 x 200 strip 299 tiles of 200 px. A search for the
+    largest face can stop at the first level that has one (the coarsest finds the largest).
     """
-    out: list[tuple[int, int, int, int]] = []
-    t = max(1, min(base, height, width))
-    while t < max(height, width):
+    short, long = min(height, width), max(height, width)
+    last = max(1, min(base, short))
+    t = float(short) if short < long else short / ratio
+    sides = []
+    while t > last * 1.001:
+        sides.append(round(t))
+        t /= ratio
+    if last < long:
+        sides.append(last)
+    out = []
+    for t in sides:
         step = max(1, t // 2)
         ys = list(range(0, max(height - t, 0) + 1, step))
         xs = list(range(0, max(width - t, 0) + 1, step))
@@ -57,8 +69,7 @@ def tiles(height: int, width: int, base: int = 768) -> list[tuple[int, int, int,
             ys.append(height - t)
         if xs[-1] + t < width:
             xs.append(width - t)
-        out += [(x, y, min(x + t, width), min(y + t, height)) for y in ys for x in xs]
-        t *= 2
+        out.append([(x, y, min(x + t, width), min(y + t, height)) for y in ys for x in xs])
     return out
 
 

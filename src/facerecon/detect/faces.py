@@ -274,7 +274,9 @@ class FallbackDetector(FaceDetector):
             return
         if all(f.detector.split()[0] == second.name.split()[0] for f in faces):
             return
-        others = second.detect(image, all_faces=True)
+        # one face: the second detector's own best (its search stops at the coarsest tile level
+        # with a face); several: all of its faces, to match them by position
+        others = second.detect(image, all_faces=len(faces) > 1)
         for f in faces:
             centre = f.lm68[17:].mean(0)
             best = min(others, key=lambda o: np.linalg.norm(o.lm68[17:].mean(0) - centre),
