@@ -186,10 +186,10 @@ def predict_pgn(
     predictions (:func:`flip_landmarks`), the pose then solved from them; the shape coefficients
     stay the unmirrored crop's (a model's coefficients have no mirror image in general). Twice
     the network time; on two synthetic clips turning +-60 degrees (BENCHMARKS.md "Accuracy:
-    video") it lowers the shipped PGN's median rotation error from 2.5 to 2.2 degrees per frame
-    (the first-stage weights: 3.2 to 2.6) at the same smoothed rotation jitter (0.457 against
-    0.453 degrees; the first-stage weights: 0.60 to 0.55): part of the error is a
-    yaw-dependent bias that a mirrored view sees with the opposite sign.
+    video") it lowers the shipped PGN's median rotation error from 2.4 to 2.2 degrees per frame
+    (the first-stage weights: 3.2 to 2.6) and its smoothed jitter a little (rotation 0.449 to
+    0.443 degrees, position 0.63 to 0.60 mm; the first-stage weights: 0.60 to 0.55 degrees):
+    part of the error is a yaw-dependent bias that a mirrored view sees with the opposite sign.
     """
     pgn = unwrap(net, PGNet)
     was = pgn.training
