@@ -220,8 +220,7 @@ def run(quick: bool = False) -> list[dict]:
                 + stage_notes(summary, count))  # fmt: skip
             if "--workers" in args:
                 continue
-            one_args = [a for a in args if a not in ("--workers", "2")]
-            wall1, _ = reconstruct(one, tmp / f"one{len(runs)}", *one_args)
+            wall1, _ = reconstruct(one, tmp / f"one{len(runs)}", *args)
             if ref is None:
                 marginal = (wall - wall1) / (count - 1)  # a photo's cost once started
                 how = f"(batch wall - one photo's wall {wall1:.2f} s) / (photos - 1)"

@@ -24,9 +24,10 @@ from .mp68 import mesh_to_68
 
 CROP_FACTOR = 2.0
 CROP_PX = 384
-#: the full-range face detector's input side: each pass is downscaled to it here, with area
+#: the full-range face detector's input side: each tile is downscaled to it here, with area
 #: averaging, rather than by MediaPipe's own resampling, whose aliasing loses small faces (a
-#: 1080 px tile of a 1080p photo found 6 of 8 faces of 50-125 px with it, 1 of 8 without)
+#: 1080 px tile of a 1080p photo found 6 of 8 faces of 50-125 px with it, 1 of 8 without);
+#: the whole-photo pass keeps MediaPipe's resampling (:meth:`MediapipeDetector._boxes_in`)
 DETECT_PX = 192
 
 __all__ = ["MediapipeDetector", "mesh_in_crop"]
