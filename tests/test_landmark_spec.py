@@ -66,6 +66,54 @@ def test_spec_landmarks_have_finite_gradients(model):
     assert torch.isfinite(angles.grad).all()
 
 
+def test_jaw_only_candidates_equal_every_candidate_projected(model):
+    """:func:`spec_candidates` evaluates only the jaw rows' contour candidates and
+    :func:`project_landmarks` projects only those and the other rows' own points; both equal
+    the plain computation (every row's candidates, all projected, the contour choice taken on
+    the jaw rows), values and gradients, for a calibrated and an uncalibrated spec."""
+    from facerecon.fit.contour import select_contour
+    from facerecon.fit.landmarks import project_landmarks
+    from facerecon.render import project, transform
+
+    g = torch.Generator().manual_seed(3)
+    camera = CameraConfig()
+    for detector in ("dlib", None):
+        spec = landmark_spec(model, detector=detector)
+        if spec.weight is not None:
+            spec.weight = spec.weight.double()
+        v0 = model.mean_shape[None].double() + 2.0 * torch.randn(2, *model.mean_shape.shape,
+                                                                 generator=g).double()  # fmt: skip
+        angles0 = torch.tensor([[0.1, 0.7, 0.05], [-0.2, -0.5, 0.0]], dtype=torch.float64)
+        trans = torch.tensor([[3.0, -2.0, 5.0], [0.0, 1.0, -4.0]], dtype=torch.float64)
+        results = []
+        for plain in (False, True):
+            v = v0.clone().requires_grad_(True)
+            angles = angles0.clone().requires_grad_(True)
+            if plain:  # every row: table candidates; inner rows replaced by the surface point
+                cand = v[:, spec.table]
+                if spec.index is not None:
+                    point = (v[:, spec.index] * spec.weight[None, ..., None]).sum(-2)
+                    cand = torch.cat([cand[:, :17], point[:, 17:, None].expand_as(cand[:, 17:])],
+                                     dim=1)  # fmt: skip
+                B, L, K, _ = cand.shape
+                uv, _ = project(transform(cand.reshape(B, L * K, 3), angles, trans, camera), camera)
+                uv = uv.reshape(B, L, K, 2)
+                is_jaw = torch.arange(L) < 17
+                choice = select_contour(uv, is_jaw)
+                lm = torch.gather(uv, 2, choice[:, :, None, None].expand(B, L, 1, 2))[:, :, 0]
+                assert cand.shape[2] > 1
+            else:
+                lm = project_landmarks(spec_candidates(spec, lambda i, v=v: v[:, i]), angles,
+                                       trans, camera)  # fmt: skip
+            (lm * torch.linspace(-1, 1, 136, dtype=lm.dtype).view(1, 68, 2)).sum().backward()
+            results.append((lm.detach(), v.grad, angles.grad))
+        for a, b in zip(*results, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+        # the contour moved: at these yaws jaw points are not their fixed vertices
+        fixed, _ = project(transform(v0[:, spec.table[:17, 0]], angles0, trans, camera), camera)
+        assert (results[0][0][:, :17] - fixed).norm(dim=-1).max() > 1.0
+
+
 def test_robust_landmark_loss():
     target = torch.zeros(1, 68, 2, dtype=torch.float64)
     small = torch.full((1, 68, 2), 0.01, dtype=torch.float64)

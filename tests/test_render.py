@@ -460,6 +460,28 @@ def test_vertex_normals_gradcheck():
     assert torch.autograd.gradcheck(lambda x: vertex_normals(x, t), (v,), eps=1e-6, atol=1e-6)
 
 
+def test_vertex_normals_sum_each_vertex_triangles_and_follow_edited_triangles():
+    """The sparse sums equal a plain loop over triangles (area-weighted sum, normalised); a
+    triangle list edited in place is not served its old incidence."""
+    g = torch.Generator().manual_seed(2)
+    v = torch.randn(2, 30, 3, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 30, (50, 3), generator=g)
+    t = t[(t[:, 0] != t[:, 1]) & (t[:, 1] != t[:, 2]) & (t[:, 0] != t[:, 2])]
+
+    def plain(v, t):
+        acc = torch.zeros_like(v)
+        for a, b, c in t.tolist():
+            fn = torch.linalg.cross(v[:, b] - v[:, a], v[:, c] - v[:, a], dim=-1)
+            for k in (a, b, c):
+                acc[:, k] += fn
+        norm = acc.norm(dim=-1, keepdim=True)
+        return torch.where(norm > 1e-12, acc / norm.clamp_min(1e-12), acc)
+
+    torch.testing.assert_close(vertex_normals(v, t), plain(v, t))
+    t[:10] = t[10:20].roll(1, dims=0)  # in place: ten triangles replaced
+    torch.testing.assert_close(vertex_normals(v, t), plain(v, t))
+
+
 def test_chunked_visibility_matches_single_pass(monkeypatch):
     import facerecon.render.rasterizer as rast
 

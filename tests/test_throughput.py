@@ -341,6 +341,47 @@ def test_the_cli_parses_and_imports_the_pipeline_without_torch():
     assert proc.returncode == 0 and "--profile" in proc.stdout
 
 
+def test_mediapipe_loads_without_matplotlib_and_its_drawing_still_works():
+    """:func:`import_mediapipe` leaves matplotlib unloaded (0.3 s of start-up); MediaPipe's
+    plotting helper still gets the real ``matplotlib.pyplot`` when it is first used, and a
+    matplotlib imported before is left as it is."""
+    code = (
+        "import sys\n"
+        "from facerecon.detect.mediapipe_backend import import_mediapipe\n"
+        "mp = import_mediapipe()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))\n"
+        "mp.solutions.face_mesh.FaceMesh(static_image_mode=True).close()\n"
+        "import matplotlib\n"
+        "matplotlib.use('Agg')\n"
+        "plt = mp.solutions.drawing_utils.plt\n"
+        "fig = plt.figure()\n"
+        "print(type(fig).__name__, sys.modules['matplotlib.pyplot'].figure is plt.figure)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["[]", "Figure True"], proc.stdout
+    code = (
+        "import sys, matplotlib.pyplot as plt\n"
+        "from facerecon.detect.mediapipe_backend import import_mediapipe\n"
+        "print(import_mediapipe().solutions.drawing_utils.plt is plt)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr
+
+
+def test_the_command_exits_at_once_with_its_output_whole_and_its_exit_code(four_photos, tmp_path):
+    """``facerecon reconstruct`` leaves through ``os._exit`` (skipping torch's teardown,
+    BENCHMARKS.md start-up): what it printed to a pipe still arrives, its files are whole and
+    its exit code is the run's (1: one input failed)."""
+    out = tmp_path / "o"
+    proc = _cli("reconstruct", four_photos, "--method", "rnet", "--detector", "fast",
+                "--out", out, "--quiet", "--outputs", "npz")  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "4 face(s) written" in proc.stdout and "failed: " in proc.stderr
+    assert all(np.isfinite(np.load(p)["coeffs"]).all() for p in out.glob("*.npz"))
+    assert len(json.loads((out / "summary.json").read_text())["written"]) == 4
+
+
 def test_photos_prepared_in_processes_equal_those_prepared_here(faces_68pt):
     code = f"""
 import numpy as np

@@ -329,7 +329,9 @@ def preload(name: str) -> None:
     load_dlib_model`); MediaPipe's graphs still load on the first photo (~0.05 s). A process
     preparing photos calls it while its parent loads torch (``facerecon reconstruct``)."""
     if name in ("fast", "mediapipe"):
-        import mediapipe  # noqa: F401  (~0.5 s: it imports matplotlib)
+        from .mediapipe_backend import import_mediapipe
+
+        import_mediapipe()  # ~0.3 s
     if name != "mediapipe":
         from .dlib_backend import preload_dlib
 

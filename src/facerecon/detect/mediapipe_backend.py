@@ -12,6 +12,10 @@ is ``x * W - 0.5``; ``z`` is scaled like ``x`` (``z * W``), more negative = clos
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import sys
+import types
 import weakref
 from typing import Any, ClassVar
 
@@ -30,7 +34,49 @@ CROP_PX = 384
 #: the whole-photo pass keeps MediaPipe's resampling (:meth:`MediapipeDetector._boxes_in`)
 DETECT_PX = 192
 
-__all__ = ["MediapipeDetector", "mesh_in_crop"]
+__all__ = ["MediapipeDetector", "import_mediapipe", "mesh_in_crop"]
+
+
+class _Deferred(types.ModuleType):
+    """Stands in for module ``name`` while :func:`import_mediapipe` runs; afterwards the first
+    attribute asked of it imports the real module and answers from it."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or sys.modules.get(self.__name__) is self:
+            raise AttributeError(attr)  # still standing in: nothing real to answer from yet
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+@contextlib.contextmanager
+def _deferring(names: tuple[str, ...]):
+    """``sys.modules[name]`` is a :class:`_Deferred` for each of ``names`` (all not yet
+    imported) inside the block, and is removed again after it."""
+    if any(n in sys.modules for n in names):
+        yield
+        return
+    stand_ins = {n: _Deferred(n) for n in names}
+    sys.modules.update(stand_ins)
+    try:
+        yield
+    finally:
+        for n, m in stand_ins.items():
+            if sys.modules.get(n) is m:
+                del sys.modules[n]
+
+
+def import_mediapipe() -> types.ModuleType:
+    """``import mediapipe``, without loading matplotlib on the way.
+
+    MediaPipe's package imports its drawing helpers, and they import ``matplotlib.pyplot``:
+    0.3 s of the 0.6 s ``import mediapipe`` takes on this 2-core machine, for a plotting
+    function nothing here calls. While MediaPipe loads, ``matplotlib`` and ``matplotlib.pyplot``
+    are stand-ins (when neither is imported yet); the one its drawing module keeps imports the
+    real ``matplotlib.pyplot`` the first time it is used, so ``mp.solutions.drawing_utils.
+    plot_landmarks`` still works."""
+    if "mediapipe" in sys.modules:
+        return sys.modules["mediapipe"]
+    with _deferring(("matplotlib", "matplotlib.pyplot")):
+        return importlib.import_module("mediapipe")
 
 
 def _landmarks_px(lms: object, w: int, h: int) -> np.ndarray:
@@ -89,7 +135,7 @@ class MediapipeDetector(FaceDetector):
 
     def face_detection(self) -> Any:
         """MediaPipe's full-range face detector graph."""
-        import mediapipe as mp
+        mp = import_mediapipe()
 
         m = self._models
         if "mp_detect" not in m:
@@ -171,7 +217,7 @@ class MediapipeDetector(FaceDetector):
 
     def models(self) -> tuple[Any, Any]:
         """``(face detector, single-face mesh)`` MediaPipe graphs."""
-        import mediapipe as mp
+        mp = import_mediapipe()
 
         m = self._models
         self.face_detection()
@@ -182,7 +228,7 @@ class MediapipeDetector(FaceDetector):
         return m["mp_detect"], m["mp_mesh1"]
 
     def _mesh_many(self) -> Any:
-        import mediapipe as mp
+        mp = import_mediapipe()
 
         if "mp_meshN" not in self._models:
             self._models["mp_meshN"] = mp.solutions.face_mesh.FaceMesh(

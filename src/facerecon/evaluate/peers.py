@@ -116,6 +116,9 @@ def orient_consistently(triangles: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _tessellation() -> np.ndarray:
+    from facerecon.detect.mediapipe_backend import import_mediapipe
+
+    import_mediapipe()  # first, so that matplotlib is not loaded on the way
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
 
     tri = orient_consistently(triangles_from_edges(FACEMESH_TESSELATION))
@@ -166,7 +169,9 @@ class MediapipeFaceMesh:
     """
 
     def __init__(self, config: MediapipeConfig | None = None):
-        import mediapipe as mp
+        from facerecon.detect.mediapipe_backend import import_mediapipe
+
+        mp = import_mediapipe()
 
         self.config = config or MediapipeConfig()
         self._mesh = mp.solutions.face_mesh.FaceMesh(

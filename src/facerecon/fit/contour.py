@@ -74,11 +74,12 @@ def select_contour(uv_candidates: torch.Tensor, table_is_jaw: torch.Tensor) -> t
     the far cheek's silhouette).
 
     Args:
-        uv_candidates: ``(B, 68, K, 2)`` projected candidates (column 0 = fixed vertex).
-        table_is_jaw: ``(68,)`` bool, rows whose choice is dynamic.
+        uv_candidates: ``(B, L, K, 2)`` projected candidates (column 0 = fixed vertex) of the
+            first ``L`` of the 68 landmarks, ``L >= 17`` (the jaw rows, or all 68).
+        table_is_jaw: ``(L,)`` bool, rows whose choice is dynamic.
 
     Returns:
-        ``(B, 68)`` int64 column index into K (0 for non-jaw rows).
+        ``(B, L)`` int64 column index into K (0 for non-jaw rows).
     """
     with torch.no_grad():
         centre = uv_candidates[:, list(JAW), 0].mean(dim=1)  # (B, 2)

@@ -16,12 +16,14 @@ import dataclasses
 import functools
 import math
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from facerecon.fit.adam import Adam
 from facerecon.fit.config import FitConfig, StageConfig
 from facerecon.fit.contour import contour_candidates
 from facerecon.fit.landmarks import (
@@ -165,11 +167,21 @@ def landmark_vertices(
     return model.shape_at(id_coeff, exp_coeff, indices)
 
 
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, table)
+
+
 def landmark_table(model: MorphableModel, contour: bool = True) -> torch.Tensor:
-    """``(68, K)`` candidate vertices per landmark; K = 1 (fixed landmarks) without contour."""
+    """``(68, K)`` candidate vertices per landmark; K = 1 (fixed landmarks) without contour.
+    The contour table is kept per model (11 ms to make; every face written asks for it) while
+    its mean shape and landmark vertices are the same tensors, unchanged."""
     if not contour:
         return model.landmarks68[:, None]
-    return contour_candidates(model.mean_shape, model.landmarks68)
+    mean, lm = model.mean_shape, model.landmarks68
+    key = (id(mean), mean._version, id(lm), lm._version, mean.device)
+    kept = _TABLES.get(model)
+    if kept is None or kept[0] != key:
+        kept = _TABLES[model] = (key, contour_candidates(mean, lm))
+    return kept[1]
 
 
 def fitted_landmarks(
@@ -194,14 +206,14 @@ def project_points(
     return uv
 
 
-def _cosine_lr(opt: torch.optim.Optimizer, base: list[float], step: int, total: int, floor: float):
+def _cosine_lr(opt: Adam, base: list[float], step: int, total: int, floor: float):
     t = step / max(total - 1, 1)
     f = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
     for group, lr in zip(opt.param_groups, base, strict=True):
         group["lr"] = lr * f
 
 
-def _optimizer(params: Params, cfg: FitConfig, names: tuple[str, ...]) -> torch.optim.Adam:
+def _optimizer(params: Params, cfg: FitConfig, names: tuple[str, ...]) -> Adam:
     lrs = {
         "angles": cfg.lr_angles,
         "trans": cfg.lr_trans,
@@ -212,7 +224,7 @@ def _optimizer(params: Params, cfg: FitConfig, names: tuple[str, ...]) -> torch.
     }
     leaf = {"exp_coeff": "exp_shared"}  # the parameter behind an expanded view
     groups = [{"params": [getattr(params, leaf.get(n, n))], "lr": lrs[n]} for n in names]
-    return torch.optim.Adam(groups)
+    return Adam(groups)  # torch.optim.Adam's update, without its 1.2 s first use (fit.adam)
 
 
 def fit_landmarks(

@@ -132,14 +132,16 @@ def spec_candidates(
 ) -> torch.Tensor:
     """Landmark candidates ``(B, 68, K, 3)`` mm from ``points_at(indices) -> (B, *indices.shape,
     3)`` (e.g. ``lambda i: vertices[:, i]``): the jaw rows' contour candidates, the other rows
-    their surface point repeated."""
-    cand = points_at(spec.table)
+    their surface point repeated. Only the jaw rows' candidates are evaluated (17 of 68 rows:
+    the landmark stage of a fit asks for them every step)."""
+    J, K = len(JAW), spec.table.shape[1]  # JAW: rows 0..16
+    jaw = points_at(spec.table[:J])  # (B, J, K, 3)
     if spec.index is None:
-        return cand
-    point = (points_at(spec.index) * spec.weight.to(cand)[None, ..., None]).sum(-2)  # (B,68,3)
-    inner = torch.ones(68, dtype=torch.bool, device=cand.device)
-    inner[list(JAW)] = False
-    return torch.where(inner[None, :, None, None], point[:, :, None], cand)
+        inner = points_at(spec.table[J:, 0])  # (B, 68 - J, 3): the row's vertex
+    else:
+        weight = spec.weight[J:].to(jaw)[None, ..., None]
+        inner = (points_at(spec.index[J:]) * weight).sum(-2)
+    return torch.cat([jaw, inner[:, :, None].expand(-1, -1, K, -1)], dim=1)
 
 
 def spec_landmarks(
@@ -157,13 +159,20 @@ def project_landmarks(
     candidates_mm: torch.Tensor, angles: torch.Tensor, trans: torch.Tensor, camera: CameraConfig
 ) -> torch.Tensor:
     """Project landmark candidates ``(B, 68, K, 3)`` mm and keep, for each jaw landmark, the one
-    on the silhouette (see :mod:`facerecon.fit.contour`): ``(B, 68, 2)`` pixels."""
+    on the silhouette (see :mod:`facerecon.fit.contour`): ``(B, 68, 2)`` pixels. Other rows are
+    their column 0 (their fixed point), so only that column and the jaw rows' candidates are
+    projected."""
     B, L, K, _ = candidates_mm.shape
-    uv, _ = project(transform(candidates_mm.reshape(B, L * K, 3), angles, trans, camera), camera)
-    uv = uv.reshape(B, L, K, 2)
     if K == 1:
-        return uv[:, :, 0]
-    is_jaw = torch.zeros(L, dtype=torch.bool, device=uv.device)
-    is_jaw[list(JAW)] = True
-    choice = select_contour(uv, is_jaw)
-    return torch.gather(uv, 2, choice[:, :, None, None].expand(B, L, 1, 2))[:, :, 0]
+        uv, _ = project(transform(candidates_mm[:, :, 0], angles, trans, camera), camera)
+        return uv
+    J = len(JAW)  # rows 0..16
+    points = torch.cat(
+        [candidates_mm[:, :, 0], candidates_mm[:, :J, 1:].reshape(B, J * (K - 1), 3)], dim=1
+    )
+    uv, _ = project(transform(points, angles, trans, camera), camera)
+    fixed = uv[:, :L]  # (B, 68, 2)
+    jaw = torch.cat([fixed[:, :J, None], uv[:, L:].reshape(B, J, K - 1, 2)], dim=2)
+    choice = select_contour(jaw, torch.ones(J, dtype=torch.bool, device=uv.device))
+    picked = torch.gather(jaw, 2, choice[:, :, None, None].expand(B, J, 1, 2))[:, :, 0]
+    return torch.cat([picked, fixed[:, J:]], dim=1)

@@ -12,6 +12,11 @@ coefficients give a grey ambient light.
 from __future__ import annotations
 
 import math
+import threading
+import warnings
+import weakref
+from collections import OrderedDict
+from typing import NamedTuple
 
 import torch
 
@@ -73,42 +78,110 @@ def vertex_normals(
     Returns:
         ``(B, N, 3)`` unit normals.
     """
-    B, N, _ = vertices.shape
-    rows = _corner_index(triangles.to(device=vertices.device, dtype=torch.int64), B, N)
-    return _VertexNormals.apply(vertices, rows, eps)
+    N = vertices.shape[1]
+    triangles = triangles.to(device=vertices.device, dtype=torch.int64)
+    adjacency = _adjacency(triangles, N, vertices.dtype)
+    return _VertexNormals.apply(vertices, triangles, adjacency, eps)
+
+
+class _Adjacency(NamedTuple):
+    """Sparse (CSR) incidence of a mesh's triangles, for sums over a vertex's triangles."""
+
+    to_vertex: torch.Tensor  # (N, F): 1 where vertex n is a corner of triangle f
+    to_face: torch.Tensor  # (F, N): its transpose
+    corners_to_vertex: torch.Tensor  # (N, 3F): column c * F + f is corner c of triangle f
+
+
+_ADJACENCY: OrderedDict[tuple, tuple[weakref.ref, _Adjacency]] = OrderedDict()
+_ADJACENCY_LOCK = threading.Lock()
+
+
+def _adjacency(triangles: torch.Tensor, N: int, dtype: torch.dtype) -> _Adjacency:
+    """The :class:`_Adjacency` of ``triangles (F, 3)`` over ``N`` vertices, in ``dtype`` on
+    their device; memoised for the same tensor object (unchanged since: its version counter)
+    for the last few meshes, as a face model's triangles are the same every step of a fit."""
+    key = (id(triangles), triangles._version, N, dtype, triangles.device)
+    with _ADJACENCY_LOCK:
+        hit = _ADJACENCY.get(key)
+        if hit is not None and hit[0]() is triangles:
+            _ADJACENCY.move_to_end(key)
+            return hit[1]
+    adjacency = _build_adjacency(triangles, N, dtype)
+    with _ADJACENCY_LOCK:
+        _ADJACENCY[key] = (weakref.ref(triangles), adjacency)
+        while len(_ADJACENCY) > 8:
+            _ADJACENCY.popitem(last=False)
+    return adjacency
+
+
+def _build_adjacency(triangles: torch.Tensor, N: int, dtype: torch.dtype) -> _Adjacency:
+    F = triangles.shape[0]
+    dev = triangles.device
+    corner_vertex = triangles.t().reshape(-1)  # (3F,) corner-major: c * F + f
+    order = torch.argsort(corner_vertex, stable=True)
+    crow = torch.zeros(N + 1, dtype=torch.int64, device=dev)
+    crow[1:] = torch.bincount(corner_vertex, minlength=N).cumsum(0)
+    ones = torch.ones(3 * F, dtype=dtype, device=dev)
+
+    def csr(c, cols, size):
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": products are enough
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(c, cols, ones, size, check_invariants=False)
+
+    face_rows = torch.arange(0, 3 * F + 1, 3, dtype=torch.int64, device=dev)
+    return _Adjacency(
+        to_vertex=csr(crow, order % F, (N, F)),
+        to_face=csr(face_rows, triangles.sort(dim=1).values.reshape(-1), (F, N)),
+        corners_to_vertex=csr(crow, order, (N, 3 * F)),
+    )
+
+
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a x b`` over the last dimension (3): ``torch.linalg.cross`` is 2.5x slower on a CPU."""
+    a0, a1, a2 = a.unbind(-1)
+    b0, b1, b2 = b.unbind(-1)
+    return torch.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], dim=-1)
 
 
 class _VertexNormals(torch.autograd.Function):
-    """Vertex normals with a fused backward (about half the autograd graph's cost on CPU)."""
+    """Vertex normals with a fused backward (about half the autograd graph's cost on CPU).
+
+    Works in a ``(rows, B, 3)`` layout, so that the sums over each vertex's triangles (and each
+    triangle's vertices) are sparse products of the :class:`_Adjacency` with ``(rows, 3B)``
+    matrices, without copies (a 30k-triangle batch of 8: 20 -> 11 ms forward and backward on
+    a CPU, against ``index_add_`` and ``torch.linalg.cross``)."""
 
     @staticmethod
-    def forward(ctx, vertices: torch.Tensor, rows: torch.Tensor, eps: float) -> torch.Tensor:
+    def forward(ctx, vertices, triangles, adjacency: _Adjacency, eps: float) -> torch.Tensor:
         B, N, _ = vertices.shape
-        F = rows.numel() // (3 * B)
-        g = vertices.reshape(B * N, 3).index_select(0, rows).view(B, 3, F, 3)
-        e1 = g[:, 1] - g[:, 0]
-        e2 = g[:, 2] - g[:, 0]
-        fn = torch.linalg.cross(e1, e2, dim=-1)  # (B, F, 3)
-        src = fn.unsqueeze(1).expand(B, 3, F, 3).reshape(-1, 3)
-        acc = vertices.new_zeros(B * N, 3).index_add_(0, rows, src).view(B, N, 3)
+        F = triangles.shape[0]
+        by_vertex = vertices.transpose(0, 1).reshape(N, B * 3)  # (N, 3B)
+        g = by_vertex.index_select(0, triangles.t().reshape(-1)).view(3, F, B, 3)
+        e1 = g[1] - g[0]
+        e2 = g[2] - g[0]
+        fn = _cross(e1, e2)  # (F, B, 3)
+        acc = (adjacency.to_vertex @ fn.view(F, B * 3)).view(N, B, 3)
         norm = acc.norm(dim=-1, keepdim=True).clamp_min(eps)
         n = acc / norm
-        ctx.save_for_backward(e1, e2, n, norm, rows)
-        return n
+        ctx.save_for_backward(e1, e2, n, norm)
+        ctx.adjacency = adjacency
+        return n.transpose(0, 1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_n: torch.Tensor):
-        e1, e2, n, norm, rows = ctx.saved_tensors
-        B, N, _ = n.shape
-        F = e1.shape[1]
+        e1, e2, n, norm = ctx.saved_tensors  # (F, B, 3) x 2, (N, B, 3), (N, B, 1)
+        adjacency = ctx.adjacency
+        N, B, _ = n.shape
+        F = e1.shape[0]
+        grad_n = grad_n.transpose(0, 1)
         grad_acc = (grad_n - n * (n * grad_n).sum(-1, keepdim=True)) / norm
-        grad_fn = grad_acc.reshape(B * N, 3).index_select(0, rows).view(B, 3, F, 3).sum(1)
-        g1 = torch.linalg.cross(e2, grad_fn, dim=-1)  # d<gfn, e1 x e2>/d e1
-        g2 = torch.linalg.cross(grad_fn, e1, dim=-1)
-        src = torch.stack([-(g1 + g2), g1, g2], dim=1).reshape(-1, 3)
-        grad_v = n.new_zeros(B * N, 3).index_add_(0, rows, src).view(B, N, 3)
-        return grad_v, None, None
+        grad_fn = (adjacency.to_face @ grad_acc.reshape(N, B * 3)).view(F, B, 3)
+        g1 = _cross(e2, grad_fn)  # d<gfn, e1 x e2>/d e1
+        g2 = _cross(grad_fn, e1)
+        src = torch.cat([-(g1 + g2), g1, g2], dim=0).view(3 * F, B * 3)  # corner-major
+        grad_v = (adjacency.corners_to_vertex @ src).view(N, B, 3)
+        return grad_v.transpose(0, 1).contiguous(), None, None, None
 
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
