@@ -205,6 +205,8 @@ def run(quick: bool = False) -> list[dict]:
              ["--method", "rnet", *fast, "--outputs", "npz"], None),
             ("rnet, --detector auto (default)", photos_dir, n, ["--method", "rnet"], None),
             ("auto, --detector fast", fit_dir, n_fit, ["--method", "auto", *fast], half_dir),
+            ("auto, --detector fast, --outputs npz", fit_dir, n_fit,
+             ["--method", "auto", *fast, "--outputs", "npz"], half_dir),
             ("auto, --detector fast, --workers 2", fit_dir, n_fit,
              ["--method", "auto", *fast, "--workers", "2"], None),
             ("fit, --detector fast", fit_dir, n_fit, ["--method", "fit", *fast], half_dir),
@@ -218,7 +220,7 @@ def run(quick: bool = False) -> list[dict]:
             row(f"{label}: photos per second", count / wall, "photos/s",
                 f"{count} photos, {ok} faces written, {wall:.1f} s wall incl. start-up; "
                 + stage_notes(summary, count))  # fmt: skip
-            if "--workers" in args:
+            if "--workers" in args:  # half the photos is half a batch per process: no reference
                 continue
             wall1, _ = reconstruct(one, tmp / f"one{len(runs)}", *args)
             if ref is None:
