@@ -5,12 +5,13 @@
 Each row runs the CLI as a user would (a fresh process: imports, model loading, detection,
 the method, every output file, summary.json and the report), on copies of the development
 photos placed on 1920x1080 canvases at different sizes and positions (JPEG, quality 92): 32
-photos, 128 for a large batch, 16 for the fits (their per-photo cost once running: 16 photos'
-run minus 8 photos', one more batch of 8, medians of 3 runs). The per-stage tables come from
-the runs' summary.json (``--profile``). Also: start-up (one photo's run minus the per-photo
-time of the batch), ``--workers 2`` and ``--shard 0/2 + 1/2`` merged against one run (largest
-coefficient difference), the landmark error of the detector choices on the hand-labelled
-photos, and MediaPipe's face mesh per photo as a peer.
+photos, 128 for a large batch, 32 for the fits (their per-photo cost once running: 32 photos'
+run minus 16 photos', two more batches of 8, medians of 3 runs; both runs fit two batches side
+by side, ``pipeline.fit_lanes``, where a run of 8 would fit its one batch alone). The
+per-stage tables come from the runs' summary.json (``--profile``). Also: start-up (one photo's
+run minus the per-photo time of the batch), ``--workers 2`` and ``--shard 0/2 + 1/2`` merged
+against one run (largest coefficient difference), the landmark error of the detector choices on
+the hand-labelled photos, and MediaPipe's face mesh per photo as a peer.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def mediapipe_mesh_ms(photos: list[Path]) -> float:
 def run(quick: bool = False) -> list[dict]:
     n = 8 if quick else 32
     n_big = 16 if quick else 128  # a large batch: start-up and the second process amortised
-    n_fit = 4 if quick else 16  # fits: two full batches of 8 (half of them: one)
+    n_fit = 4 if quick else 32  # fits: four batches of 8 (half of them: two, side by side)
     reps = 1 if quick else 3
     rows: list[dict] = []
 
@@ -236,8 +237,8 @@ def run(quick: bool = False) -> list[dict]:
                 w, w_ref = float(np.median(walls)), float(np.median(walls_ref))
                 marginal = (w - w_ref) / (count - k)
                 how = (f"(median {count} photos' wall {w:.2f} s - median {k} photos' wall "
-                       f"{w_ref:.2f} s) / {count - k}, {reps} runs each: one more batch of "
-                       f"{count - k}")  # fmt: skip
+                       f"{w_ref:.2f} s) / {count - k}, {reps} runs each: {count - k} more "
+                       "photos in batches of 8")  # fmt: skip
             row(f"{label}: seconds per photo, start-up excluded", marginal, "s",
                 f"{how}; {1 / marginal:.2f} photos/s once running")  # fmt: skip
             if count == n_big:

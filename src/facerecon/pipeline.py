@@ -1136,7 +1136,8 @@ def run(
 
     Photos flow through three stages at once (``options.threads``): a background thread
     loads, detects and aligns the next photos, the method estimates batches of
-    ``options.batch_size`` faces, and another thread writes the finished ones. With
+    ``options.batch_size`` faces (a fit's batches side by side when there are two or more,
+    :func:`fit_lanes`), and another thread writes the finished ones. With
     ``options.shard`` only that part of the inputs is done (:func:`shard_indices`).
 
     ``show_progress`` draws a progress bar on stderr that advances when a photo's work is
