@@ -103,6 +103,12 @@ def test_merge_joins_shards_in_input_order_and_checks_them():
         merge_summaries([_part(0, 2), _part(0, 3)])
 
 
+def _python(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``code`` run by this Python in a fresh process (output captured as text)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
 def _cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "facerecon.cli", *map(str, args)],
@@ -375,8 +381,7 @@ def test_forked_worker_hands_back_results_in_order_with_their_errors():
 
     if not hasattr(os, "fork"):
         pytest.skip("processes do not fork here")
-    proc = subprocess.run([sys.executable, "-c", FORKED_WORKER], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    proc = _python(FORKED_WORKER)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
     import torch
 
@@ -395,7 +400,7 @@ def test_the_cli_parses_and_imports_the_pipeline_without_torch():
         "import facerecon.pipeline, facerecon.io.video, facerecon.detect\n"
         "print(sorted(m for m in ('torch', 'mediapipe', 'scipy', 'dlib') if m in sys.modules))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = _python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
     proc = _cli("reconstruct", "--help")
@@ -418,7 +423,7 @@ def test_mediapipe_loads_without_matplotlib_and_its_drawing_still_works():
         "fig = plt.figure()\n"
         "print(type(fig).__name__, sys.modules['matplotlib.pyplot'].figure is plt.figure)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = _python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["[]", "Figure True"], proc.stdout
     code = (
@@ -426,7 +431,7 @@ def test_mediapipe_loads_without_matplotlib_and_its_drawing_still_works():
         "from facerecon.detect.mediapipe_backend import import_mediapipe\n"
         "print(import_mediapipe().solutions.drawing_utils.plt is plt)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = _python(code)
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr
 
 
@@ -468,8 +473,7 @@ print("ok")
 """
     if not hasattr(os, "fork"):
         pytest.skip("processes do not fork here")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = _python(code, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
