@@ -364,6 +364,32 @@ def test_two_runs_on_one_folder_never_lose_outputs(tmp_path, faces_68pt):
         assert all(Path(p).stat().st_size > 0 for p in entry["paths"].values())
 
 
+def test_ctrl_c_during_fit_lanes_stops_cleanly(tmp_path, takeo):
+    """Fits in two lanes (one face a batch, ``pipeline.fit_lanes``): Ctrl-C lets the batches
+    being fitted finish, writes the summary of what is done and exits 130 without a
+    traceback or a half-written file."""
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for k in range(12):
+        Image.fromarray(takeo).save(photos / f"p{k:02d}.png")
+    out = tmp_path / "out"
+    proc = _start("reconstruct", photos, "--out", out, "--method", "fit", "--fast", "--quiet",
+                  "--detector", "fast", "--batch-size", "1", "--outputs", "npz")  # fmt: skip
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(list(out.glob("*.npz"))) < 2:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-2000:]
+    assert TRACEBACK not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and 2 <= len(summary["written"]) < 12
+    assert sorted(p.stem for p in out.glob("*.npz")) == sorted(
+        e["name"] for e in summary["written"]
+    )
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
 def test_ctrl_c_keeps_the_finished_faces_and_resume_finishes(tmp_path, faces_68pt, takeo):
     photos = tmp_path / "in"
     photos.mkdir()
