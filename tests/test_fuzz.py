@@ -364,6 +364,20 @@ def test_two_runs_on_one_folder_never_lose_outputs(tmp_path, faces_68pt):
         assert all(Path(p).stat().st_size > 0 for p in entry["paths"].values())
 
 
+def _interrupted_run(args: list, out: Path, faces: int, timeout: float) -> tuple[str, dict]:
+    """``facerecon *args`` stopped with Ctrl-C once ``faces`` npz files are in ``out``; checks
+    it exits 130 without a traceback and returns its stderr and ``summary.json``."""
+    proc = _start(*args)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(list(out.glob("*.npz"))) < faces:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 130, err[-2000:]
+    assert TRACEBACK not in err
+    return err, json.loads((out / "summary.json").read_text())
+
+
 def test_ctrl_c_during_fit_lanes_stops_cleanly(tmp_path, takeo):
     """Fits in two lanes (one face a batch, ``pipeline.fit_lanes``): Ctrl-C lets the batches
     being fitted finish, writes the summary of what is done and exits 130 without a
@@ -373,16 +387,9 @@ def test_ctrl_c_during_fit_lanes_stops_cleanly(tmp_path, takeo):
     for k in range(12):
         Image.fromarray(takeo).save(photos / f"p{k:02d}.png")
     out = tmp_path / "out"
-    proc = _start("reconstruct", photos, "--out", out, "--method", "fit", "--fast", "--quiet",
-                  "--detector", "fast", "--batch-size", "1", "--outputs", "npz")  # fmt: skip
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and len(list(out.glob("*.npz"))) < 2:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=180)
-    assert proc.returncode == 130, err[-2000:]
-    assert TRACEBACK not in err
-    summary = json.loads((out / "summary.json").read_text())
+    args = ["reconstruct", photos, "--out", out, "--method", "fit", "--fast", "--quiet",
+            "--detector", "fast", "--batch-size", "1", "--outputs", "npz"]  # fmt: skip
+    _, summary = _interrupted_run(args, out, 2, 180)
     assert summary["interrupted"] is True and 2 <= len(summary["written"]) < 12
     assert sorted(p.stem for p in out.glob("*.npz")) == sorted(
         e["name"] for e in summary["written"]
@@ -399,16 +406,8 @@ def test_ctrl_c_keeps_the_finished_faces_and_resume_finishes(tmp_path, faces_68p
     out = tmp_path / "out"
     args = ["reconstruct", photos, "--out", out, "--method", "rnet", "--detector", "fast",
             "--batch-size", "1", "--quiet", "--outputs", "npz,landmarks,overlay"]  # fmt: skip
-    proc = _start(*args)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(out.glob("*.npz"))) < 4:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert TRACEBACK not in err
+    err, summary = _interrupted_run(args, out, 4, 120)
     assert "run the same command with --resume" in err
-    summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True and 4 <= len(summary["written"]) < 40
     for entry in summary["written"]:  # whole files for every face it lists
         arrays = np.load(entry["paths"]["npz"])
