@@ -638,13 +638,24 @@ def cmd_demo(args) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line (``args.command`` and its options); exits with the usage
+    message on an error."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command in ("evaluate", "train", "prepare"):  # their own parsers read the rest
         args.passthrough = extra + args.passthrough
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(parse_command_line(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a :func:`parse_command_line` result; returns the exit code."""
     handlers = {
         "reconstruct": cmd_reconstruct,
         "info": cmd_info,
@@ -688,11 +699,10 @@ def console_main(argv: list[str] | None = None) -> None:
     import os
     import threading
 
-    args = sys.argv[1:] if argv is None else argv
-    code = main(args)
-    command = build_parser().parse_known_args(args)[0].command
+    args = parse_command_line(argv)
+    code = run_command(args)
     others = [t for t in threading.enumerate() if t is not threading.main_thread()]
-    if command in QUICK_EXIT_COMMANDS and all(t.daemon for t in others):
+    if args.command in QUICK_EXIT_COMMANDS and all(t.daemon for t in others):
         import contextlib
         import logging
 
