@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import math
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,6 +42,7 @@ from facerecon.losses import (
     photometric_loss,
     temporal_smoothness,
 )
+from facerecon.memo import TensorMemo
 from facerecon.morphable import MorphableModel
 from facerecon.render import CameraConfig, project, render, transform
 
@@ -167,21 +167,17 @@ def landmark_vertices(
     return model.shape_at(id_coeff, exp_coeff, indices)
 
 
-_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, table)
+_TABLES = TensorMemo()
 
 
 def landmark_table(model: MorphableModel, contour: bool = True) -> torch.Tensor:
     """``(68, K)`` candidate vertices per landmark; K = 1 (fixed landmarks) without contour.
-    The contour table is kept per model (11 ms to make; every face written asks for it) while
-    its mean shape and landmark vertices are the same tensors, unchanged."""
+    The contour table is kept (11 ms to make; every face written asks for it) while the
+    model's mean shape and landmark vertices are the same tensors, unchanged."""
     if not contour:
         return model.landmarks68[:, None]
     mean, lm = model.mean_shape, model.landmarks68
-    key = (id(mean), mean._version, id(lm), lm._version, mean.device)
-    kept = _TABLES.get(model)
-    if kept is None or kept[0] != key:
-        kept = _TABLES[model] = (key, contour_candidates(mean, lm))
-    return kept[1]
+    return _TABLES.get((mean, lm), lambda: contour_candidates(mean, lm))
 
 
 def fitted_landmarks(

@@ -12,13 +12,12 @@ coefficients give a grey ambient light.
 from __future__ import annotations
 
 import math
-import threading
 import warnings
-import weakref
-from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
+
+from facerecon.memo import TensorMemo
 
 __all__ = ["AMBIENT_OFFSET", "face_normals", "sh_basis", "sh_shading", "shade", "vertex_normals"]
 
@@ -92,26 +91,14 @@ class _Adjacency(NamedTuple):
     corners_to_vertex: torch.Tensor  # (N, 3F): column c * F + f is corner c of triangle f
 
 
-_ADJACENCY: OrderedDict[tuple, tuple[weakref.ref, _Adjacency]] = OrderedDict()
-_ADJACENCY_LOCK = threading.Lock()
+_ADJACENCY = TensorMemo()
 
 
 def _adjacency(triangles: torch.Tensor, N: int, dtype: torch.dtype) -> _Adjacency:
     """The :class:`_Adjacency` of ``triangles (F, 3)`` over ``N`` vertices, in ``dtype`` on
-    their device; memoised for the same tensor object (unchanged since: its version counter)
-    for the last few meshes, as a face model's triangles are the same every step of a fit."""
-    key = (id(triangles), triangles._version, N, dtype, triangles.device)
-    with _ADJACENCY_LOCK:
-        hit = _ADJACENCY.get(key)
-        if hit is not None and hit[0]() is triangles:
-            _ADJACENCY.move_to_end(key)
-            return hit[1]
-    adjacency = _build_adjacency(triangles, N, dtype)
-    with _ADJACENCY_LOCK:
-        _ADJACENCY[key] = (weakref.ref(triangles), adjacency)
-        while len(_ADJACENCY) > 8:
-            _ADJACENCY.popitem(last=False)
-    return adjacency
+    their device; kept for the same, unchanged tensor (:class:`facerecon.memo.TensorMemo`), as
+    a face model's triangles are the same every step of a fit."""
+    return _ADJACENCY.get((triangles,), lambda: _build_adjacency(triangles, N, dtype), N, dtype)
 
 
 def _build_adjacency(triangles: torch.Tensor, N: int, dtype: torch.dtype) -> _Adjacency:
