@@ -191,7 +191,7 @@ def test_workers_and_shards_give_the_outputs_of_one_run(one_run, four_photos, tm
     assert proc.returncode == 2 and "summary.json exists" in proc.stderr  # never overwrites
 
 
-def test_fit_lanes_only_for_cpu_fits_of_two_batches_or_more():
+def test_fit_lanes_only_for_cpu_fits_of_two_batches_or_more(monkeypatch):
     """Fit batches side by side: fits (not networks, not sets, not on a GPU) with at least two
     batches of photos, one lane per torch thread (at most 4), each lane's share of them."""
     import torch
@@ -201,23 +201,20 @@ def test_fit_lanes_only_for_cpu_fits_of_two_batches_or_more():
 
     fit, rnet = method_class("fit"), method_class("rnet")
     opts = ReconstructOptions(out_dir=Path("x"))
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        assert fit_lanes(fit, 16, 8, opts) == 2 and lane_threads(2) == 1
-        assert fit_lanes(method_class("auto"), 40, 8, opts) == 2
-        assert fit_lanes(fit, 15, 8, opts) == 1  # one batch and a part: no second lane
-        assert fit_lanes(rnet, 64, 16, opts) == 1
-        for other in ({"as_set": True}, {"device": "cuda"}, {"threads": False}):
-            assert fit_lanes(fit, 16, 8, ReconstructOptions(out_dir=Path("x"), **other)) == 1
-        torch.set_num_threads(1)  # e.g. a --workers process
-        assert fit_lanes(fit, 64, 8, opts) == 1 and lane_threads(1) is None
-        torch.set_num_threads(8)
-        assert fit_lanes(fit, 64, 8, opts) == 4 and lane_threads(4) == 2
-    finally:
-        torch.set_num_threads(before)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert fit_lanes(fit, 16, 8, opts) == 2 and lane_threads(2) == 1
+    assert fit_lanes(method_class("auto"), 40, 8, opts) == 2
+    assert fit_lanes(fit, 15, 8, opts) == 1  # one batch and a part: no second lane
+    assert fit_lanes(rnet, 64, 16, opts) == 1
+    for other in ({"as_set": True}, {"device": "cuda"}, {"threads": False}):
+        assert fit_lanes(fit, 16, 8, ReconstructOptions(out_dir=Path("x"), **other)) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # e.g. a --workers process
+    assert fit_lanes(fit, 64, 8, opts) == 1 and lane_threads(1) is None
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert fit_lanes(fit, 64, 8, opts) == 4 and lane_threads(4) == 2
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_fits_in_two_lanes_equal_fits_one_after_another(faces_68pt, tmp_path, monkeypatch):
     """Four photos fitted a face per batch in two lanes side by side write the coefficients
     of the same fits one after the other (one torch thread either way, so the arithmetic is
@@ -232,21 +229,16 @@ def test_fits_in_two_lanes_equal_fits_one_after_another(faces_68pt, tmp_path, mo
     for k in range(4):
         shutil.copy(faces_68pt / "takeo.ppm", photos / f"p{k}.ppm")
     (photos / "p2.ppm").write_bytes(b"broken")  # a failed photo between the batches
-    before = torch.get_num_threads()
     got = {}
-    try:
-        torch.set_num_threads(1)
-        for lanes in (1, 2):
-            monkeypatch.setattr(pipeline, "fit_lanes", lambda *a, lanes=lanes: lanes)
-            out = tmp_path / f"lanes{lanes}"
-            opts = ReconstructOptions(out_dir=out, method="fit", detector="fast", fast=True,
-                                      batch_size=1, outputs=("npz",))  # fmt: skip
-            summary = run([str(photos)], opts)
-            assert [w["name"] for w in summary.written] == ["p0", "p1", "p3"]
-            assert len(summary.failed) == 1 and torch.get_num_threads() == 1
-            got[lanes] = _coeffs(out)
-    finally:
-        torch.set_num_threads(before)
+    for lanes in (1, 2):
+        monkeypatch.setattr(pipeline, "fit_lanes", lambda *a, lanes=lanes: lanes)
+        out = tmp_path / f"lanes{lanes}"
+        opts = ReconstructOptions(out_dir=out, method="fit", detector="fast", fast=True,
+                                  batch_size=1, outputs=("npz",))  # fmt: skip
+        summary = run([str(photos)], opts)
+        assert [w["name"] for w in summary.written] == ["p0", "p1", "p3"]
+        assert len(summary.failed) == 1 and torch.get_num_threads() == 1
+        got[lanes] = _coeffs(out)
     assert sorted(got[1]) == sorted(got[2]) == ["p0", "p1", "p3"]
     for name, c in got[1].items():
         np.testing.assert_allclose(got[2][name], c, rtol=0, atol=1e-6)
