@@ -164,19 +164,18 @@ def test_api_views_share_the_face(model):
     assert all(r.landmark_error_px < 0.04 * 256 for r in recs)
 
 
-def test_multiview_fit_keeps_the_shape_in_its_photometric_stages():
-    """One photo's fit lets its photometric stages move the shape; the joint multi-view fit
-    keeps the shape of its joint landmark stage (measured better on bfm-lite triples,
-    :func:`multiview_config`), with one identity and expression held to the prior once."""
+def test_multiview_fit_shares_one_shape_held_to_the_prior_once():
+    """One photo's fit lets its photometric term move the shape; the joint multi-view fit
+    moves it through the cross-view term only (tests/test_cross_view.py), with one identity
+    and expression held to the prior once."""
     from facerecon.fit import FitConfig
-    from facerecon.fit.config import SHAPE
     from facerecon.methods.multiview import multiview_config
 
     single = FitConfig()
     assert single.coarse.frozen == () and single.fine.frozen == ()
     joint = multiview_config(single)
-    assert joint.coarse.frozen == SHAPE and joint.fine.frozen == SHAPE
+    assert not joint.coarse.photo_shape and not joint.fine.photo_shape
     assert (joint.shared_identity, joint.shared_expression, joint.shared_prior) == (
         True, True, "map",
     )  # fmt: skip
-    assert joint.coarse.iters == single.coarse.iters and single.coarse.frozen == ()
+    assert joint.coarse.iters == single.coarse.iters and single.coarse.photo_shape

@@ -19,6 +19,10 @@ class StageConfig:
     # parameters this stage leaves as they are (e.g. ("id_coeff", "exp_coeff"): the photo
     # refines pose, light and albedo only)
     frozen: tuple[str, ...] = ()
+    # False: the photometric term sees the shape as a constant (it still moves pose, light and
+    # albedo), so only the stage's other terms move the shape (e.g. the multi-view fit's
+    # cross-view term, ``HybridLossConfig.extra["cross_view"]``)
+    photo_shape: bool = True
 
 
 #: the shape coefficients (``StageConfig.frozen=SHAPE``: a photometric stage that refines pose,

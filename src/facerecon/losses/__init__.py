@@ -7,10 +7,12 @@ with the weights of a :class:`HybridLossConfig` (paper values by default,
 
 from facerecon.losses.hybrid import HybridLossConfig, LossTermError, hybrid_loss
 from facerecon.losses.multiview import (
+    cross_view_loss,
     dfmvr_landmark_weights,
     landmark3d_loss,
     landmark_norm_loss,
     parse_loss,
+    sample_at_points,
     similarity_align,
 )
 from facerecon.losses.terms import (
@@ -32,6 +34,7 @@ __all__ = [
     "LossTermError",
     "albedo_flatness_loss",
     "coefficient_regularization",
+    "cross_view_loss",
     "dfmvr_landmark_weights",
     "hybrid_loss",
     "landmark3d_loss",
@@ -43,6 +46,7 @@ __all__ = [
     "perceptual_loss",
     "photometric_loss",
     "photometric_mask",
+    "sample_at_points",
     "similarity_align",
     "temporal_smoothness",
 ]

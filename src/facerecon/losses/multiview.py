@@ -10,20 +10,33 @@
 * :func:`similarity_align` / :func:`landmark3d_loss`: 3D landmarks after a differentiable
   similarity (Umeyama) alignment on a few points (the release: 7: eye corners, nose, mouth
   corners).
+
+And the multi-view fit's cross-view term (not DF-MVR's: its losses compare each view with its
+own render only):
+
+* :func:`sample_at_points`: bilinear image values at projected points (differentiable with
+  respect to the points: that is how the term moves the shape).
+* :func:`cross_view_loss`: the photos' colours at one surface point, divided by each view's
+  shading there, must agree between views. The albedo never enters, so the term holds where
+  the model's albedo cannot explain the skin (ICT faces, real photos); it is what multi-view
+  stereo matches, on the model's surface.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from facerecon.losses.terms import landmark_weights
 
 __all__ = [
     "ALIGN7",
+    "cross_view_loss",
     "dfmvr_landmark_weights",
     "landmark3d_loss",
     "landmark_norm_loss",
     "parse_loss",
+    "sample_at_points",
     "similarity_align",
 ]
 
@@ -121,3 +134,63 @@ def landmark3d_loss(
     idx = None if on is None else torch.as_tensor(on, device=pred.device)
     aligned = similarity_align(pred, target.to(pred), idx)
     return torch.sqrt(((aligned - target.to(pred)) ** 2).sum(-1) + 1e-12).mean()
+
+
+def sample_at_points(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear values of ``image`` at ``points``; differentiable in both.
+
+    Args:
+        image: ``(B, C, H, W)``.
+        points: ``(B, N, 2)`` pixel coordinates ``(u, v)``, OpenCV pixel-centre convention (the
+            centre of the pixel in row r, column c is ``(c, r)``), as
+            :func:`facerecon.render.project` gives them. Points outside take the border's
+            value (weight them out).
+
+    Returns:
+        ``(B, N, C)``.
+    """
+    h, w = image.shape[-2:]
+    gx = (2.0 * points[..., 0] + 1.0) / w - 1.0
+    gy = (2.0 * points[..., 1] + 1.0) / h - 1.0
+    grid = torch.stack([gx, gy], dim=-1).unsqueeze(2).to(image.dtype)  # (B, N, 1, 2)
+    out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[..., 0].transpose(1, 2)
+
+
+def cross_view_loss(
+    colors: torch.Tensor,
+    shading: torch.Tensor,
+    weights: torch.Tensor,
+    min_shading: float = 0.05,
+    eps: float = 1e-2,
+) -> torch.Tensor:
+    """Disagreement between views of the albedo each view's photo implies at every surface
+    point: ``a_v = colors_v / shading_v``; over every pair of views ``(i, j)``, the
+    Charbonnier penalty ``sqrt(|a_i - a_j|^2 + eps^2) - eps`` weighted ``w_i w_j``, summed and
+    divided by the summed weights. 0 when every point seen twice has one albedo.
+
+    Args:
+        colors: ``(V, N, 3)`` each view's photo at the points' projections
+            (:func:`sample_at_points`), the views of one face.
+        shading: ``(V, N, 3)`` (or ``(V, N, 1)``) each view's irradiance at the points
+            (:func:`facerecon.render.sh_shading` with that view's normals and light).
+        weights: ``(V, N)`` >= 0: visibility times a viewing-angle weight per view (0: the
+            view does not see the point); usually detached.
+        min_shading: floor of the shading (no division by a shadow's ~0).
+        eps: Charbonnier scale: quadratic below, linear above, so a highlight or an occluder
+            seen in one view cannot dominate.
+
+    Returns:
+        scalar; 0 with fewer than two views or no point seen twice.
+    """
+    v = colors.shape[0]
+    albedo = colors / shading.clamp_min(min_shading)
+    total = colors.new_zeros(())
+    norm = colors.new_zeros(())
+    for i in range(v):
+        for j in range(i + 1, v):
+            w = weights[i] * weights[j]  # (N,)
+            r2 = ((albedo[i] - albedo[j]) ** 2).sum(-1)
+            total = total + (w * (torch.sqrt(r2 + eps * eps) - eps)).sum()
+            norm = norm + w.sum()
+    return total / norm.clamp_min(1e-8)

@@ -7,6 +7,7 @@ Public API::
     vertex_normals, face_normals, sh_basis, sh_shading, shade    # shading.py
     rasterize, interpolate, Fragments, nvdiffrast_available      # rasterizer.py
     render, render_attributes, render_parse, RenderOutput        # renderer.py
+    visible_vertices                                             # renderer.py
 """
 
 from facerecon.render.camera import CameraConfig, euler_to_matrix, project, transform
@@ -18,7 +19,13 @@ from facerecon.render.rasterizer import (
     nvdiffrast_available,
     rasterize,
 )
-from facerecon.render.renderer import RenderOutput, render, render_attributes, render_parse
+from facerecon.render.renderer import (
+    RenderOutput,
+    render,
+    render_attributes,
+    render_parse,
+    visible_vertices,
+)
 from facerecon.render.shading import (
     AMBIENT_OFFSET,
     face_normals,
@@ -51,4 +58,5 @@ __all__ = [
     "transform",
     "umeyama",
     "vertex_normals",
+    "visible_vertices",
 ]

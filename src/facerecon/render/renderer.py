@@ -10,7 +10,7 @@ from facerecon.render.camera import CameraConfig, project, transform
 from facerecon.render.rasterizer import Fragments, interpolate, rasterize
 from facerecon.render.shading import shade, vertex_normals
 
-__all__ = ["RenderOutput", "render", "render_attributes", "render_parse"]
+__all__ = ["RenderOutput", "render", "render_attributes", "render_parse", "visible_vertices"]
 
 
 @dataclass
@@ -207,3 +207,30 @@ def render_parse(
     cover = frags.mask.unsqueeze(1).to(probs.dtype)
     background = (1.0 - cover) + probs[:, :1]
     return torch.cat([background, probs[:, 1:]], dim=1)
+
+
+def visible_vertices(
+    uv: torch.Tensor, depth: torch.Tensor, zbuffer: torch.Tensor, tol: float = 0.02
+) -> torch.Tensor:
+    """Which vertices a view sees: projected inside the image, onto a covered pixel, and not
+    behind that pixel's nearest surface by more than ``tol``.
+
+    Args:
+        uv: ``(B, N, 2)`` projected vertices in pixels (:func:`project`).
+        depth: ``(B, N)`` their camera depth (scene units).
+        zbuffer: ``(B, 1, H, W)`` or ``(B, H, W)`` camera depth of the nearest surface, 0 on
+            background (``RenderOutput.depth`` of the same vertices and pose).
+        tol: depth tolerance in scene units (0.02 = 2 mm); read at the nearest pixel centre.
+
+    Returns:
+        ``(B, N)`` bool (no gradient).
+    """
+    z = zbuffer.reshape(zbuffer.shape[0], *zbuffer.shape[-2:])
+    b, h, w = z.shape
+    with torch.no_grad():
+        col = torch.round(uv[..., 0]).long()
+        row = torch.round(uv[..., 1]).long()
+        inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        flat = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1)).reshape(b, -1)
+        zv = z.reshape(b, -1).gather(1, flat).reshape(uv.shape[:-1])
+        return inside & (zv > 0) & (depth <= zv + tol)
