@@ -238,3 +238,25 @@ def test_joint_fit_adds_the_cross_view_term_only_with_three_views(model):
         if expect:
             terms["cross_view"].backward()
             assert float(params.id_coeff.grad.abs().sum()) > 0
+
+
+def test_joint_fit_of_two_views_keeps_the_shape_in_its_photometric_stages(model):
+    """Without the cross-view term (two views), nothing photometric moves the joint fit's
+    shape; with three views the term does."""
+    from facerecon.fit import FitConfig, FitTarget, StageConfig, fit
+    from facerecon.methods.multiview import multiview_config
+
+    cfg = dataclasses.replace(
+        multiview_config(FitConfig()),
+        landmark_iters=0,
+        coarse=StageConfig(iters=2, size=64, frozen=(), photo_shape=False),
+        fine=StageConfig(iters=0),
+    )
+    for views, moves in ((2, False), (3, True)):
+        image = torch.rand(views, 3, 224, 224, generator=torch.Generator().manual_seed(7))
+        image = image.to(model.mean_shape)
+        lm = model.mean_shape.new_zeros(views, 68, 2) + 112
+        target = FitTarget(image, lm, attention=torch.ones_like(image[:, :1]))
+        coeffs = fit(model, target, cfg).coeffs
+        id_coeff = model.layout.split(coeffs)["id_coeff"]
+        assert bool(id_coeff.abs().max() > 0) is moves
