@@ -62,7 +62,14 @@ import torch
 import torch.nn.functional as F
 
 from facerecon.morphable.mesh import folded_triangles, triangle_pairs
-from facerecon.render import CameraConfig, interpolate, project, rasterize, transform
+from facerecon.render import (
+    CameraConfig,
+    interpolate,
+    project,
+    rasterize,
+    transform,
+    visible_vertices,
+)
 from facerecon.render.shading import sh_shading, vertex_normals
 
 __all__ = [
@@ -593,12 +600,8 @@ def bake_photo(
         attrs = torch.cat([uvo, zc[0], depth[0, :, None], facing[0, :, None]], -1)
         work = chart.texels(chart.work(size))
         vals = work.interpolate(attrs)  # (K, 6)
-        cxy = vals[:, 2:4].round().long()
-        inside = ((cxy >= 0) & (cxy < S)).all(dim=1)
-        flat = (cxy[:, 1].clamp(0, S - 1) * S + cxy[:, 0].clamp(0, S - 1)).reshape(-1)
-        hit = frag.face_idx[0].reshape(-1).index_select(0, flat) >= 0
-        zimg = frag.depth[0].reshape(-1).index_select(0, flat)
-        visible = inside & hit & (vals[:, 4] <= zimg + cfg.depth_tol)
+        visible = visible_vertices(vals[None, :, 2:4], vals[None, :, 4], frag.depth,
+                                   cfg.depth_tol)[0]  # fmt: skip
         h, w = photo.shape[:2]
         x, y = vals[:, 0], vals[:, 1]
         in_photo = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
