@@ -437,11 +437,7 @@ def hybrid_terms(
         attention = _resize(target.attention, stage.size)
         if stage.photometric:
             terms["photo"] = photometric_loss(image, out.image, attention * face_mask)
-            if (
-                "cross_view" in w.extra
-                and cfg.shared_expression
-                and image.shape[0] >= CROSS_VIEW_MIN_VIEWS
-            ):
+            if cross_view_active(cfg, image.shape[0]):
                 terms["cross_view"] = cross_view_term(model, vertices, params, image, out, cam)
         if stage.perceptual and facerec is not None and target_embedding is not None:
             composite = out.image * face_mask + image * (1 - face_mask)
@@ -456,6 +452,15 @@ def hybrid_terms(
 #: bfm-lite pair at 0 / 60 degrees yaw the term bent the face to 2.4 mm against the landmark
 #: fit's 0.84 (average face 0.74); with a third view that trade is fixed
 CROSS_VIEW_MIN_VIEWS = 3
+
+
+def cross_view_active(cfg: FitConfig, views: int) -> bool:
+    """Whether :func:`hybrid_terms` adds the cross-view term: it has a weight, the batch is
+    simultaneous views of one face (``shared_expression``) and there are at least
+    :data:`CROSS_VIEW_MIN_VIEWS` of them."""
+    return (
+        "cross_view" in cfg.loss.extra and cfg.shared_expression and views >= CROSS_VIEW_MIN_VIEWS
+    )
 
 
 def cross_view_term(
@@ -571,9 +576,9 @@ def fit(
             target, attention=skin_attention(skin_probability(target.image))
         )
     batch = target.image.shape[0]
-    if "cross_view" in cfg.loss.extra and cfg.shared_expression and batch < CROSS_VIEW_MIN_VIEWS:
-        # too few views for the cross-view term (hybrid_terms leaves it out): nothing
-        # photometric may move the shape then
+    if "cross_view" in cfg.loss.extra and not cross_view_active(cfg, batch):
+        # the term is asked for but cannot run (too few views): nothing photometric may move
+        # the shape then
         cfg = cfg.photometric_frozen(SHAPE)
     params = Params(model, batch, cfg.shared_identity, target.image, cfg.shared_expression)
     if init is not None:
