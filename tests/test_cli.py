@@ -258,8 +258,9 @@ def test_rnet_and_auto_methods(tmp_path, faces_68pt):
         if method == "rnet":
             assert np.allclose(arrays["coeffs"], 0.0)
     # takeo is small and frontal, so the aligned mean face is already close (~2.7 px here);
-    # 30 refinement steps cut that by ~30 %.
-    assert errors["auto"] < 0.8 * errors["rnet"], errors
+    # the refinement cuts that by ~20 % (~30 % before its prior for single photos became 4x
+    # the fit's, FitConfig.single_prior_scale: 2.70 -> 2.18 px measured).
+    assert errors["auto"] < 0.85 * errors["rnet"], errors
 
 
 def test_rnet_without_weights_is_one_line_error(tmp_path, faces_68pt):

@@ -247,6 +247,31 @@ def test_refine_reseats_a_wrong_network_pose(model):
     assert after < 0.5 * after_hybrid_only
 
 
+def test_single_photo_prior_scale_spares_shared_identities(model):
+    """``FitConfig.single_prior_scale`` (``auto``'s refinement: ``REFINE_PRIOR_SCALE``)
+    multiplies the identity / expression prior of single-photo fits only: a batch of separate
+    photos and a batch of one get it, an identity shared by a set keeps the loss's weights
+    (and ``shared_prior="map"`` still divides those by the set's size)."""
+    import dataclasses
+
+    from facerecon.fit.config import REFINE_PRIOR_SCALE
+    from facerecon.fit.core import Params, prior_weights
+
+    like = torch.zeros(1)
+    cfg = FitConfig.refine()
+    a, b = cfg.loss.alpha, cfg.loss.beta
+    assert cfg.single_prior_scale == REFINE_PRIOR_SCALE > 1.0
+    assert FitConfig().single_prior_scale == 1.0
+    k = REFINE_PRIOR_SCALE
+    assert prior_weights(Params(model, 3, False, like), cfg) == pytest.approx((k * a, k * b))
+    assert prior_weights(Params(model, 1, True, like), cfg) == pytest.approx((k * a, k * b))
+    assert prior_weights(Params(model, 3, True, like), cfg) == pytest.approx((a, b))
+    mapped = dataclasses.replace(cfg, shared_prior="map")
+    shared = Params(model, 3, True, like, shared_expression=True)
+    assert prior_weights(shared, mapped) == pytest.approx((a / 3, b / 3))
+    assert prior_weights(Params(model, 3, False, like), FitConfig()) == pytest.approx((a, b))
+
+
 def test_prior_centred_on_the_start_keeps_a_good_start(model):
     """``prior_centre="init"``: the identity / expression prior is about the starting
     estimate (``auto``: the R-Net's), so a good start is kept where the mean-centred prior

@@ -39,6 +39,25 @@ def calibrated_loss() -> HybridLossConfig:
     return HybridLossConfig(alpha=2.0, beta=3.0)
 
 
+#: ``auto``'s refinement of single photos holds identity and expression to the prior this many
+#: times harder than :func:`calibrated_loss` (alpha 8, beta 12; ``FitConfig.single_prior_scale``).
+#: Those weights were set on unoccluded renders; on the engine's default renders (occluders
+#: with probability 0.3, blur, noise, JPEG), an occluder over the mouth or jaw makes the
+#: fallback detector invent the hidden points, and the refinement followed them: 26 of 90
+#: renders of seeds 2019 / 2020 / 2027 had an occluder over more than 2 % of the photo, and
+#: on them the refinement went from 0.92 mm (R-Net) to 1.05 (average face 0.95), while on
+#: the 64 clear ones it gained (0.88 -> 0.83, average face 0.93). Posed shape x the average
+#: face, prior x1 -> x4 (x4 centred on the R-Net's estimate instead, ``prior_centre="init"``):
+#: tuning seeds 2020 (32 renders, |yaw| <= 45) 0.955 -> 0.910 (0.914), 2027 (29, |yaw| <= 60)
+#: 0.869 -> 0.862 (0.866); the held-out benchmark's seed 2019 (29) 1.030 -> 0.948 (0.917);
+#: x2: 2019 0.976; x8 2019 0.950. On clear renders the stronger prior costs little (2020
+#: 0.809 -> 0.819 mm, 2027 0.785 -> 0.794), on occluded ones it gains most (2020 1.236 ->
+#: 1.002, 2027 0.994 -> 0.936). Image sets keep the fit's prior: their evidence adds up over
+#: the photos (held-out sets, ``auto --set`` joint refine 0.733 mm with x1, 0.758 with x4,
+#: average face 0.781).
+REFINE_PRIOR_SCALE = 4.0
+
+
 @dataclass
 class FitConfig:
     """Analysis-by-synthesis fitting of one photo or of an image set.
@@ -114,6 +133,10 @@ class FitConfig:
     # facerecon.render.rasterize backend: "torch" (any device), "nvdiffrast" (CUDA, needs the
     # package) or "auto" (nvdiffrast when importable and the tensors are on CUDA, else torch)
     rasterizer: str = "torch"
+    # identity / expression prior weights times this for fits of single photos (no identity
+    # shared by two images or more; :func:`facerecon.fit.core.prior_weights`): 1 for the fit,
+    # REFINE_PRIOR_SCALE for ``auto``'s refinement (:meth:`refine`)
+    single_prior_scale: float = 1.0
 
     @classmethod
     def paper(cls) -> FitConfig:
@@ -159,7 +182,9 @@ class FitConfig:
         return dataclasses.replace(self, loss=loss, shared_identity=True)
 
     @classmethod
-    def refine(cls, loss: HybridLossConfig | None = None) -> FitConfig:
+    def refine(
+        cls, loss: HybridLossConfig | None = None, prior_scale: float = REFINE_PRIOR_SCALE
+    ) -> FitConfig:
         """From a network's estimate (``--method auto``): the landmark stage (pose first; it
         re-seats a pose the net got wrong on an unfamiliar photo; 120 steps as the fit's: on
         photo-like bfm-lite renders, seed 7, 23 images, neutral-shape error 0.907 -> 0.874 mm
@@ -168,6 +193,9 @@ class FitConfig:
         landmarks' and pixels' evidence carries it against the calibrated prior; photo-detail
         renders, seed 7, 23 renders, neutral / posed x the average face: 0.875x / 0.818x, with
         the shape frozen in the photometric stages 0.952x / 0.901x).
+        For single photos the identity and expression prior is ``prior_scale`` times the
+        loss's (:data:`REFINE_PRIOR_SCALE`; 1: the fit's, as the multi-view refinement was
+        measured with); a shared identity (``--set``) keeps the loss's.
         ``loss``: other weights (e.g. those the net was trained with,
         :func:`facerecon.nets.rnet.training_loss_config`).
         """
@@ -176,5 +204,6 @@ class FitConfig:
             coarse=StageConfig(iters=20, size=112),
             fine=StageConfig(iters=10),
             loss=loss or calibrated_loss(),
+            single_prior_scale=prior_scale,
             lr_decay=0.1,
         )

@@ -353,11 +353,18 @@ def prior_weights(params, cfg: FitConfig) -> tuple[float, float]:
     batch were one image. With ``cfg.shared_prior == "map"`` a coefficient shared by ``B``
     images (``Params`` with one row) gets ``1 / B`` of the weight: the posterior of ``B``
     independent observations, whose evidence adds up while the prior counts once.
+
+    A fit of single photos (no identity shared by two images or more) has its weights times
+    ``cfg.single_prior_scale`` (``auto``'s refinement: ``REFINE_PRIOR_SCALE``); a shared
+    identity keeps the loss's weights.
     """
     alpha, beta = cfg.loss.alpha, cfg.loss.beta
+    batch = getattr(params, "batch", 1)
+    if batch == 1 or params.id_coeff.shape[0] > 1:
+        alpha, beta = alpha * cfg.single_prior_scale, beta * cfg.single_prior_scale
+        return alpha, beta
     if cfg.shared_prior != "map":
         return alpha, beta
-    batch = getattr(params, "batch", 1)
     if batch > 1 and params.id_coeff.shape[0] == 1:
         alpha = alpha / batch
     shared_exp = getattr(params, "exp_shared", None)

@@ -11,7 +11,7 @@ each view with its own pose and light. Every method here treats its whole batch 
   views are put into its left / front / right slots by their yaw (estimated by a short
   landmark fit), so the order of the photos does not matter.
 * ``mvr-auto`` (:class:`MVRAutoMethod`): the network's estimate refined by a short joint fit
-  (``FitConfig.refine()`` with shared identity and expression).
+  (``FitConfig.refine(prior_scale=1.0)`` with shared identity and expression).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ class MVRAutoMethod:
 
     Args:
         network: the :class:`MVRMethod`.
-        refiner: a :class:`MultiViewFitMethod` (default: ``FitConfig.refine()`` settings).
+        refiner: a :class:`MultiViewFitMethod` (default: ``FitConfig.refine(prior_scale=1.0)``).
     """
 
     name: ClassVar[str] = "mvr-auto"
@@ -206,11 +206,12 @@ class MVRAutoMethod:
     def __init__(self, network: MVRMethod, refiner: MultiViewFitMethod | None = None):
         self.model = network.model
         self.network = network
-        self.refiner = refiner or MultiViewFitMethod(network.model, FitConfig.refine())
+        cfg = FitConfig.refine(prior_scale=1.0)
+        self.refiner = refiner or MultiViewFitMethod(network.model, cfg)
 
     @classmethod
     def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> MVRAutoMethod:
-        cfg = FitConfig.refine()
+        cfg = FitConfig.refine(prior_scale=1.0)
         refiner = MultiViewFitMethod(model, cfg, embedder_for(cfg, spec), spec.rasterizer)
         return cls(MVRMethod.from_spec(spec, model), refiner)
 
