@@ -30,17 +30,18 @@ IDENTITIES, CONDITIONS = 6, 3
 
 @pytest.mark.slow
 def test_default_method_beats_the_average_face_on_realistic_renders():
-    from facerecon.data.synthetic import SynthConfig, SyntheticFaces
+    from facerecon.data.synthetic import SyntheticFaces
     from facerecon.detect import detector_for
     from facerecon.fit import FitConfig
     from facerecon.methods import AutoMethod, FitMethod, RNetMethod
     from facerecon.methods.base import load_rnet_checked
     from facerecon.morphable import load_face_model
 
-    cfg = SyntheticBenchmarkConfig(gt_model="bfm-lite", seed=2026, yaw_bins=(30.0, 60.0))
+    cfg = SyntheticBenchmarkConfig(
+        gt_model="bfm-lite", seed=2026, max_yaw_deg=60.0, yaw_bins=(30.0, 60.0)
+    )
     model = load_face_model("bfm-lite")
-    synth = SynthConfig(max_yaw_deg=60, max_pitch_deg=20, max_roll_deg=15, albedo="photo-detail")
-    engine = SyntheticFaces(model, synth, seed=cfg.seed)
+    engine = SyntheticFaces(model, cfg.synth_config(), seed=cfg.seed)
     rnet = load_rnet_checked(shipped_weights("rnet", "bfm-lite"), model, "cpu", "auto")
     refine = FitConfig.refine()  # the benchmark's quick setting: no fine photometric stage
     refine = dataclasses.replace(refine, fine=dataclasses.replace(refine.fine, iters=0))

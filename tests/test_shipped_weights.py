@@ -32,20 +32,26 @@ def heldout(model):
     return samples, image.float(), lm
 
 
-def _shape_rmse_mm(model, id_coeff: np.ndarray, samples) -> np.ndarray:
-    """Per face: front-region RMSE of the neutral shape after a similarity alignment."""
+def _front_rmse_mm(model, id_coeff, exp_coeff, truths) -> np.ndarray:
+    """Per face: front-region RMSE of ``model.shape(id_coeff, exp_coeff)`` ``(B, n)`` against
+    ``truths`` (``B`` arrays ``(N, 3)``, mm) after a similarity alignment."""
     from facerecon.evaluate.icp import umeyama
 
     front = model.front_mask.cpu().numpy()
-    n_exp = model.layout.split(model.layout.zeros(1))["exp_coeff"].shape[1]
+    with torch.no_grad():
+        verts = model.shape(torch.as_tensor(id_coeff).float(), torch.as_tensor(exp_coeff).float())
     out = []
-    for s, idc in zip(samples, id_coeff, strict=True):
-        with torch.no_grad():
-            v = model.shape(torch.as_tensor(idc, dtype=torch.float32)[None], torch.zeros(1, n_exp))
-        v = v[0].numpy()[front]
-        gt = s.vertices_neutral[front]
+    for v, gt in zip(verts.numpy(), truths, strict=True):
+        v, gt = v[front], gt[front]
         out.append(np.sqrt(((umeyama(v, gt).apply(v) - gt) ** 2).sum(1).mean()))
     return np.array(out)
+
+
+def _shape_rmse_mm(model, id_coeff: np.ndarray, samples) -> np.ndarray:
+    """Per face: front-region RMSE of the neutral shape after a similarity alignment."""
+    n_exp = model.layout.split(model.layout.zeros(1))["exp_coeff"].shape[1]
+    exp = np.zeros((len(id_coeff), n_exp), np.float32)
+    return _front_rmse_mm(model, id_coeff, exp, [s.vertices_neutral for s in samples])
 
 
 @pytest.mark.parametrize("kind", ["rnet", "cnet", "pgn"])
@@ -192,17 +198,9 @@ def test_shipped_pgn_pose_beats_the_regressed_pose(model):
 def _posed_rmse_mm(model, coeffs: torch.Tensor, samples) -> np.ndarray:
     """Per face: front-region RMSE of the posed shape (identity + expression) against the
     posed truth after a similarity alignment."""
-    from facerecon.evaluate.icp import umeyama
-
-    front = model.front_mask.cpu().numpy()
-    parts = model.layout.split(coeffs.detach().float())
-    with torch.no_grad():
-        verts = model.shape(parts["id_coeff"], parts["exp_coeff"]).numpy()
-    out = []
-    for s, v in zip(samples, verts, strict=True):
-        v, gt = v[front], s.vertices_model[front]
-        out.append(np.sqrt(((umeyama(v, gt).apply(v) - gt) ** 2).sum(1).mean()))
-    return np.array(out)
+    parts = model.layout.split(coeffs.detach())
+    truths = [s.vertices_model for s in samples]
+    return _front_rmse_mm(model, parts["id_coeff"], parts["exp_coeff"], truths)
 
 
 def test_auto_prior_resists_invented_mouth_and_jaw_points(model, heldout):

@@ -127,6 +127,19 @@ class SyntheticBenchmarkConfig:
     yaw_bins: tuple[float, ...] = (15.0, 30.0, 45.0, 60.0, 90.0)  # |yaw| bin edges (degrees)
     cnet: str | None = None  # C-Net weights (needs rnet): adds the S1..S4 set rows
 
+    def synth_config(self):
+        """The :class:`facerecon.data.synthetic.SynthConfig` of the renders: this config's
+        pose limits, albedo and textures, the engine's defaults otherwise."""
+        from facerecon.data.synthetic import SynthConfig
+
+        return SynthConfig(
+            max_yaw_deg=self.max_yaw_deg,
+            max_pitch_deg=self.max_pitch_deg,
+            max_roll_deg=self.max_roll_deg,
+            albedo=self.albedo,
+            texture_dir=self.texture_dir,
+        )
+
     def sizes(self) -> tuple[int, int, int]:
         """(identities, conditions per identity, identities with a triple) actually run."""
         n_id = self.quick_identities if self.quick else self.n_identities
@@ -703,7 +716,7 @@ def run_synthetic_benchmark(
     config = config or SyntheticBenchmarkConfig()
     say = progress or (lambda msg: None)
     try:
-        from facerecon.data.synthetic import SynthConfig, SyntheticFaces
+        from facerecon.data.synthetic import SyntheticFaces
     except ImportError as exc:
         return _skipped(f"facerecon.data.synthetic not available: {exc}", config)
     try:
@@ -712,13 +725,7 @@ def run_synthetic_benchmark(
         return _skipped(f"ICT model not available ({config.gt_model}): {exc}", config)
     t_start = time.perf_counter()
     n_id, n_cond, n_tri = config.sizes()
-    synth = SynthConfig(
-        max_yaw_deg=config.max_yaw_deg,
-        max_pitch_deg=config.max_pitch_deg,
-        max_roll_deg=config.max_roll_deg,
-        albedo=config.albedo,
-        texture_dir=config.texture_dir,
-    )
+    synth = config.synth_config()
     engine = SyntheticFaces(gt_model, synth, seed=config.seed)
     import torch
 

@@ -361,8 +361,7 @@ def prior_weights(params, cfg: FitConfig) -> tuple[float, float]:
     alpha, beta = cfg.loss.alpha, cfg.loss.beta
     batch = getattr(params, "batch", 1)
     if batch == 1 or params.id_coeff.shape[0] > 1:
-        alpha, beta = alpha * cfg.single_prior_scale, beta * cfg.single_prior_scale
-        return alpha, beta
+        return alpha * cfg.single_prior_scale, beta * cfg.single_prior_scale
     if cfg.shared_prior != "map":
         return alpha, beta
     if batch > 1 and params.id_coeff.shape[0] == 1:

@@ -206,8 +206,9 @@ class MVRAutoMethod:
     def __init__(self, network: MVRMethod, refiner: MultiViewFitMethod | None = None):
         self.model = network.model
         self.network = network
-        cfg = FitConfig.refine(prior_scale=1.0)
-        self.refiner = refiner or MultiViewFitMethod(network.model, cfg)
+        if refiner is None:
+            refiner = MultiViewFitMethod(network.model, FitConfig.refine(prior_scale=1.0))
+        self.refiner = refiner
 
     @classmethod
     def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> MVRAutoMethod:
