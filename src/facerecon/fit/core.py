@@ -27,6 +27,7 @@ from facerecon.fit.config import SHAPE, FitConfig, StageConfig
 from facerecon.fit.contour import contour_candidates
 from facerecon.fit.landmarks import (
     LandmarkSpec,
+    agreement_weights,
     calibration_key,
     landmark_spec,
     project_landmarks,
@@ -345,6 +346,36 @@ def _add_temporal(terms: dict[str, torch.Tensor], params, cfg: FitConfig) -> Non
         terms["temporal"] = temporal_smoothness(params.exp_coeff, params.angles, params.trans)
 
 
+def single_photos(params) -> bool:
+    """Whether ``params`` (:class:`Params`) are fits of single photos: a batch of one, or no
+    identity shared by two images or more."""
+    return getattr(params, "batch", 1) == 1 or params.id_coeff.shape[0] > 1
+
+
+def weighed_by_agreement(
+    model: MorphableModel,
+    params: Params,
+    observations: list[LandmarkObservation],
+    camera: CameraConfig,
+    scale: float,
+) -> list[LandmarkObservation]:
+    """The observations with each point's weight times its agreement with the current
+    (starting) parameters (:func:`facerecon.fit.landmarks.agreement_weights`): where the
+    estimate puts the point under each observation's own landmark definition."""
+    with torch.no_grad():
+        vertices = model.shape(params.ids(), params.exp_coeff)
+        points_at = lambda i: vertices[:, i]  # noqa: E731
+        out = []
+        for obs in observations:
+            pred = project_landmarks(
+                spec_candidates(obs.spec, points_at), params.angles, params.trans, camera
+            )
+            w = agreement_weights(obs.lm68, pred, scale)
+            valid = w if obs.valid is None else obs.valid.to(w) * w
+            out.append(dataclasses.replace(obs, valid=valid))
+    return out
+
+
 def prior_weights(params, cfg: FitConfig) -> tuple[float, float]:
     """``(alpha, beta)`` of the coefficient prior for ``params``.
 
@@ -360,7 +391,7 @@ def prior_weights(params, cfg: FitConfig) -> tuple[float, float]:
     """
     alpha, beta = cfg.loss.alpha, cfg.loss.beta
     batch = getattr(params, "batch", 1)
-    if batch == 1 or params.id_coeff.shape[0] > 1:
+    if single_photos(params):
         return alpha * cfg.single_prior_scale, beta * cfg.single_prior_scale
     if cfg.shared_prior != "map":
         return alpha, beta
@@ -591,6 +622,10 @@ def fit(
         params.load(model, init)
     history: list[dict[str, float]] = []
     observations = landmark_observations(model, target, cfg)
+    if init is not None and cfg.single_agreement > 0 and single_photos(params):
+        observations = weighed_by_agreement(
+            model, params, observations, camera, cfg.single_agreement
+        )
     if cfg.landmark_iters:
         fit_landmarks(model, params, target, camera, cfg, history, observations)
     target_embedding = None

@@ -35,6 +35,7 @@ from facerecon.render import CameraConfig, project, transform
 __all__ = [
     "CALIBRATION_DIR",
     "LandmarkSpec",
+    "agreement_weights",
     "calibration_key",
     "calibration_path",
     "landmark_spec",
@@ -176,3 +177,33 @@ def project_landmarks(
     choice = select_contour(jaw, torch.ones(J, dtype=torch.bool, device=uv.device))
     picked = torch.gather(jaw, 2, choice[:, :, None, None].expand(B, J, 1, 2))[:, :, 0]
     return torch.cat([picked, fixed[:, J:]], dim=1)
+
+
+def agreement_weights(
+    detected: torch.Tensor, predicted: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """How far each detected landmark agrees with where an estimate puts it, as a weight.
+
+    ``w = 1 / (1 + (d / (scale * iod))^2)``: ``d`` the distance of a detected point from the
+    predicted one, ``iod`` the predicted eye-centre distance (points 36-41 and 42-47, so it is
+    defined whatever the detector did). A point the estimate already explains keeps its
+    weight, one ``scale`` eye distances off keeps half, a point far off (a mouth a detector
+    invented under a hand) little. Non-finite detections (a detector that found nothing)
+    weigh 0.
+
+    Args:
+        detected: ``(B, 68, 2)`` pixels (NaN rows allowed).
+        predicted: ``(B, 68, 2)`` the estimate's landmarks, same pixels.
+        scale: ``> 0``, the distance at which the weight is 1/2, in eye distances.
+
+    Returns:
+        ``(B, 68)`` weights in 0..1, no gradient.
+    """
+    if scale <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    with torch.no_grad():
+        iod = (predicted[:, 36:42].mean(1) - predicted[:, 42:48].mean(1)).norm(dim=-1)
+        found = torch.isfinite(detected).all(dim=-1)
+        d = (torch.nan_to_num(detected) - predicted).norm(dim=-1)
+        ratio = d / (scale * iod.clamp_min(1e-6))[:, None]
+        return torch.where(found, 1.0 / (1.0 + ratio**2), torch.zeros_like(ratio))
