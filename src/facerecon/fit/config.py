@@ -54,7 +54,9 @@ def calibrated_loss() -> HybridLossConfig:
 #: 0.809 -> 0.819 mm, 2027 0.785 -> 0.794), on occluded ones it gains most (2020 1.236 ->
 #: 1.002, 2027 0.994 -> 0.936). Image sets keep the fit's prior: their evidence adds up over
 #: the photos (held-out sets, ``auto --set`` joint refine 0.733 mm with x1, 0.758 with x4,
-#: average face 0.781).
+#: average face 0.781). But on the realistic benchmark's bfm-lite renders (seed 2026, |yaw| <=
+#: 60; 2026-12-07 06:28 / 06:44) x4 read 1.09 / 1.02 mm posed / neutral against 1.020 / 0.957
+#: with x1 (average face 1.26 / 1.13): it costs there about what it gains held out. Open.
 REFINE_PRIOR_SCALE = 4.0
 
 
