@@ -32,6 +32,7 @@ from facerecon.fit.landmarks import (
     landmark_spec,
     project_landmarks,
     spec_candidates,
+    spec_landmarks,
 )
 from facerecon.losses import (
     albedo_flatness_loss,
@@ -364,12 +365,9 @@ def weighed_by_agreement(
     estimate puts the point under each observation's own landmark definition."""
     with torch.no_grad():
         vertices = model.shape(params.ids(), params.exp_coeff)
-        points_at = lambda i: vertices[:, i]  # noqa: E731
         out = []
         for obs in observations:
-            pred = project_landmarks(
-                spec_candidates(obs.spec, points_at), params.angles, params.trans, camera
-            )
+            pred = spec_landmarks(obs.spec, vertices, params.angles, params.trans, camera)
             w = agreement_weights(obs.lm68, pred, scale)
             valid = w if obs.valid is None else obs.valid.to(w) * w
             out.append(dataclasses.replace(obs, valid=valid))
