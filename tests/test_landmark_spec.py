@@ -114,6 +114,40 @@ def test_jaw_only_candidates_equal_every_candidate_projected(model):
         assert (results[0][0][:, :17] - fixed).norm(dim=-1).max() > 1.0
 
 
+def test_landmark_points_equal_each_spec_on_the_model_shape(model):
+    """:class:`LandmarkPoints` (the rows of every spec gathered once, one shape evaluation and
+    one projection for all) gives each spec's :func:`spec_landmarks` of the model's shape:
+    values and gradients for the coefficients and the pose, calibrated and uncalibrated specs
+    together."""
+    from facerecon.fit.landmarks import LandmarkPoints
+
+    specs = [landmark_spec(model, d) for d in ("dlib", "mediapipe", None)]
+    specs.append(landmark_spec(model, None, contour=False))
+    g = torch.Generator().manual_seed(5)
+    camera = CameraConfig()
+    id0 = torch.randn(2, model.id_basis.shape[-1], generator=g)
+    exp0 = torch.randn(2, model.exp_basis.shape[-1], generator=g)
+    angles0 = torch.tensor([[0.1, 0.7, 0.05], [-0.2, -0.5, 0.0]])
+    trans = torch.tensor([[0.03, -0.02, 0.05], [0.0, 0.01, -0.04]])
+    points = LandmarkPoints(model, specs)
+    results = []
+    for gathered in (True, False):
+        ids, exp, angles = (x.clone().requires_grad_(True) for x in (id0, exp0, angles0))
+        if gathered:
+            lms = points(ids, exp, angles, trans, camera)
+        else:
+            v = model.shape(ids, exp)
+            lms = [spec_landmarks(s, v, angles, trans, camera) for s in specs]
+        w = torch.linspace(-1, 1, 136).view(1, 68, 2)
+        sum((lm * w * (k + 1)).sum() for k, lm in enumerate(lms)).backward()
+        results.append((torch.stack([lm.detach() for lm in lms]), ids.grad, exp.grad, angles.grad))
+    assert results[0][0].shape == (4, 2, 68, 2)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+    # the specs differ (so each was computed from its own rows)
+    assert (results[0][0][0] - results[0][0][1]).abs().max() > 0.5
+
+
 def test_robust_landmark_loss():
     target = torch.zeros(1, 68, 2, dtype=torch.float64)
     small = torch.full((1, 68, 2), 0.01, dtype=torch.float64)

@@ -12,6 +12,7 @@ from facerecon.render import (
     CameraConfig,
     Fragments,
     RenderBackendError,
+    depth_map,
     euler_to_matrix,
     interpolate,
     nvdiffrast_available,
@@ -242,6 +243,22 @@ def test_zbuffer_matches_brute_force(seed, cull):
     # triangles touching the vertex behind the camera and the degenerate one never win
     bad = [*(tris == 7).any(1).nonzero().flatten().tolist(), 0]
     assert not torch.isin(fr.face_idx, torch.tensor(bad)).any()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_depth_map_is_the_fragments_depth(seed):
+    """The z-buffer alone holds the nearest fragment's depth (stored as float32 in the pass's
+    keys), 0 on background: the fragments' depth to float32 rounding, the same coverage."""
+    H, W = 20, 28
+    uv, depth, tris = random_mesh(seed, H=H, W=W)
+    fr = rasterize(uv, depth, tris, size=(H, W))
+    z = depth_map(uv, depth, tris, size=(H, W))
+    assert z.shape == (2, H, W) and z.dtype == depth.dtype
+    assert torch.equal(z > 0, fr.mask) and fr.mask.sum() > 200
+    torch.testing.assert_close(z, fr.depth, rtol=1e-6, atol=0.0)
+    assert (z[~fr.mask] == 0).all()
+    with pytest.raises(RenderBackendError):
+        depth_map(uv[0], depth, tris, size=(H, W))
 
 
 def test_occlusion_and_backface_culling():

@@ -13,7 +13,6 @@ result on a given device and thread count.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from facerecon.fit.adam import Adam
 from facerecon.fit.config import SHAPE, FitConfig, StageConfig
 from facerecon.fit.contour import contour_candidates
 from facerecon.fit.landmarks import (
+    LandmarkPoints,
     LandmarkSpec,
     agreement_weights,
     calibration_key,
@@ -237,6 +237,7 @@ def fit_landmarks(
     """Stage 0: pose first, then pose + identity + expression, on the 68 landmarks."""
     weights = cfg.loss
     n = cfg.landmark_iters
+    points = LandmarkPoints(model, [obs.spec for obs in observations])
     plan = (
         (("angles", "trans"), n // 3),
         (("angles", "trans", "id_coeff", "exp_coeff"), n - n // 3),
@@ -247,8 +248,8 @@ def fit_landmarks(
         for step in range(iters):
             _cosine_lr(opt, base, step, iters, cfg.lr_decay)
             opt.zero_grad(set_to_none=True)
-            shape_at = functools.partial(landmark_vertices, model, params.ids(), params.exp_coeff)
-            _, landmark = _landmarks_and_term(observations, shape_at, params, cfg, camera)
+            lms = points(params.ids(), params.exp_coeff, params.angles, params.trans, camera)
+            landmark = _summed_landmark_terms(lms, observations, cfg, params.angles)
             terms = {
                 "landmark": landmark,
                 "coef": prior_term(params, cfg),
@@ -308,14 +309,25 @@ def _landmarks_and_term(
     camera: CameraConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(lm (B, 68, 2) of the first observation's spec, the summed landmark term)``."""
-    total, first = None, None
-    for obs in observations:
-        cand = spec_candidates(obs.spec, points_at)
-        lm = project_landmarks(cand, params.angles, params.trans, camera)
-        term = _landmark_term(lm, obs, cfg, params.angles)
+    lms = [
+        project_landmarks(spec_candidates(obs.spec, points_at), params.angles, params.trans, camera)
+        for obs in observations
+    ]
+    return lms[0], _summed_landmark_terms(lms, observations, cfg, params.angles)
+
+
+def _summed_landmark_terms(
+    lms: list[torch.Tensor],
+    observations: list[LandmarkObservation],
+    cfg: FitConfig,
+    angles: torch.Tensor,
+) -> torch.Tensor:
+    """The landmark terms of each observation's landmarks ``lms[i] (B, 68, 2)``, summed."""
+    total = None
+    for lm, obs in zip(lms, observations, strict=True):
+        term = _landmark_term(lm, obs, cfg, angles)
         total = term if total is None else total + term
-        first = lm if first is None else first
-    return first, total
+    return total
 
 
 def _landmark_term(

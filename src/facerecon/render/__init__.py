@@ -5,7 +5,8 @@ Public API::
     CameraConfig, euler_to_matrix, transform, project            # camera.py
     umeyama, matrix_to_euler, pose_from_landmarks                # pose.py
     vertex_normals, face_normals, sh_basis, sh_shading, shade    # shading.py
-    rasterize, interpolate, Fragments, nvdiffrast_available      # rasterizer.py
+    rasterize, depth_map, interpolate, Fragments                 # rasterizer.py
+    nvdiffrast_available                                         # rasterizer.py
     render, render_attributes, render_parse, RenderOutput        # renderer.py
     visible_vertices                                             # renderer.py
 """
@@ -15,6 +16,7 @@ from facerecon.render.pose import matrix_to_euler, pose_from_landmarks, umeyama
 from facerecon.render.rasterizer import (
     Fragments,
     RenderBackendError,
+    depth_map,
     interpolate,
     nvdiffrast_available,
     rasterize,
@@ -41,6 +43,7 @@ __all__ = [
     "Fragments",
     "RenderBackendError",
     "RenderOutput",
+    "depth_map",
     "euler_to_matrix",
     "face_normals",
     "interpolate",

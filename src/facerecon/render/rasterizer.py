@@ -37,7 +37,14 @@ import torch
 
 from facerecon.errors import FaceReconError
 
-__all__ = ["Fragments", "RenderBackendError", "interpolate", "nvdiffrast_available", "rasterize"]
+__all__ = [
+    "Fragments",
+    "RenderBackendError",
+    "depth_map",
+    "interpolate",
+    "nvdiffrast_available",
+    "rasterize",
+]
 
 _KEY_MAX = torch.iinfo(torch.int64).max
 _INSIDE_EPS = 1e-6
@@ -131,6 +138,39 @@ def rasterize(
     return _fragments(uv, depth, triangles, face_flat, H, W)
 
 
+def depth_map(
+    uv: torch.Tensor,
+    depth: torch.Tensor,
+    triangles: torch.Tensor,
+    size: tuple[int, int] | int = (224, 224),
+    near: float = 1e-6,
+    far: float = float("inf"),
+) -> torch.Tensor:
+    """The z-buffer alone: what :func:`rasterize` puts in ``Fragments.depth`` (the nearest
+    surface's perspective-correct camera depth at each pixel centre, equal to float rounding),
+    without the fragments' barycentrics and gradient path: the input of a visibility test
+    (:func:`facerecon.render.visible_vertices`) at about 3/4 of the cost. Torch backend.
+
+    Args:
+        uv, depth, triangles, size, near, far: as :func:`rasterize`.
+
+    Returns:
+        ``(B, H, W)`` depth, 0 on background (no gradient).
+    """
+    H, W = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if uv.dim() != 3 or uv.shape[-1] != 2 or depth.shape != uv.shape[:2]:
+        raise RenderBackendError(
+            f"depth_map expects uv (B,N,2) and depth (B,N), got {tuple(uv.shape)} and "
+            f"{tuple(depth.shape)}"
+        )
+    triangles = triangles.to(device=uv.device, dtype=torch.int64)
+    keys = _zbuffer(uv, depth, triangles, H, W, False, near, far)
+    # a key is (float32 bits of the depth) << 32 | triangle: the upper half is the depth
+    z = (keys >> 32).to(torch.int32).view(torch.float32).to(depth.dtype)
+    z = torch.where(keys != _KEY_MAX, z, torch.zeros_like(z))
+    return z.view(uv.shape[0], H, W)
+
+
 @torch.no_grad()
 def _visibility(
     uv: torch.Tensor,
@@ -143,13 +183,31 @@ def _visibility(
     far: float,
 ) -> torch.Tensor:
     """Z-buffer pass. Returns ``(B * H * W,)`` int64 winning triangle index, ``-1`` background."""
+    zbuf = _zbuffer(uv, depth, triangles, H, W, cull_backfaces, near, far)
+    covered = zbuf != _KEY_MAX
+    return torch.where(covered, zbuf & 0xFFFFFFFF, torch.full_like(zbuf, -1))
+
+
+@torch.no_grad()
+def _zbuffer(
+    uv: torch.Tensor,
+    depth: torch.Tensor,
+    triangles: torch.Tensor,
+    H: int,
+    W: int,
+    cull_backfaces: bool,
+    near: float,
+    far: float,
+) -> torch.Tensor:
+    """Z-buffer pass: ``(B * H * W,)`` int64 keys of the nearest fragment per pixel
+    (``depth_bits << 32 | triangle``), ``_KEY_MAX`` on background."""
     B, N, _ = uv.shape
     F = triangles.shape[0]
     dev = uv.device
     cdt = torch.float64 if uv.dtype == torch.float64 else torch.float32
     zbuf = torch.full((B * H * W,), _KEY_MAX, dtype=torch.int64, device=dev)
     if F == 0:
-        return zbuf.fill_(-1)
+        return zbuf
     # Structure of arrays G[coord, corner, b * F + f] with coord = (u, v, depth), contiguous.
     uvd = torch.cat([uv.detach(), depth.detach().unsqueeze(-1)], dim=-1).to(cdt)
     uvd = uvd.reshape(B * N, 3).t().contiguous()  # (3, B*N)
@@ -181,8 +239,7 @@ def _visibility(
         sl = slice(start, stop)
         _scatter_candidates(zbuf, cnt[sl], bw[sl], bx0[sl], by0[sl], G9, start, F, H, W)
         start = stop
-    covered = zbuf != _KEY_MAX
-    return torch.where(covered, zbuf & 0xFFFFFFFF, torch.full_like(zbuf, -1))
+    return zbuf
 
 
 def _scatter_candidates(
