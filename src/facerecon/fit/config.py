@@ -132,6 +132,12 @@ class FitConfig:
     # from renders, where the detectors' jaw points degrade with yaw faster than on photos
     # (None: the calibration's own yaw bins)
     landmark_sigma_max_yaw: float | None = None
+    # Past the calibration's end yaw bins (their centres, +-50 degrees: faces of 40-60), each
+    # point's noise times 1 + this x (degrees past) / 10 (LandmarkSpec.sigma_at): the bins
+    # average faces up to 60 degrees, and beyond ~50 the detectors break down (on a real scan
+    # rendered at +-60, dlib's points were 28-108 % of the eye distance off against 9-12 % at
+    # +-30), where the clamped calibration would trust them as at 50. 0: clamped.
+    landmark_sigma_growth: float = 0.0
     # facerecon.render.rasterize backend: "torch" (any device), "nvdiffrast" (CUDA, needs the
     # package) or "auto" (nvdiffrast when importable and the tensors are on CUDA, else torch)
     rasterizer: str = "torch"

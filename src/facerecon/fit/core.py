@@ -336,7 +336,8 @@ def _landmark_term(
     """The landmark term of ``lm (B, 68, 2)``: the paper's weights, or with
     ``cfg.landmark_weighting == "sigma"`` and a calibrated spec ``(sigma_ref / sigma_k)^2``
     (a Gaussian noise model in 224-crop pixels, at the current yaw ``angles[:, 1]``, which
-    carries no gradient through the weights; ``cfg.landmark_sigma_max_yaw`` caps that yaw);
+    carries no gradient through the weights; ``cfg.landmark_sigma_max_yaw`` caps that yaw,
+    ``cfg.landmark_sigma_growth`` raises it past the calibration's end bins);
     Cauchy-robust beyond ``cfg.landmark_robust``
     (times each point's sigma; crop pixels without a calibration)."""
     weights, robust, spec = None, cfg.landmark_robust, obs.spec
@@ -345,7 +346,7 @@ def _landmark_term(
         if cfg.landmark_sigma_max_yaw is not None:
             cap = float(cfg.landmark_sigma_max_yaw)
             yaw = yaw.clamp(-cap, cap)
-        sigma = spec.sigma_at(yaw).clamp_min(0.5)
+        sigma = spec.sigma_at(yaw, cfg.landmark_sigma_growth).clamp_min(0.5)
         weights = (SIGMA_REF_PX / sigma) ** 2
         if robust > 0:
             robust = robust * sigma  # in units of each point's noise

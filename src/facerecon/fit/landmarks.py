@@ -60,10 +60,11 @@ class LandmarkSpec:
     sigma_yaw: torch.Tensor | None = None  # (Y,) yaw bin centres, degrees
     sigma_by_yaw: torch.Tensor | None = None  # (Y, 68) noise per yaw bin, 224-crop pixels
 
-    def sigma_at(self, yaw_deg: torch.Tensor) -> torch.Tensor | None:
+    def sigma_at(self, yaw_deg: torch.Tensor, growth: float = 0.0) -> torch.Tensor | None:
         """``(B, 68)`` noise for the faces' yaws ``(B,)`` in degrees (linear between the
-        calibration's yaw bins, the end bins beyond them), or the yaw-free ``(68,)`` sigma
-        when the calibration has no bins (None: uncalibrated)."""
+        calibration's yaw bins, the end bins beyond them, times ``1 + growth * d / 10`` at
+        ``d`` degrees past the end bins' centres), or the yaw-free ``(68,)`` sigma when the
+        calibration has no bins (None: uncalibrated)."""
         if self.sigma_by_yaw is None or self.sigma_yaw is None:
             return self.sigma
         c = self.sigma_yaw.to(yaw_deg)
@@ -72,7 +73,11 @@ class LandmarkSpec:
         lo = hi - 1
         w = ((t - c[lo]) / (c[hi] - c[lo])).unsqueeze(-1)
         table = self.sigma_by_yaw.to(yaw_deg)
-        return (1 - w) * table[lo] + w * table[hi]
+        sigma = (1 - w) * table[lo] + w * table[hi]
+        if growth > 0:
+            past = (yaw_deg - t).abs()  # degrees beyond the end bins' centres
+            sigma = sigma * (1 + growth * past / 10.0).unsqueeze(-1)
+        return sigma
 
 
 def calibration_key(detector: str | None) -> str | None:
