@@ -53,6 +53,26 @@ def test_noise_grows_with_yaw_on_the_far_side(model):
     assert mp.detector == "mediapipe" and mp.sigma_at(yaw).shape == (3, 68)
 
 
+def test_noise_grows_past_the_end_bins_only_when_asked(model):
+    """``growth``: past the calibration's end bins' centres (+-50 degrees) the noise is raised
+    by ``1 + growth * degrees / 10`` (x2 at 60 with growth 1, both sides); inside them it is
+    the calibration's; without growth it stays the end bin's. Off by default (measured, see
+    ``FitConfig.landmark_sigma_growth``)."""
+    from facerecon.fit import FitConfig
+    from facerecon.methods.multiview import multiview_config
+
+    spec = landmark_spec(model, detector="dlib")
+    yaw = torch.tensor([60.0, 50.0, -70.0, -50.0, 20.0])
+    clamped, grown = spec.sigma_at(yaw), spec.sigma_at(yaw, growth=1.0)
+    torch.testing.assert_close(clamped[0], clamped[1])  # clamped at the end bin
+    torch.testing.assert_close(grown[0], 2.0 * clamped[1])
+    torch.testing.assert_close(grown[2], 3.0 * clamped[3])
+    torch.testing.assert_close(grown[1:2], clamped[1:2])
+    torch.testing.assert_close(grown[3:], clamped[3:])
+    assert FitConfig().landmark_sigma_growth == 0.0
+    assert multiview_config(FitConfig()).landmark_sigma_growth == 0.0
+
+
 def test_spec_landmarks_have_finite_gradients(model):
     spec = landmark_spec(model, detector="dlib")
     v = model.mean_shape[None].clone().double().requires_grad_(True)

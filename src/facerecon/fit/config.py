@@ -136,7 +136,13 @@ class FitConfig:
     # point's noise times 1 + this x (degrees past) / 10 (LandmarkSpec.sigma_at): the bins
     # average faces up to 60 degrees, and beyond ~50 the detectors break down (on a real scan
     # rendered at +-60, dlib's points were 28-108 % of the eye distance off against 9-12 % at
-    # +-30), where the clamped calibration would trust them as at 50. 0: clamped.
+    # +-30), where the clamped calibration trusts them as at 50. 0 (clamped) everywhere:
+    # for the multi-view fits at +-60 (3 views, posed shape x the average face) growth 1 gained
+    # on the tuning triples (seed 7, 5 found of 6: bfm-lite mvr-auto 0.847x -> 0.816x, growth
+    # 3 0.796x; mvfit 0.886x -> 0.854x, 3 0.845x; ICT within 0.002x) but not on the held-out
+    # ones (seed 2026, 4 per model, multi-view benchmark run 2026-12-07 08:49 with growth 1:
+    # bfm-lite mvfit 0.95 mm, mvr-auto 1.02, ICT 2.31 and 2.31, against 0.945, 1.01, 2.30
+    # and 2.30 at 00:00 without).
     landmark_sigma_growth: float = 0.0
     # facerecon.render.rasterize backend: "torch" (any device), "nvdiffrast" (CUDA, needs the
     # package) or "auto" (nvdiffrast when importable and the tensors are on CUDA, else torch)

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CROSS_VIEW_WEIGHT",
-    "SIDE_VIEW_SIGMA_GROWTH",
     "MVRAutoMethod",
     "MVRMethod",
     "MultiViewFitMethod",
@@ -46,15 +45,6 @@ __all__ = [
 
 #: weight of the joint fit's cross-view term (:func:`multiview_config`; the photo term's is 1.9)
 CROSS_VIEW_WEIGHT = 1.0
-
-#: ``FitConfig.landmark_sigma_growth`` of the joint fit: a view turned past the landmark
-#: calibration's end bins (50 degrees) has its points' noise raised, x2 at 60 degrees, so the
-#: outline a detector invents on a side view bends the shared shape less. Tuning seed 7
-#: (photo-detail triples at +-60, 3 views, 5 found of 6; posed / neutral x the average face):
-#: bfm-lite mvr-auto 0.847x / 0.768x -> 0.816x / 0.759x (growth 3: 0.796x / 0.750x), mvfit
-#: 0.886x / 0.823x -> 0.854x / 0.786x (3: 0.845x / 0.768x); ICT within 0.002x either way.
-#: Single photos keep the clamped calibration (0): not yet measured there.
-SIDE_VIEW_SIGMA_GROWTH = 1.0
 
 
 def multiview_config(cfg: FitConfig, cross_view: float = CROSS_VIEW_WEIGHT) -> FitConfig:
@@ -107,7 +97,6 @@ def multiview_config(cfg: FitConfig, cross_view: float = CROSS_VIEW_WEIGHT) -> F
         shared_identity=True,
         shared_expression=True,
         shared_prior="map",
-        landmark_sigma_growth=SIDE_VIEW_SIGMA_GROWTH,
     )
 
 
