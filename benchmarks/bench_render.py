@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from facerecon.render import CameraConfig, project, render, transform
-from facerecon.render.rasterizer import _visibility
+from facerecon.render.rasterizer import _zbuffer
 
 SECTION = "render"
 
@@ -127,7 +127,7 @@ def run(quick: bool = False) -> list[dict]:
                 z = torch.zeros(1, 3)
                 uv, d = project(transform(v[None], z, z, cam), cam)
                 wall, cpu = _median_times(
-                    lambda uv=uv, d=d, tri=tri: _visibility(
+                    lambda uv=uv, d=d, tri=tri: _zbuffer(
                         uv, d, tri, 224, 224, False, cam.near, cam.far
                     ),
                     repeats,

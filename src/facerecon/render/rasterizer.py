@@ -134,7 +134,7 @@ def rasterize(
             raise RenderBackendError("nvdiffrast backend does not cull back faces; use 'torch'")
         return _rasterize_nvdiffrast(uv, depth, triangles, H, W, near, far)
     triangles = triangles.to(device=uv.device, dtype=torch.int64)
-    face_flat = _visibility(uv, depth, triangles, H, W, cull_backfaces, near, far)
+    face_flat = _winners(_zbuffer(uv, depth, triangles, H, W, cull_backfaces, near, far))
     return _fragments(uv, depth, triangles, face_flat, H, W)
 
 
@@ -171,21 +171,10 @@ def depth_map(
     return z.view(uv.shape[0], H, W)
 
 
-@torch.no_grad()
-def _visibility(
-    uv: torch.Tensor,
-    depth: torch.Tensor,
-    triangles: torch.Tensor,
-    H: int,
-    W: int,
-    cull_backfaces: bool,
-    near: float,
-    far: float,
-) -> torch.Tensor:
-    """Z-buffer pass. Returns ``(B * H * W,)`` int64 winning triangle index, ``-1`` background."""
-    zbuf = _zbuffer(uv, depth, triangles, H, W, cull_backfaces, near, far)
-    covered = zbuf != _KEY_MAX
-    return torch.where(covered, zbuf & 0xFFFFFFFF, torch.full_like(zbuf, -1))
+def _winners(keys: torch.Tensor) -> torch.Tensor:
+    """:func:`_zbuffer`'s keys ``(B * H * W,)`` as the winning triangle index, ``-1`` on
+    background."""
+    return torch.where(keys != _KEY_MAX, keys & 0xFFFFFFFF, torch.full_like(keys, -1))
 
 
 @torch.no_grad()
@@ -298,7 +287,7 @@ def _fragments(
     H: int,
     W: int,
 ) -> Fragments:
-    """Differentiable barycentrics and depth of the pixels :func:`_visibility` covered
+    """Differentiable barycentrics and depth of the pixels :func:`_zbuffer` covered
     (``face_flat (B * H * W,)``), as :class:`Fragments`."""
     B, N, _ = uv.shape
     pix = (face_flat >= 0).nonzero().squeeze(1)  # (P,)
