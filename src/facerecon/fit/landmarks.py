@@ -141,14 +141,37 @@ def spec_candidates(
     3)`` (e.g. ``lambda i: vertices[:, i]``): the jaw rows' contour candidates, the other rows
     their surface point repeated. Only the jaw rows' candidates are evaluated (17 of 68 rows:
     the landmark stage of a fit asks for them every step)."""
-    J, K = len(JAW), spec.table.shape[1]  # JAW: rows 0..16
-    jaw = points_at(spec.table[:J])  # (B, J, K, 3)
+    jaw_rows, inner_rows, weight = _spec_rows(spec)
+    jaw = points_at(jaw_rows)  # (B, J, K, 3)
+    inner = _inner_points(points_at(inner_rows), weight)  # (B, 68 - J, 3)
+    return torch.cat([jaw, inner[:, :, None].expand(-1, -1, jaw.shape[2], -1)], dim=1)
+
+
+def _spec_rows(spec: LandmarkSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The vertices a spec's landmarks are made of: ``(jaw (J, K) contour candidates, inner
+    (68 - J, m) vertices, their weights (68 - J, m) or None)``; uncalibrated inner rows are
+    their own vertex (``m = 1``, no weights), calibrated ones a barycentric point."""
+    J = len(JAW)  # JAW: rows 0..16
     if spec.index is None:
-        inner = points_at(spec.table[J:, 0])  # (B, 68 - J, 3): the row's vertex
-    else:
-        weight = spec.weight[J:].to(jaw)[None, ..., None]
-        inner = (points_at(spec.index[J:]) * weight).sum(-2)
-    return torch.cat([jaw, inner[:, :, None].expand(-1, -1, K, -1)], dim=1)
+        return spec.table[:J], spec.table[J:, :1], None
+    return spec.table[:J], spec.index[J:], spec.weight[J:]
+
+
+def _inner_points(points: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """``points (B, 68 - J, m, 3)`` of :func:`_spec_rows`' inner vertices as one point per
+    row ``(B, 68 - J, 3)``: the weighted sum, or the vertex itself without weights."""
+    if weight is None:
+        return points[:, :, 0]
+    return (points * weight.to(points)[None, ..., None]).sum(-2)
+
+
+def _silhouette(jaw_uv: torch.Tensor) -> torch.Tensor:
+    """The jaw landmarks ``(B, J, 2)`` from their projected contour candidates ``jaw_uv (B, J,
+    K, 2)`` (column 0 the fixed vertex): the candidate on the silhouette
+    (:func:`facerecon.fit.contour.select_contour`)."""
+    B, J = jaw_uv.shape[:2]
+    choice = select_contour(jaw_uv, torch.ones(J, dtype=torch.bool, device=jaw_uv.device))
+    return torch.gather(jaw_uv, 2, choice[:, :, None, None].expand(B, J, 1, 2))[:, :, 0]
 
 
 def spec_landmarks(
@@ -180,9 +203,7 @@ def project_landmarks(
     uv, _ = project(transform(points, angles, trans, camera), camera)
     fixed = uv[:, :L]  # (B, 68, 2)
     jaw = torch.cat([fixed[:, :J, None], uv[:, L:].reshape(B, J, K - 1, 2)], dim=2)
-    choice = select_contour(jaw, torch.ones(J, dtype=torch.bool, device=uv.device))
-    picked = torch.gather(jaw, 2, choice[:, :, None, None].expand(B, J, 1, 2))[:, :, 0]
-    return torch.cat([picked, fixed[:, J:]], dim=1)
+    return torch.cat([_silhouette(jaw), fixed[:, J:]], dim=1)
 
 
 class LandmarkPoints:
@@ -203,19 +224,11 @@ class LandmarkPoints:
     """
 
     def __init__(self, model, specs: list[LandmarkSpec] | tuple[LandmarkSpec, ...]):
-        J = len(JAW)  # rows 0..16
         self.specs = tuple(specs)
-        parts, self._layout = [], []
-        for spec in self.specs:
-            jaw = spec.table[:J]  # (J, K) candidates, column 0 the fixed vertex
-            if spec.index is None:
-                inner = spec.table[J:, :1]  # (68 - J, 1): the row's vertex
-                weight = torch.ones(inner.shape, dtype=model.mean_shape.dtype)
-            else:
-                inner, weight = spec.index[J:], spec.weight[J:]
-            parts += [jaw.reshape(-1), inner.reshape(-1)]
-            self._layout.append((tuple(jaw.shape), tuple(inner.shape), weight))
-        index = torch.cat(parts).to(model.mean_shape.device)
+        rows = [_spec_rows(spec) for spec in self.specs]
+        self._layout = [(tuple(jaw.shape), tuple(inner.shape), w) for jaw, inner, w in rows]
+        index = torch.cat([r.reshape(-1) for jaw, inner, _ in rows for r in (jaw, inner)])
+        index = index.to(model.mean_shape.device)
         self.mean = model.mean_shape.index_select(0, index)  # (M, 3)
         self.id_basis = model.id_basis.index_select(0, index)  # (M, 3, Kid)
         self.exp_basis = model.exp_basis.index_select(0, index)  # (M, 3, Kexp)
@@ -232,24 +245,19 @@ class LandmarkPoints:
         (B, Kexp)`` and the pose ``angles`` / ``trans (B, 3)``."""
         pts = self.mean + torch.einsum("mck,bk->bmc", self.id_basis, id_coeff)
         pts = pts + torch.einsum("mck,bk->bmc", self.exp_basis, exp_coeff)  # (B, M, 3)
-        B, at, points, shapes = pts.shape[0], 0, [], []
+        B, at, points = pts.shape[0], 0, []
         for jaw_shape, inner_shape, weight in self._layout:
             nj, ni = jaw_shape[0] * jaw_shape[1], inner_shape[0] * inner_shape[1]
             inner = pts[:, at + nj : at + nj + ni].reshape(B, *inner_shape, 3)
-            inner = (inner * weight.to(pts)[None, ..., None]).sum(-2)  # (B, 68 - J, 3)
-            points += [pts[:, at : at + nj], inner]
-            shapes.append(jaw_shape)
+            points += [pts[:, at : at + nj], _inner_points(inner, weight)]
             at += nj + ni
         uv, _ = project(transform(torch.cat(points, dim=1), angles, trans, camera), camera)
         out, at = [], 0
-        for J, K in shapes:
+        for (J, K), inner_shape, _ in self._layout:
             jaw = uv[:, at : at + J * K].reshape(B, J, K, 2)
-            inner = uv[:, at + J * K : at + J * K + 68 - J]
-            at += J * K + 68 - J
-            if K > 1:
-                choice = select_contour(jaw, torch.ones(J, dtype=torch.bool, device=uv.device))
-                jaw = torch.gather(jaw, 2, choice[:, :, None, None].expand(B, J, 1, 2))
-            out.append(torch.cat([jaw[:, :, 0], inner], dim=1))
+            inner = uv[:, at + J * K : at + J * K + inner_shape[0]]
+            at += J * K + inner_shape[0]
+            out.append(torch.cat([_silhouette(jaw) if K > 1 else jaw[:, :, 0], inner], dim=1))
         return out
 
 

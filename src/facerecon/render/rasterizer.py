@@ -114,12 +114,7 @@ def rasterize(
     Returns:
         :class:`Fragments`; ``bary`` and ``depth`` carry gradients to ``uv`` and ``depth``.
     """
-    H, W = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if uv.dim() != 3 or uv.shape[-1] != 2 or depth.shape != uv.shape[:2]:
-        raise RenderBackendError(
-            f"rasterize expects uv (B,N,2) and depth (B,N), got {tuple(uv.shape)} and "
-            f"{tuple(depth.shape)}"
-        )
+    H, W = _checked_size(uv, depth, size, "rasterize")
     if backend not in ("torch", "nvdiffrast", "auto"):
         raise RenderBackendError(f"unknown rasterizer backend {backend!r}")
     if backend == "auto":
@@ -157,18 +152,25 @@ def depth_map(
     Returns:
         ``(B, H, W)`` depth, 0 on background (no gradient).
     """
-    H, W = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if uv.dim() != 3 or uv.shape[-1] != 2 or depth.shape != uv.shape[:2]:
-        raise RenderBackendError(
-            f"depth_map expects uv (B,N,2) and depth (B,N), got {tuple(uv.shape)} and "
-            f"{tuple(depth.shape)}"
-        )
+    H, W = _checked_size(uv, depth, size, "depth_map")
     triangles = triangles.to(device=uv.device, dtype=torch.int64)
     keys = _zbuffer(uv, depth, triangles, H, W, False, near, far)
     # a key is (float32 bits of the depth) << 32 | triangle: the upper half is the depth
     z = (keys >> 32).to(torch.int32).view(torch.float32).to(depth.dtype)
     z = torch.where(keys != _KEY_MAX, z, torch.zeros_like(z))
     return z.view(uv.shape[0], H, W)
+
+
+def _checked_size(
+    uv: torch.Tensor, depth: torch.Tensor, size: tuple[int, int] | int, caller: str
+) -> tuple[int, int]:
+    """``(H, W)`` of ``size``, after checking ``uv (B, N, 2)`` and ``depth (B, N)``."""
+    if uv.dim() != 3 or uv.shape[-1] != 2 or depth.shape != uv.shape[:2]:
+        raise RenderBackendError(
+            f"{caller} expects uv (B,N,2) and depth (B,N), got {tuple(uv.shape)} and "
+            f"{tuple(depth.shape)}"
+        )
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _winners(keys: torch.Tensor) -> torch.Tensor:
