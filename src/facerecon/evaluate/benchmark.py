@@ -759,9 +759,7 @@ def run_synthetic_benchmark(
         from facerecon.methods.base import load_rnet_checked
         from facerecon.nets.cnet import load_cnet
 
-        refine = FitConfig.refine()
-        if fast:
-            refine = dataclasses.replace(refine, fine=dataclasses.replace(refine.fine, iters=0))
+        refine = FitConfig.refine()  # no 224 px stage, quick or not
         cnet = load_cnet(config.cnet, device=device) if config.cnet else None
         rnet = load_rnet_checked(config.rnet, model, device, "rnet")
         s1, s2, s3, net_rows = net_methods(model, rnet, detections, refine, cnet, facerec)

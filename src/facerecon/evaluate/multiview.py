@@ -98,7 +98,7 @@ def _methods(cfg: MultiviewBenchmarkConfig, model) -> dict[str, Callable]:
             m = build_method(cfg.front_method, spec, model)
             out[name] = lambda t, m=m: m(t, False).coeffs
         elif name == "set-fit":
-            fcfg = FitConfig.fast() if cfg.fast else FitConfig()
+            fcfg = FitConfig.fast() if cfg.fast else FitConfig.two_stage()
             m = FitMethod(model, fcfg, embedder_for(fcfg, spec))
             out[name] = lambda t, m=m: m(t, True).coeffs
         elif name in ("mvr", "mvr-auto"):

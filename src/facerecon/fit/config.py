@@ -59,6 +59,10 @@ def calibrated_loss() -> HybridLossConfig:
 #: with x1 (average face 1.26 / 1.13): it costs there about what it gains held out. Open.
 REFINE_PRIOR_SCALE = 4.0
 
+#: photometric steps (at 112 px) of ``auto``'s refinement, after its landmark stage
+#: (:meth:`FitConfig.refine`)
+REFINE_COARSE_ITERS = 30
+
 
 @dataclass
 class FitConfig:
@@ -66,7 +70,13 @@ class FitConfig:
 
     Stage 0 fits pose, identity and expression to the 68 landmarks alone (cheap: only the 68
     landmark vertices are evaluated). Then the hybrid loss runs coarse-to-fine: ``coarse``
-    renders at a reduced size, ``fine`` at 224.
+    renders at a reduced size, ``fine`` at 224. The default is 75 steps at 112 px and no 224 px
+    stage: on the engine's default renders (occluders, blur, noise, JPEG; posed / neutral shape
+    x the average face), tuning seed 2020 (32 renders, |yaw| <= 45) the former 50 + 25 steps
+    read 0.986x / 1.055x, 50 + 0 0.989x / 1.040x, 75 + 0 0.957x / 1.016x; seed 2027 (29,
+    |yaw| <= 60) 0.855x / 0.923x, 0.847x / 0.903x and 0.846x / 0.907x (2026-12-07), at 0.8x
+    the former stages' time (a 224 px step costs about 1.8 112 px steps). The multi-view fits
+    keep the former stages, which they were measured with (:meth:`two_stage`).
 
     The defaults are the noise-aware fit: the landmarks of each detector at their calibrated
     surface points with their calibrated, yaw-dependent noise (``landmark_detector="auto"``,
@@ -88,8 +98,8 @@ class FitConfig:
     """
 
     landmark_iters: int = 120
-    coarse: StageConfig = field(default_factory=lambda: StageConfig(iters=50, size=112))
-    fine: StageConfig = field(default_factory=lambda: StageConfig(iters=25))
+    coarse: StageConfig = field(default_factory=lambda: StageConfig(iters=75, size=112))
+    fine: StageConfig = field(default_factory=lambda: StageConfig(iters=0))
     loss: HybridLossConfig = field(default_factory=lambda: calibrated_loss())
     lr_angles: float = 2e-2
     lr_trans: float = 1e-2
@@ -184,6 +194,13 @@ class FitConfig:
         )
 
     @classmethod
+    def two_stage(cls) -> FitConfig:
+        """The default with the former photometric stages, 50 steps at 112 px then 25 at 224:
+        the multi-view fit's (``mvfit``, and the ``set-fit`` row of the multi-view benchmark),
+        measured with them."""
+        return cls(coarse=StageConfig(iters=50, size=112), fine=StageConfig(iters=25))
+
+    @classmethod
     def fast(cls) -> FitConfig:
         """Fewer steps: for tests and previews."""
         return cls(
@@ -218,15 +235,31 @@ class FitConfig:
         loss: HybridLossConfig | None = None,
         prior_scale: float = REFINE_PRIOR_SCALE,
         agreement: float = 0.0,
+        fine: bool = False,
     ) -> FitConfig:
         """From a network's estimate (``--method auto``): the landmark stage (pose first; it
         re-seats a pose the net got wrong on an unfamiliar photo; 120 steps as the fit's: on
         photo-like bfm-lite renders, seed 7, 23 images, neutral-shape error 0.907 -> 0.874 mm
-        against 45 steps, mean face 0.956), then short photometric stages that move the shape
-        too, all with the noise-aware defaults (the R-Net's identity moves as far as the
-        landmarks' and pixels' evidence carries it against the calibrated prior; photo-detail
-        renders, seed 7, 23 renders, neutral / posed x the average face: 0.875x / 0.818x, with
-        the shape frozen in the photometric stages 0.952x / 0.901x).
+        against 45 steps, mean face 0.956), then a short photometric stage at 112 px that moves
+        the shape too, all with the noise-aware defaults (the R-Net's identity moves as far as
+        the landmarks' and pixels' evidence carries it against the calibrated prior;
+        photo-detail renders, seed 7, 23 renders, neutral / posed x the average face: 0.875x /
+        0.818x, with the shape frozen in the photometric stages 0.952x / 0.901x).
+
+        The photometric refinement is :data:`REFINE_COARSE_ITERS` steps at 112 px and no 224 px
+        stage (``fine=False``). With ``fine=True`` it is the former 20 steps at 112 px and 10
+        at 224 (the multi-view refinement's, which was measured so: :func:`facerecon.methods.
+        multiview.mvr_refine_config`). A 224 px step costs about 1.8 112 px steps, and they did not
+        help: on the engine's default renders (occluders, blur, noise, JPEG; posed / neutral
+        shape x the average face), tuning seed 2020 (32 renders, |yaw| <= 45) 20 + 10 steps
+        0.910x / 0.979x, 30 + 0 0.903x / 0.970x; seed 2027 (29, |yaw| <= 60) 0.864x / 0.913x
+        and 0.840x / 0.902x (2026-12-07). Steps at 112 px alone, seeds 2020 / 2027, posed: 20
+        steps 0.911x / 0.845x, 24 0.908x / 0.844x, 30 0.903x / 0.840x, 40 0.893x / 0.828x (at
+        the former stages' cost); 30 at 96 px 0.899x / 0.836x (barely cheaper: the per-vertex
+        work dominates); 20 + 10 with the 10 at 160 px 0.905x / 0.851x. 30 keeps most of the
+        gain at 0.79x the former stages' time (a step on a batch of 8 1080p photos, one thread:
+        110 ms at 112 px, 196 ms at 224).
+
         For single photos the identity and expression prior is ``prior_scale`` times the
         loss's (:data:`REFINE_PRIOR_SCALE`; 1: the fit's, as the multi-view refinement was
         measured with); a shared identity (``--set``) keeps the loss's. ``agreement > 0``:
@@ -235,10 +268,11 @@ class FitConfig:
         ``loss``: other weights (e.g. those the net was trained with,
         :func:`facerecon.nets.rnet.training_loss_config`).
         """
+        coarse, fine_iters = (20, 10) if fine else (REFINE_COARSE_ITERS, 0)
         return cls(
             landmark_iters=120,
-            coarse=StageConfig(iters=20, size=112),
-            fine=StageConfig(iters=10),
+            coarse=StageConfig(iters=coarse, size=112),
+            fine=StageConfig(iters=fine_iters),
             loss=loss or calibrated_loss(),
             single_prior_scale=prior_scale,
             single_agreement=agreement,

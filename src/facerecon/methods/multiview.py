@@ -117,11 +117,12 @@ class MultiViewFitMethod:
     def __init__(self, model: MorphableModel, config: FitConfig | None = None, facerec=None,
                  rasterizer: str | None = None):  # fmt: skip
         self.model = model
-        self.fitter = FitMethod(model, multiview_config(config or FitConfig()), facerec, rasterizer)
+        cfg = multiview_config(config or FitConfig.two_stage())
+        self.fitter = FitMethod(model, cfg, facerec, rasterizer)
 
     @classmethod
     def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> MultiViewFitMethod:
-        cfg = FitConfig.fast() if spec.fast else FitConfig()
+        cfg = FitConfig.fast() if spec.fast else FitConfig.two_stage()
         return cls(model, cfg, embedder_for(cfg, spec), spec.rasterizer)
 
     def __call__(
@@ -193,8 +194,10 @@ class MVRMethod:
 def mvr_refine_config() -> FitConfig:
     """``mvr-auto``'s joint refinement: :meth:`FitConfig.refine` with the fit's prior, also
     for a single view (``auto``'s stronger prior for single photos is not applied: the
-    multi-view benchmark was measured without it)."""
-    return FitConfig.refine(prior_scale=1.0)
+    multi-view benchmark was measured without it), and its photometric stages at 112 and 224 px
+    (``fine=True``: the single-photo refinement dropped the 224 px stage after measuring it on
+    single renders; the multi-view benchmark was measured with it)."""
+    return FitConfig.refine(prior_scale=1.0, fine=True)
 
 
 class MVRAutoMethod:
