@@ -268,10 +268,10 @@ class FitConfig:
         ``loss``: other weights (e.g. those the net was trained with,
         :func:`facerecon.nets.rnet.training_loss_config`).
         """
-        coarse, fine_iters = (20, 10) if fine else (REFINE_COARSE_ITERS, 0)
+        coarse_iters, fine_iters = (20, 10) if fine else (REFINE_COARSE_ITERS, 0)
         return cls(
             landmark_iters=120,
-            coarse=StageConfig(iters=coarse, size=112),
+            coarse=StageConfig(iters=coarse_iters, size=112),
             fine=StageConfig(iters=fine_iters),
             loss=loss or calibrated_loss(),
             single_prior_scale=prior_scale,
