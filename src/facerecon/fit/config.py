@@ -23,6 +23,9 @@ class StageConfig:
     # albedo), so only the stage's other terms move the shape (e.g. the multi-view fit's
     # cross-view term, ``HybridLossConfig.extra["cross_view"]``)
     photo_shape: bool = True
+    # < 1: the stage renders the model decimated to about this fraction of its vertices
+    # (:func:`facerecon.morphable.decimate.coarse_model`; the landmarks stay on the full model)
+    mesh_fraction: float = 1.0
 
 
 #: the shape coefficients (``StageConfig.frozen=SHAPE``: a photometric stage that refines pose,
@@ -59,9 +62,28 @@ def calibrated_loss() -> HybridLossConfig:
 #: with x1 (average face 1.26 / 1.13): it costs there about what it gains held out. Open.
 REFINE_PRIOR_SCALE = 4.0
 
-#: photometric steps (at 112 px) of ``auto``'s refinement, after its landmark stage
-#: (:meth:`FitConfig.refine`)
-REFINE_COARSE_ITERS = 30
+#: photometric steps (at 112 px, on the coarse mesh) of ``auto``'s refinement, after its
+#: landmark stage (:meth:`FitConfig.refine`)
+REFINE_COARSE_ITERS = 60
+
+#: fraction of the model's vertices the 112 px photometric steps of ``auto``'s refinement
+#: render (``StageConfig.mesh_fraction``; :func:`facerecon.morphable.decimate.coarse_model`:
+#: bfm-lite's 15,204 vertices -> 5,044, 29,907 triangles -> 9,789; the landmark terms stay on
+#: the full model). At 112 px the full mesh has more vertices than the face has pixels; on
+#: the coarse one a step on a batch of 8 costs about 0.52 of a full-mesh step (78 against 150
+#: ms, one thread; on one photo, where fixed costs dominate, 31 against 36 ms, two threads), its
+#: renders differ from the full mesh's by 0.3 % of intensity on average, and the time saved
+#: buys more steps. Posed / neutral shape x the average face on the engine's default renders,
+#: tuning seeds 2020 (32 renders, |yaw| <= 45) / 2027 (29, |yaw| <= 60), 2026-12-07:
+#: ``auto`` 30 steps on the full mesh (before) 0.903 / 0.970 and 0.840 / 0.902; 30 coarse
+#: 0.911 / 0.975 (2020); 50 coarse 0.895 / 0.962 (2020); 60 coarse 0.895 / 0.959 and 0.825 /
+#: 0.900 (shipped); 60 at 0.25 0.888 / 0.953 and 0.829 / 0.906; 80 at 0.25 0.828 / 0.900
+#: (2027). The held-out benchmark (seed 2019): 0.853 -> 0.838 mm posed, 0.730 -> 0.718
+#: neutral. The fit keeps the full mesh: 120 coarse steps in place of its 75 full ones read
+#: 0.928 / 0.976 and 0.857 / 0.930 on the tuning seeds (against 0.957 / 1.016 and 0.846 /
+#: 0.907; 75 coarse 0.944 / 1.011 and 0.854 / 0.917) but 0.966 mm posed held out against
+#: 0.920, and 7.12 % landmark NME on ``faces_68pt`` against 6.96.
+COARSE_MESH_FRACTION = 0.33
 
 
 @dataclass
@@ -69,13 +91,14 @@ class FitConfig:
     """Analysis-by-synthesis fitting of one photo or of an image set.
 
     Stage 0 fits pose, identity and expression to the 68 landmarks alone (cheap: only the 68
-    landmark vertices are evaluated). Then the hybrid loss runs coarse-to-fine: ``coarse``
-    renders at a reduced size, ``fine`` at 224. The default is 75 steps at 112 px and no 224 px
-    stage: on the engine's default renders (occluders, blur, noise, JPEG; posed / neutral shape
-    x the average face), tuning seed 2020 (32 renders, |yaw| <= 45) the former 50 + 25 steps
-    read 0.986x / 1.055x, 50 + 0 0.989x / 1.040x, 75 + 0 0.957x / 1.016x; seed 2027 (29,
-    |yaw| <= 60) 0.855x / 0.923x, 0.847x / 0.903x and 0.846x / 0.907x (2026-12-07), at 0.8x
-    the former stages' time (a 224 px step costs about 1.8 112 px steps). The multi-view fits
+    landmark vertices are evaluated). Then the hybrid loss runs coarse-to-fine: ``coarse`` renders
+    at a reduced size, ``fine`` at 224. The default is 75 steps at 112 px on the full mesh (the
+    coarse mesh did not help the fit: :data:`COARSE_MESH_FRACTION`) and no 224 px stage, in place of
+    50 + 25 steps with a 224 px stage: on the engine's default renders (occluders, blur, noise,
+    JPEG; posed / neutral shape x the average face), tuning seed 2020 (32 renders, |yaw| <= 45) the
+    former 50 + 25 steps read 0.986x / 1.055x, 50 + 0 0.989x / 1.040x, 75 + 0 0.957x / 1.016x; seed
+    2027 (29, |yaw| <= 60) 0.855x / 0.923x, 0.847x / 0.903x and 0.846x / 0.907x (2026-12-07), at
+    0.8x the former stages' time (a 224 px step costs about 1.8 112 px steps). The multi-view fits
     keep the former stages, which they were measured with (:meth:`two_stage`).
 
     The defaults are the noise-aware fit: the landmarks of each detector at their calibrated
@@ -195,9 +218,9 @@ class FitConfig:
 
     @classmethod
     def two_stage(cls) -> FitConfig:
-        """The default with the former photometric stages, 50 steps at 112 px then 25 at 224:
-        the multi-view fit's (``mvfit``, and the ``set-fit`` row of the multi-view benchmark),
-        measured with them."""
+        """The default with the former photometric stages, 50 steps at 112 px then 25 at 224, on
+        the full mesh: the multi-view fit's (``mvfit``, and the ``set-fit`` row of the
+        multi-view benchmark), measured with them."""
         return cls(coarse=StageConfig(iters=50, size=112), fine=StageConfig(iters=25))
 
     @classmethod
@@ -246,19 +269,21 @@ class FitConfig:
         photo-detail renders, seed 7, 23 renders, neutral / posed x the average face: 0.875x /
         0.818x, with the shape frozen in the photometric stages 0.952x / 0.901x).
 
-        The photometric refinement is :data:`REFINE_COARSE_ITERS` steps at 112 px and no 224 px
-        stage (``fine=False``). With ``fine=True`` it is the former 20 steps at 112 px and 10
-        at 224 (the multi-view refinement's, which was measured so: :func:`facerecon.methods.
-        multiview.mvr_refine_config`). A 224 px step costs about 1.8 112 px steps, and they did not
-        help: on the engine's default renders (occluders, blur, noise, JPEG; posed / neutral
-        shape x the average face), tuning seed 2020 (32 renders, |yaw| <= 45) 20 + 10 steps
-        0.910x / 0.979x, 30 + 0 0.903x / 0.970x; seed 2027 (29, |yaw| <= 60) 0.864x / 0.913x
-        and 0.840x / 0.902x (2026-12-07). Steps at 112 px alone, seeds 2020 / 2027, posed: 20
-        steps 0.911x / 0.845x, 24 0.908x / 0.844x, 30 0.903x / 0.840x, 40 0.893x / 0.828x (at
-        the former stages' cost); 30 at 96 px 0.899x / 0.836x (barely cheaper: the per-vertex
-        work dominates); 20 + 10 with the 10 at 160 px 0.905x / 0.851x. 30 keeps most of the
-        gain at 0.79x the former stages' time (a step on a batch of 8 1080p photos, one thread:
-        110 ms at 112 px, 196 ms at 224).
+        The photometric refinement is :data:`REFINE_COARSE_ITERS` steps at 112 px on the coarse mesh
+        (:data:`COARSE_MESH_FRACTION`, where this choice is measured) and no 224 px stage
+        (``fine=False``). Before the coarse mesh it was 30 steps on the full mesh; the figures below
+        are of that mesh. With ``fine=True`` it is the former 20 steps at 112 px and 10 at 224 on
+        the full mesh (the multi-view refinement's, which was measured so:
+        :func:`facerecon.methods.multiview.mvr_refine_config`). A 224 px step costs about 1.8 112 px
+        steps, and they did not help: on the engine's default renders (occluders, blur, noise, JPEG;
+        posed / neutral shape x the average face), tuning seed 2020 (32 renders, |yaw| <= 45) 20 +
+        10 steps 0.910x / 0.979x, 30 + 0 0.903x / 0.970x; seed 2027 (29, |yaw| <= 60) 0.864x /
+        0.913x and 0.840x / 0.902x (2026-12-07). Steps at 112 px alone, seeds 2020 / 2027, posed: 20
+        steps 0.911x / 0.845x, 24 0.908x / 0.844x, 30 0.903x / 0.840x, 40 0.893x / 0.828x (at the
+        former stages' cost); 30 at 96 px 0.899x / 0.836x (barely cheaper: the per-vertex work
+        dominates); 20 + 10 with the 10 at 160 px 0.905x / 0.851x. 30 keeps most of the gain at
+        0.79x the former stages' time (a step on a batch of 8 1080p photos, one thread: 110 ms at
+        112 px, 196 ms at 224).
 
         For single photos the identity and expression prior is ``prior_scale`` times the
         loss's (:data:`REFINE_PRIOR_SCALE`; 1: the fit's, as the multi-view refinement was
@@ -268,11 +293,16 @@ class FitConfig:
         ``loss``: other weights (e.g. those the net was trained with,
         :func:`facerecon.nets.rnet.training_loss_config`).
         """
-        coarse_iters, fine_iters = (20, 10) if fine else (REFINE_COARSE_ITERS, 0)
+        if fine:
+            coarse = StageConfig(iters=20, size=112)
+        else:
+            coarse = StageConfig(
+                iters=REFINE_COARSE_ITERS, size=112, mesh_fraction=COARSE_MESH_FRACTION
+            )
         return cls(
             landmark_iters=120,
-            coarse=StageConfig(iters=coarse_iters, size=112),
-            fine=StageConfig(iters=fine_iters),
+            coarse=coarse,
+            fine=StageConfig(iters=10 if fine else 0),
             loss=loss or calibrated_loss(),
             single_prior_scale=prior_scale,
             single_agreement=agreement,

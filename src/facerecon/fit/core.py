@@ -46,6 +46,7 @@ from facerecon.losses import (
 )
 from facerecon.memo import TensorMemo
 from facerecon.morphable import MorphableModel
+from facerecon.morphable.decimate import coarse_model
 from facerecon.render import CameraConfig, project, render, transform
 
 Embedder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -427,14 +428,22 @@ def prior_term(params, cfg: FitConfig) -> torch.Tensor:
     return coefficient_regularization(ids, exp, params.tex_coeff, alpha, beta, delta=cfg.loss.delta)
 
 
+#: the target photos' resized copies (:func:`_resize`)
+_RESIZED = TensorMemo(size=8)
+
+
 def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(v.detach()) for k, v in parts.items()}
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``x (B, C, S, S)`` area-resized to ``size``; a photo's resized copy is made once per fit
+    (the same tensor every step; :data:`_RESIZED`), a render's every call."""
     if x.shape[-1] == size:
         return x
-    return F.interpolate(x, size=(size, size), mode="area")
+    if x.requires_grad:
+        return F.interpolate(x, size=(size, size), mode="area")
+    return _RESIZED.get((x,), lambda: F.interpolate(x, size=(size, size), mode="area"), size)
 
 
 def hybrid_terms(
@@ -451,19 +460,26 @@ def hybrid_terms(
     """Every loss term of the current parameters, rendering at ``stage.size``.
 
     ``observations`` (:func:`landmark_observations`) are the landmark sets and which surface
-    points they are (default: ``target.lm68`` on the model's fixed landmark vertices).
+    points they are (default: ``target.lm68`` on the model's fixed landmark vertices). With
+    ``stage.mesh_fraction < 1`` the photometric terms render the model decimated to that
+    fraction of its vertices (:func:`facerecon.morphable.decimate.coarse_model`, which holds
+    the albedo term too); the landmark terms stay on the full model.
     """
     w = cfg.loss
     ids = params.ids()
-    vertices, albedo = model(ids, params.exp_coeff, params.tex_coeff)
+    mesh = coarse_model(model, stage.mesh_fraction)
+    vertices, albedo = mesh(ids, params.exp_coeff, params.tex_coeff)
     terms: dict[str, torch.Tensor] = {}
     if observations is None:
         spec = landmark_spec(model, contour=False)
         observations = [LandmarkObservation(spec, target.lm68, target.lm_valid)]
-    points_at = lambda i: vertices[:, i]  # noqa: E731
+    if mesh is model:
+        points_at = lambda i: vertices[:, i]  # noqa: E731
+    else:
+        points_at = lambda i: model.shape_at(ids, params.exp_coeff, i)  # noqa: E731
     lm, terms["landmark"] = _landmarks_and_term(observations, points_at, params, cfg, camera)
     terms["coef"] = prior_term(params, cfg)
-    terms["tex"] = albedo_flatness_loss(albedo, model.skin_mask)
+    terms["tex"] = albedo_flatness_loss(albedo, mesh.skin_mask)
     _add_temporal(terms, params, cfg)
     if w.w_light:
         terms["light"] = lighting_regularization(params.gamma)
@@ -472,21 +488,21 @@ def hybrid_terms(
         out = render(
             vertices if stage.photo_shape else vertices.detach(),
             albedo,
-            model.triangles,
+            mesh.triangles,
             params.angles,
             params.trans,
             params.gamma,
             cam,
             backend=cfg.rasterizer,
         )
-        front = front_pixels(model, out.face_idx).unsqueeze(1)
+        front = front_pixels(mesh, out.face_idx).unsqueeze(1)
         face_mask = out.mask.to(out.image.dtype) * front
         image = _resize(target.image, stage.size)
         attention = _resize(target.attention, stage.size)
         if stage.photometric:
             terms["photo"] = photometric_loss(image, out.image, attention * face_mask)
             if cross_view_active(cfg, image.shape[0]):
-                terms["cross_view"] = cross_view_term(model, vertices, params, image, out, cam)
+                terms["cross_view"] = cross_view_term(mesh, vertices, params, image, out, cam)
         if stage.perceptual and facerec is not None and target_embedding is not None:
             composite = out.image * face_mask + image * (1 - face_mask)
             composite = _resize(composite, camera.size) if stage.size != camera.size else composite
