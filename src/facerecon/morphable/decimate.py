@@ -26,7 +26,7 @@ import torch
 from facerecon.cache import cache_dir
 from facerecon.fileio import atomic_savez
 from facerecon.memo import TensorMemo
-from facerecon.morphable.model import MorphableModel
+from facerecon.morphable.model import ARRAY_KEYS, MorphableModel
 
 __all__ = ["coarse_model", "decimate"]
 
@@ -70,6 +70,17 @@ def _neighbours(edges: np.ndarray, n: int) -> list[set[int]]:
         out[a].add(b)
         out[b].add(a)
     return out
+
+
+def _collapsed(tri: np.ndarray, target_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``tri (F, 3)`` after moving each vertex ``u`` with ``target_of[u] >= 0`` onto it:
+    ``(hit (F, 3) the corners moved, new (F, 3), degenerate (F,) rows left with a repeated
+    vertex)``."""
+    hit = target_of[tri] >= 0
+    new = tri.copy()
+    new[hit] = target_of[tri[hit]]
+    degenerate = (new[:, 0] == new[:, 1]) | (new[:, 1] == new[:, 2]) | (new[:, 0] == new[:, 2])
+    return hit, new, degenerate
 
 
 def decimate(
@@ -144,24 +155,15 @@ def decimate(
         target_of = np.full(n, -1)
         target_of[chosen_u] = chosen_w
         # each triangle holds at most one chosen vertex (they are pairwise non-adjacent)
-        hit = target_of[tri] >= 0
-        rows_hit = hit.any(1)
-        new = tri.copy()
-        new[hit] = target_of[tri[hit]]
-        degenerate = (new[:, 0] == new[:, 1]) | (new[:, 1] == new[:, 2]) | (new[:, 0] == new[:, 2])
-        moved = rows_hit & ~degenerate
+        hit, new, degenerate = _collapsed(tri, target_of)
+        moved = hit.any(1) & ~degenerate
         n_old, _ = _face_normals(v, tri[moved])
         n_new, area2 = _face_normals(v, new[moved])
         bad = ((n_old * n_new).sum(1) < _MIN_NORMAL_COS) | (area2 < 1e-10)
         refused = np.unique(tri[moved][bad][hit[moved][bad]])
         if refused.size:
             target_of[refused] = -1
-            hit = target_of[tri] >= 0
-            new = tri.copy()
-            new[hit] = target_of[tri[hit]]
-            degenerate = (
-                (new[:, 0] == new[:, 1]) | (new[:, 1] == new[:, 2]) | (new[:, 0] == new[:, 2])
-            )
+            hit, new, degenerate = _collapsed(tri, target_of)
         done = np.flatnonzero(target_of >= 0)
         if done.size == 0:
             break
@@ -244,7 +246,8 @@ def coarse_model(model: MorphableModel, fraction: float) -> MorphableModel:
         return model
     target = max(round(model.n_vertices * fraction), 100)
     return _MEMO.get(
-        (model.mean_shape, model.triangles, model.id_basis),
+        # every buffer the coarse model is made from
+        tuple(getattr(model, k) for k in ARRAY_KEYS),
         lambda: _make_coarse(model, target),
         target,
     )
