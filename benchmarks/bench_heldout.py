@@ -9,7 +9,10 @@ uses seed 1: no identity is shared). This is the networks' in-distribution test:
 "the method does not recover shape" from synthetic-ict's ICT-vs-BFM model gap (different
 landmark definitions and shape spaces). Rows: fit, mean face, and rnet / auto (and the C-Net
 set rows) when R-Net weights are given (``--rnet``, ``$FACERECON_BENCH_RNET``, default the
-shipped ones, with the shipped C-Net). No extra data is needed.
+shipped ones, with the shipped C-Net). The full run adds two diagnostic rows, ``fit: true
+landmarks`` and ``auto: true landmarks``: the same methods aligned and fitted on the renders' true
+68 landmarks instead of the detectors' (``TrueLandmarks``), i.e. what the detectors' error costs.
+No extra data is needed.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def config(quick: bool, rnet: str | None = None):
         gt_model="bfm-lite",
         methods=("fit", "mean-face"),
         quick=quick,
+        true_landmarks=not quick,
         rnet=rnet,
         cnet=cnet,
         texture_dir=_bench_synthetic()._textures(),

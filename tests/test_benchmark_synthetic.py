@@ -231,3 +231,44 @@ def test_bench_rows_stay_in_their_section(quick_result):
         rows = mod.rows_from_result(quick_result, section)
         assert len(rows) > 5 and {r["section"] for r in rows} == {section}
         assert any(r["name"].startswith("image set (vs neutral GT): ") for r in rows)
+
+
+def test_true_landmarks_align_on_the_renders_truth():
+    """The diagnostic rows' detections are the render's true landmarks: the crop's points are
+    the truth mapped into the crop, no other detector is reported, and a landmark-only fit on
+    them (the model's own vertices, no silhouette contour) reprojects onto them within a pixel,
+    which no detector's points allow (their definition differs from the model's vertices)."""
+    import dataclasses
+
+    import torch
+
+    from facerecon.data.synthetic import SynthConfig, SyntheticFaces
+    from facerecon.evaluate.benchmark import TrueLandmarks, true_landmark_methods
+    from facerecon.fit import FitConfig, fitted_landmarks
+    from facerecon.fit.config import StageConfig
+    from facerecon.methods import FitMethod, crops_target
+    from facerecon.morphable import load_face_model
+    from facerecon.render import CameraConfig
+
+    model = load_face_model("bfm-lite")
+    engine = SyntheticFaces(model, SynthConfig(clean=True, max_yaw_deg=30.0), seed=3)
+    sample = engine.sample(0, 0)
+    truth = TrueLandmarks()
+    face = truth.aligned(sample)
+    assert truth.detector_of(sample) == "true landmarks" and truth.alt_of(sample) == {}
+    np.testing.assert_allclose(face.lm68, face.transform.to_crop(sample.lm68), atol=1e-9)
+    cfg = dataclasses.replace(
+        FitConfig(coarse=StageConfig(iters=0, size=112), fine=StageConfig(iters=0)),
+        contour_landmarks=False,
+    )
+    target = crops_target([face], model.mean_shape, ("true landmarks",), [{}])
+    coeffs = FitMethod(model, cfg)(target, False).coeffs
+    parts = model.layout.split(coeffs)
+    with torch.no_grad():
+        vertices = model.shape(parts["id_coeff"], parts["exp_coeff"])
+        lm = fitted_landmarks(model, vertices, parts["angles"], parts["trans"], CameraConfig(),
+                              contour=False)[0].numpy()  # fmt: skip
+    err = np.linalg.norm(lm - face.lm68, axis=1)
+    assert err.mean() < 1.0, err.mean()
+    rows = true_landmark_methods(model, FitConfig.fast())
+    assert set(rows) == {"fit: true landmarks"}

@@ -74,6 +74,7 @@ __all__ = [
     "MethodRows",
     "Prediction",
     "SyntheticBenchmarkConfig",
+    "TrueLandmarks",
     "ablation_methods",
     "benchmark_icp_stages",
     "fit_methods",
@@ -82,6 +83,7 @@ __all__ = [
     "net_methods",
     "run_synthetic_benchmark",
     "summarize",
+    "true_landmark_methods",
 ]
 
 SECTIONS = ("single", "single_neutral", "by_yaw", "by_yaw_neutral", "sets", "multiview")
@@ -117,6 +119,9 @@ class SyntheticBenchmarkConfig:
     oracle_reg: float = 1.0
     device: str = "cpu"
     ablation: bool = False  # Table-1 rows on the fitting path (see ablation_methods)
+    # diagnostic rows "fit: true landmarks" (and "auto: ..."): the renders' true landmarks in
+    # place of the detectors' (true_landmark_methods)
+    true_landmarks: bool = False
     rnet: str | None = None  # R-Net weights: adds "rnet" and "auto" (and the sets' averaging)
     # the renders' albedo (SynthConfig.albedo): "photo-detail" (the model's albedo times the
     # photo textures' detail: photo-like eyes, brows, lips and skin, detectors behave as on
@@ -278,6 +283,44 @@ class Detections:
         """Forget cached detections (call between identities to bound memory)."""
         self._aligned.clear()
         self._alt.clear()
+
+
+class TrueLandmarks(Detections):
+    """A :class:`Detections` that aligns each render on its *true* 68 landmarks (the model's
+    landmark vertices projected, ``FaceSample.lm68``) as if a detector made no error, and
+    names them ``"true landmarks"`` (no calibration: a fit takes the model's own vertices,
+    which is what they are). Input of the diagnostic rows that show what the detectors' error
+    costs a method (``SyntheticBenchmarkConfig.true_landmarks``); never a product path."""
+
+    NAME = "true landmarks"
+
+    def _detect(self, sample) -> tuple[Any | None, str | None]:
+        from facerecon.detect import align
+
+        hit = self._aligned.get(id(sample))
+        if hit is not None and hit[0] is sample:
+            return hit[1], hit[2]
+        aligned = align(sample.image, np.asarray(sample.lm68, dtype=np.float64))
+        self._aligned[id(sample)] = (sample, aligned, self.NAME)
+        self._alt[id(sample)] = {}
+        return aligned, self.NAME
+
+
+def true_landmark_methods(model, fit_config, refine_config=None, rnet=None, facerec=None):
+    """Diagnostic single-image rows on :class:`TrueLandmarks`: ``fit`` (and with an R-Net
+    ``auto``) with the renders' true landmarks, their jaw points on the model's fixed jaw
+    vertices as the truth's are (no silhouette contour): the shape a method would recover if
+    its landmarks had no detector error."""
+    from facerecon.methods import AutoMethod, FitMethod, RNetMethod
+
+    truth = TrueLandmarks()
+    cfg = dataclasses.replace(fit_config, contour_landmarks=False)
+    rows = {"fit: true landmarks": MethodRows(FitMethod(model, cfg, facerec), truth).single}
+    if rnet is not None and refine_config is not None:
+        refine = dataclasses.replace(refine_config, contour_landmarks=False)
+        auto = AutoMethod(RNetMethod(model, rnet), FitMethod(model, refine, facerec))
+        rows["auto: true landmarks"] = MethodRows(auto, truth).single
+    return rows
 
 
 class MethodRows:
@@ -766,6 +809,10 @@ def run_synthetic_benchmark(
         all_single.update(s1)
         all_sets.update(s2)
         all_multi.update(s3)
+    if config.true_landmarks and "fit" in config.methods:
+        rnet_net = rnet if config.rnet else None
+        refine_cfg = refine if config.rnet else None
+        all_single.update(true_landmark_methods(model, fit_config, refine_cfg, rnet_net, facerec))
     if "mean-face" in config.methods:
         s1, s2, s3 = mean_face_methods(model)
         all_single.update(s1)
