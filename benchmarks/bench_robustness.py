@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: times the fuzz suite runs its two-run race here (tests/test_fuzz.py RACES: 10 in make test)
+RACES = 20
 SHARED = Path(os.environ.get("FACERECON_SHARED", ROOT.parent / "shared"))
 SECTION = "Robustness (bad inputs, very large photos)"
 
@@ -36,7 +38,8 @@ def fuzz_cases(run_them: bool) -> tuple[int, int | None, float, list[str]]:
     n = int(m.group(1)) if m else 0
     if not run_them:
         return n, None, time.perf_counter() - start, []
-    done = subprocess.run([*args, "-rf"], capture_output=True, text=True, cwd=ROOT)
+    env = {**os.environ, "FACERECON_FUZZ_RACES": str(RACES)}
+    done = subprocess.run([*args, "-rf"], capture_output=True, text=True, cwd=ROOT, env=env)
     passed = re.search(r"(\d+) passed", done.stdout)
     failed = re.findall(r"^FAILED (\S+)", done.stdout, re.M)
     return n, int(passed.group(1)) if passed else 0, time.perf_counter() - start, failed
@@ -72,7 +75,7 @@ def run(quick: bool = False) -> list[dict]:
     what = (
         "generated inputs: 28 photo-level (corrupt, truncated, empty, bombs, no face, turned, "
         "16-bit, CMYK, unicode names, links, strips, 24 MP...), command errors, a folder "
-        "held by another run, the two-run race 20 times, Ctrl-C then --resume, large photos"
+        f"held by another run, the two-run race {RACES} times, Ctrl-C then --resume, large photos"
     )
     row("fuzz suite (tests/test_fuzz.py): cases", n, "cases", what)
     if passed is not None:
