@@ -236,8 +236,8 @@ def test_bench_rows_stay_in_their_section(quick_result):
 def test_true_landmarks_align_on_the_renders_truth():
     """The diagnostic rows' detections are the render's true landmarks: the crop's points are
     the truth mapped into the crop, no other detector is reported, and a landmark-only fit on
-    them (the model's own vertices, no silhouette contour) reprojects onto them within a pixel,
-    which no detector's points allow (their definition differs from the model's vertices)."""
+    them (the model's own vertices, no silhouette contour) reprojects onto them within a pixel
+    on average."""
     import dataclasses
 
     import torch

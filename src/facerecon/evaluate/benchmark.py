@@ -254,25 +254,29 @@ class Detections:
         return self._detect(sample)[1]
 
     def _detect(self, sample) -> tuple[Any | None, str | None]:
-        from facerecon.detect import align, detect_one
-        from facerecon.errors import FaceReconError
-
         hit = self._aligned.get(id(sample))
         if hit is not None and hit[0] is sample:
             return hit[1], hit[2]
-        aligned, backend, alt = None, None, {}
+        aligned, backend, alt = self._find(sample)
+        self._aligned[id(sample)] = (sample, aligned, backend)
+        self._alt[id(sample)] = alt
+        return aligned, backend
+
+    def _find(self, sample) -> tuple[Any | None, str | None, dict]:
+        """``(aligned face or None, backend name, other detectors' crop landmarks)`` of a
+        sample, uncached: the detectors in order until one finds a face."""
+        from facerecon.detect import align, detect_one
+        from facerecon.errors import FaceReconError
+
         for det in self.detectors or [None]:
             try:
                 face = detect_one(sample.image, detector_obj=det)
             except FaceReconError:
                 continue
             aligned = align(sample.image, face.lm68)
-            backend = face.detector or "dlib hog"
             alt = {k: aligned.transform.to_crop(v) for k, v in face.alt_lm68.items()}
-            break
-        self._aligned[id(sample)] = (sample, aligned, backend)
-        self._alt[id(sample)] = alt
-        return aligned, backend
+            return aligned, face.detector or "dlib hog", alt
+        return None, None, {}
 
     def alt_of(self, sample) -> dict:
         """Other detectors' landmarks of the sample's face, ``{name: (68, 2)}`` crop pixels."""
@@ -294,16 +298,10 @@ class TrueLandmarks(Detections):
 
     NAME = "true landmarks"
 
-    def _detect(self, sample) -> tuple[Any | None, str | None]:
+    def _find(self, sample) -> tuple[Any, str, dict]:
         from facerecon.detect import align
 
-        hit = self._aligned.get(id(sample))
-        if hit is not None and hit[0] is sample:
-            return hit[1], hit[2]
-        aligned = align(sample.image, np.asarray(sample.lm68, dtype=np.float64))
-        self._aligned[id(sample)] = (sample, aligned, self.NAME)
-        self._alt[id(sample)] = {}
-        return aligned, self.NAME
+        return align(sample.image, np.asarray(sample.lm68, dtype=np.float64)), self.NAME, {}
 
 
 def true_landmark_methods(model, fit_config, refine_config=None, rnet=None, facerec=None):
