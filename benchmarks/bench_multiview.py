@@ -6,9 +6,10 @@ Synthetic view triples (photo-detail albedo, held-out seed 2026) of bfm-lite and
 identities at yaws (-s, 0, +s), s = 30 and 60 degrees; the product's detector chain; every
 method with 1, 2 and 3 views (``facerecon.evaluate.multiview``): the average face, the front
 view alone (the single-image default, ``auto``), ``--set`` (one identity, per-view
-expression), the multi-view fit, ``mvr`` and ``mvr-auto``. Scored with the benchmark's ICP
-protocol (posed shape; the neutral shape against the neutral truth in the notes). DF-MVR's
-speed is ``bench_mvr_speed.py``.
+expression), the multi-view fit, ``mvr`` and ``mvr-auto``; full runs add the diagnostic row
+``mvfit: true landmarks`` (the multi-view fit on the renders' true landmarks). Scored with
+the benchmark's ICP protocol (posed shape; the neutral shape against the neutral truth in the
+notes). DF-MVR's speed is ``bench_mvr_speed.py``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def accuracy_rows(quick: bool) -> list[dict]:
             n_triples=QUICK if quick else FULL,
             fast=quick,
             texture_dir=_texture_dir(),
+            true_landmarks=not quick,
         )
         res = run_multiview_benchmark(cfg, progress=print)
         for spread, by_views in res["summary"].items():

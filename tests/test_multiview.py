@@ -179,3 +179,82 @@ def test_multiview_fit_shares_one_shape_held_to_the_prior_once():
         True, True, "map",
     )  # fmt: skip
     assert joint.coarse.iters == single.coarse.iters and single.coarse.photo_shape
+
+
+@pytest.mark.slow
+def test_multiview_benchmark_rows_and_true_landmark_diagnostic():
+    """The multi-view benchmark (``facerecon.evaluate.multiview``) accounts for every triple
+    of every row, and its diagnostic row on the renders' true landmarks runs every view (no
+    detector can miss one) and beats the average face with three views at +-30 degrees."""
+    from facerecon.evaluate.multiview import (
+        TRUE_MVFIT,
+        MultiviewBenchmarkConfig,
+        run_multiview_benchmark,
+    )
+
+    cfg = MultiviewBenchmarkConfig(
+        spreads_deg=(30.0,), n_triples=1, views=(1, 3), methods=("mean-face", "mvfit"),
+        fast=True, albedo="model", true_landmarks=True,
+    )  # fmt: skip
+    res = run_multiview_benchmark(cfg)
+    cells = res["summary"][30.0]
+    assert set(cells) == {1, 3}
+    for k, cell in cells.items():
+        assert set(cell) == {"mean-face", "mvfit", TRUE_MVFIT}
+        for name, m in cell.items():
+            assert m["n"] + m["failures"] == 1, (k, name)
+        assert cell[TRUE_MVFIT]["n"] == 1 and cell["mean-face"]["n"] == 1
+    three = cells[3]
+    print({name: round(m["rmse"], 3) for name, m in three.items()})
+    assert three[TRUE_MVFIT]["rmse"] < 0.9 * three["mean-face"]["rmse"]
+    assert set(res["seconds_per_call"]) == {"mvfit", TRUE_MVFIT}
+
+
+def test_pgn_poses_the_side_views_and_replaces_their_landmarks(model, triple):
+    """:func:`pose_guided_views`: views the shipped PGN reads as turned past ``side_yaw`` get
+    its pose (within 6 degrees of the render's on these +-40 views) and its 2D points, on the
+    model's vertices at the side weight, in place of every detector's; the front view and the
+    starting shape are left alone, and with no view past ``side_yaw`` nothing changes."""
+    from facerecon.methods import MethodSpec
+    from facerecon.methods.multiview import (
+        PGN_LANDMARKS,
+        SIDE_LANDMARK_WEIGHT,
+        load_pgn_if_any,
+        pose_guided_views,
+    )
+
+    views, target = triple
+    pgn = load_pgn_if_any(MethodSpec(), model)
+    assert pgn is not None  # PGN weights ship for bfm-lite
+    more = (("mediapipe", target.lm68.clone()),)
+    target = dataclasses.replace(target, detector="dlib hog", more_lm68=more)
+    same, init = pose_guided_views(model, pgn, target)  # +-40: no side view past 45
+    assert same is target and init is None
+
+    guided, init = pose_guided_views(model, pgn, target, side_yaw=30.0)
+    assert guided.detector == (PGN_LANDMARKS, "dlib hog", PGN_LANDMARKS)
+    side = torch.tensor([True, False, True])
+    assert torch.equal(guided.lm68[1], target.lm68[1])
+    assert not torch.equal(guided.lm68[0], target.lm68[0])
+    assert torch.all(guided.lm_valid[side] == SIDE_LANDMARK_WEIGHT)
+    assert torch.all(guided.lm_valid[1] == 1.0)
+    alt = guided.more_lm68[0][1]
+    assert torch.isnan(alt[side]).all() and torch.equal(alt[1], target.lm68[1])
+    parts = model.layout.split(init)
+    assert torch.all(parts["id_coeff"] == 0) and torch.all(parts["exp_coeff"] == 0)
+    yaws = torch.rad2deg(parts["angles"][:, 1])
+    truth = [float(np.rad2deg(v.coeffs["angles"][1])) for v in views]
+    assert torch.allclose(yaws.double(), torch.tensor(truth, dtype=torch.float64), atol=6.0)
+    # the PGN's points of a side view lie near the render's landmarks (mean < 15 % of the
+    # eye-corner distance; the side weight keeps them an anchor for the pose)
+    lm = target.lm68[0]
+    iod = float(torch.linalg.norm(lm[36] - lm[45]))
+    err = torch.linalg.norm(guided.lm68[0] - lm, dim=-1).mean() / iod
+    assert float(err) < 0.15
+
+    start = torch.randn(3, model.layout.size, dtype=target.lm68.dtype)
+    _, kept = pose_guided_views(model, pgn, target, init=start, side_yaw=30.0)
+    got, want = model.layout.split(kept), model.layout.split(start)
+    assert torch.equal(got["id_coeff"], want["id_coeff"])
+    assert torch.equal(got["angles"][1], want["angles"][1])
+    assert torch.equal(got["angles"][0], parts["angles"][0])

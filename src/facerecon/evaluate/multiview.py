@@ -11,7 +11,12 @@ benchmark's ICP protocol (posed shape, and the neutral shape against the neutral
 
 Rows (``methods`` names): ``mean-face`` (no image), ``front-only`` (the single-image default
 on the front view: the same for every subset), ``set-fit`` (``--set``: one identity, per-view
-expression), ``mvfit``, ``mvr`` and ``mvr-auto`` (:mod:`facerecon.methods.multiview`).
+expression), ``mvfit``, ``mvr`` and ``mvr-auto`` (:mod:`facerecon.methods.multiview`). With
+``true_landmarks`` a diagnostic row, ``mvfit: true landmarks``: the same joint fit of every view
+of the subset aligned and fitted on the renders' *true* 68 landmarks
+(:class:`facerecon.evaluate.benchmark.TrueLandmarks`, the model's fixed vertices, no silhouette
+contour): what the multi-view fit would recover if its landmarks had no detector error. Never a
+product path.
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ import numpy as np
 from facerecon.evaluate.benchmark import (
     Detections,
     SyntheticBenchmarkConfig,
+    TrueLandmarks,
     _gt,
     _model_mesh,
     score,
 )
 
-__all__ = ["MultiviewBenchmarkConfig", "run_multiview_benchmark", "view_subsets"]
+__all__ = ["TRUE_MVFIT", "MultiviewBenchmarkConfig", "run_multiview_benchmark", "view_subsets"]
+
+#: the diagnostic row of ``MultiviewBenchmarkConfig.true_landmarks`` (module docstring)
+TRUE_MVFIT = "mvfit: true landmarks"
 
 
 @dataclass
@@ -49,6 +58,8 @@ class MultiviewBenchmarkConfig:
         mvr_weights: DF-MVR weights (None: the shipped ones; rows ``mvr*`` are skipped
             without).
         rnet_weights: R-Net for the ``front-only`` row when ``front_method`` is ``auto``.
+        true_landmarks: add the diagnostic row :data:`TRUE_MVFIT` (every view of a subset
+            aligned on its true landmarks, so none is missed).
     """
 
     gt_model: str = "bfm-lite"
@@ -65,6 +76,7 @@ class MultiviewBenchmarkConfig:
     mvr_weights: str | None = None
     rnet_weights: str | None = None
     detectors: tuple[str, ...] = ("auto",)
+    true_landmarks: bool = False
 
 
 def view_subsets(triple: list, index: int, sizes=(1, 2, 3)) -> dict[int, list[int]]:
@@ -115,6 +127,13 @@ def _methods(cfg: MultiviewBenchmarkConfig, model) -> dict[str, Callable]:
         else:
             m = build_method(name, spec, model)
             out[name] = lambda t, m=m: m(t).coeffs
+    if cfg.true_landmarks:
+        from facerecon.methods.multiview import MultiViewFitMethod
+
+        fcfg = FitConfig.fast() if cfg.fast else FitConfig.two_stage()
+        fcfg = dataclasses.replace(fcfg, contour_landmarks=False)
+        m = MultiViewFitMethod(model, fcfg, embedder_for(fcfg, spec))
+        out[TRUE_MVFIT] = lambda t, m=m: m(t).coeffs
     return out
 
 
@@ -143,6 +162,7 @@ def run_multiview_benchmark(
     rows = _methods(cfg, model)
     skipped = [m for m in cfg.methods if m != "mean-face" and m not in rows]
     det = Detections([detector_for(n) for n in cfg.detectors])
+    truth = TrueLandmarks()
     bcfg = SyntheticBenchmarkConfig()
     mean_pred = _model_mesh(model, torch.zeros(1, model.layout.size))[0]
     records: list[dict] = []
@@ -150,6 +170,7 @@ def run_multiview_benchmark(
     for spread in cfg.spreads_deg:
         for i in range(cfg.n_triples):
             det.clear()
+            truth.clear()
             triple = engine.triple(i, yaws_deg=(-spread, 0.0, spread))
             front = triple[1]
             front_cache: dict = {}  # the front-only row is the same for every subset
@@ -167,17 +188,20 @@ def run_multiview_benchmark(
                                     "rmse_neutral": sn["rmse"], "failed": False})  # fmt: skip
                 front_found = det.aligned(front) is not None
                 for name, run in rows.items():
+                    src = truth if name == TRUE_MVFIT else det
                     use = [front] if name == "front-only" else found
-                    if not use or not front_found:
+                    if name == TRUE_MVFIT:
+                        use = views
+                    elif not use or not front_found:
                         records.append({**base, "method": name, "rmse": math.nan,
                                         "rmse_neutral": math.nan, "failed": True})  # fmt: skip
                         continue
-                    faces = [det.aligned(v) for v in use]
+                    faces = [src.aligned(v) for v in use]
                     target = crops_target(
                         faces,
                         model.mean_shape,
-                        tuple(det.detector_of(v) for v in use),
-                        [det.alt_of(v) for v in use],
+                        tuple(src.detector_of(v) for v in use),
+                        [src.alt_of(v) for v in use],
                     )
                     if name == "front-only" and "coeffs" in front_cache:
                         coeffs = front_cache["coeffs"]
