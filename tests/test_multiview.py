@@ -224,6 +224,14 @@ def test_pgn_poses_the_side_views_and_replaces_their_landmarks(model, triple):
     views, target = triple
     pgn = load_pgn_if_any(MethodSpec(), model)
     assert pgn is not None  # PGN weights ship for bfm-lite
+    # --no-shipped-weights: no PGN unless the user names one
+    from facerecon.nets.shipped import shipped_weights
+    from facerecon.pipeline import ReconstructOptions, method_spec
+
+    assert load_pgn_if_any(MethodSpec(shipped=False), model) is None
+    named = MethodSpec(shipped=False, pgn_weights=shipped_weights("pgn", "bfm-lite"))
+    assert load_pgn_if_any(named, model) is not None
+    assert method_spec(ReconstructOptions(shipped=False)).shipped is False
     more = (("mediapipe", target.lm68.clone()),)
     target = dataclasses.replace(target, detector="dlib hog", more_lm68=more)
     same, init = pose_guided_views(model, pgn, target)  # +-40: no side view past 45

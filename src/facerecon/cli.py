@@ -134,7 +134,8 @@ def _reconstruct_parser(sub) -> None:
         "--pgn-weights",
         type=Path,
         default=None,
-        help="PGN weights for --method pgn (default: the ones shipped for the model)",
+        help="PGN weights for --method pgn, and for posing the views of --views turned past 45 "
+        "degrees (default: the ones shipped for the model)",
     )
     p.add_argument(
         "--texture",

@@ -950,6 +950,7 @@ def method_spec(options: ReconstructOptions):
         weights=options.weights,
         mvr_weights=options.mvr_weights,
         pgn_weights=options.pgn_weights,
+        shipped=options.shipped,
         cnet=options.cnet,
         strategy=options.strategy,
         fast=options.fast,

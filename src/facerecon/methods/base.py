@@ -78,7 +78,10 @@ class MethodSpec:
     Attributes:
         weights: R-Net weights (``rnet``, ``auto``); required by those methods.
         mvr_weights: DF-MVR weights (``mvr``, ``mvr-auto``; None: the shipped ones).
-        pgn_weights: PGN weights (``pgn``; None: the shipped ones).
+        pgn_weights: PGN weights (``pgn``; None: the shipped ones; the multi-view fits pose
+            their side views with them, :func:`facerecon.methods.multiview.pose_guided_views`).
+        shipped: False: the multi-view fits use no shipped weights the user did not name
+            (``--no-shipped-weights``).
         cnet: C-Net weights; image sets are then aggregated with its confidences by
             ``strategy`` (else plain averaging).
         strategy: :data:`facerecon.aggregate.STRATEGIES` key.
@@ -91,6 +94,7 @@ class MethodSpec:
     weights: Path | None = None
     mvr_weights: Path | None = None
     pgn_weights: Path | None = None
+    shipped: bool = True
     cnet: Path | None = None
     strategy: str = "s4"
     fast: bool = False

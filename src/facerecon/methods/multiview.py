@@ -198,11 +198,14 @@ def pose_guided_views(
 
 
 def load_pgn_if_any(spec: MethodSpec, model: MorphableModel):
-    """The PGN of ``spec.pgn_weights``, else the one shipped for the model, else None."""
+    """The PGN of ``spec.pgn_weights``, else the one shipped for the model (unless
+    ``spec.shipped`` is False), else None."""
     from facerecon.methods.network import load_pgn_checked
     from facerecon.nets.shipped import shipped_weights
 
-    if spec.pgn_weights is None and shipped_weights("pgn", model.name) is None:
+    if spec.pgn_weights is None and (
+        not spec.shipped or shipped_weights("pgn", model.name) is None
+    ):
         return None
     return load_pgn_checked(spec, model)
 
