@@ -80,6 +80,12 @@ class FitTarget:
     detector: str | tuple[str | None, ...] | None = None
     more_lm68: tuple[tuple[str, torch.Tensor], ...] = ()
 
+    def detectors(self) -> tuple[str | None, ...]:
+        """``detector`` per image (one name, or None, stands for every image)."""
+        if self.detector is None or isinstance(self.detector, str):
+            return (self.detector,) * self.lm68.shape[0]
+        return tuple(self.detector)
+
 
 @dataclass
 class FitResult:
@@ -284,9 +290,7 @@ def landmark_observations(
             name = calibration_key(detector)
         return landmark_spec(model, name, cfg.contour_landmarks)
 
-    per_image = target.detector
-    if per_image is None or isinstance(per_image, str):
-        per_image = (per_image,) * target.lm68.shape[0]
+    per_image = target.detectors()
     out = []
     for name in dict.fromkeys(per_image):  # one observation per detector, on its images
         rows = torch.tensor([d == name for d in per_image], device=target.lm68.device)

@@ -176,11 +176,8 @@ def pose_guided_views(
         (name, torch.where(rows, torch.full_like(lm, float("nan")), lm))
         for name, lm in target.more_lm68
     )
-    detector = target.detector
-    if detector is None or isinstance(detector, str):
-        detector = (detector,) * len(side)
     detector = tuple(
-        PGN_LANDMARKS if s else d for s, d in zip(side.tolist(), detector, strict=True)
+        PGN_LANDMARKS if s else d for s, d in zip(side.tolist(), target.detectors(), strict=True)
     )
     valid = torch.ones_like(lm68[..., 0]) if target.lm_valid is None else target.lm_valid
     valid = torch.where(side[:, None], torch.full_like(valid, weight), valid.to(lm68))
