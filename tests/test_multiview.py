@@ -264,3 +264,49 @@ def test_pgn_poses_the_side_views_and_replaces_their_landmarks(model, triple):
     assert torch.equal(got["id_coeff"], want["id_coeff"])
     assert torch.equal(got["angles"][1], want["angles"][1])
     assert torch.equal(got["angles"][0], parts["angles"][0])
+
+
+def test_views_say_which_view_the_pgn_posed(tmp_path, monkeypatch, model):
+    """``reconstruct --views``: a side view the PGN posed says so in ``summary.json``, the
+    npz, ``NAME_landmarks.json`` and the report, and its overlay shows the PGN's points (the
+    ones fitted) in yellow and the detector's (not used) in grey; the front view's does not
+    (``SIDE_YAW_DEG`` lowered to 30 so that these +-40 renders count as side views)."""
+    import json
+
+    import cv2
+
+    from facerecon.cli import main
+    from facerecon.data.synthetic import SynthConfig, SyntheticFaces
+    from facerecon.methods import multiview
+
+    monkeypatch.setattr(multiview, "SIDE_YAW_DEG", 30.0)
+    faces = SyntheticFaces(model, SynthConfig(albedo="photo", clean=True), seed=11)
+    paths = []
+    for name, view in zip(("right", "front", "left"), faces.triple(2, (-40.0, 0.0, 40.0)),
+                          strict=True):  # fmt: skip
+        paths.append(tmp_path / f"{name}.png")
+        cv2.imwrite(str(paths[-1]), np.ascontiguousarray(np.asarray(view.image)[..., ::-1]))
+    out = tmp_path / "o"
+    argv = ["reconstruct", "--views", *map(str, paths), "--out", str(out), "--fast",
+            "--outputs", "npz,overlay,landmarks", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    posed = {e["name"]: e.get("fit_landmarks") for e in summary["written"]}
+    assert posed == {"right": "pgn", "front": None, "left": "pgn"}
+    report = (out / "report.html").read_text()
+    assert report.count("landmarks fitted") == 2
+    for name in ("right", "front", "left"):
+        side = name != "front"
+        with np.load(out / f"{name}.npz", allow_pickle=False) as z:
+            assert ("fit_landmarks68" in z.files) == side
+            if side:  # the PGN's points lie on the face: within 25 % of the IOD of dlib's
+                fit, det = z["fit_landmarks68"], z["detected_landmarks68"]
+                iod = np.linalg.norm(det[36] - det[45])
+                assert np.linalg.norm(fit - det, axis=1).mean() < 0.25 * iod
+                assert np.isfinite(fit).all()
+        marks = json.loads((out / f"{name}_landmarks.json").read_text())
+        assert ("fit" in marks) == side and marks.get("fit_source") == ("pgn" if side else None)
+        overlay = cv2.imread(str(out / f"{name}_overlay.png"))[..., ::-1].astype(int)
+        yellow = ((overlay[..., 0] > 240) & (overlay[..., 1] > 240) & (overlay[..., 2] < 20)).sum()
+        green = ((overlay[..., 0] < 20) & (overlay[..., 1] > 240) & (overlay[..., 2] < 20)).sum()
+        assert (yellow > 50) == side and (green > 50) != side

@@ -213,6 +213,9 @@ class Reconstruction:
         crop_to_original: ``(2, 3)`` affine map from 224-crop pixels to photo pixels.
         confidence: the method's per-image confidence (C-Net with ``--set``) or None.
         seconds: time of the reconstruction (per face for a set).
+        fit_lm68: ``(68, 2)`` photo pixels: the landmarks the method fitted in place of
+            :attr:`detected_lm68` (a multi-view side view posed by the PGN), else None.
+        fit_lm68_source: where :attr:`fit_lm68` came from (``"pgn"``), else ``""``.
     """
 
     name: str
@@ -230,6 +233,8 @@ class Reconstruction:
     crop_to_original: np.ndarray
     confidence: float | None = None
     seconds: float = 0.0
+    fit_lm68: np.ndarray | None = None
+    fit_lm68_source: str = ""
 
     @property
     def landmark_error_px(self) -> float:
@@ -591,6 +596,23 @@ def prepare_photo(
     return prepared
 
 
+def replaced_landmarks(rec: Reconstruction) -> dict:
+    """``{"fit": points, "fit_source": name}`` for ``NAME_landmarks.json`` when the method
+    fitted other landmarks than the detected ones; ``{}`` otherwise."""
+    if rec.fit_lm68 is None:
+        return {}
+    return {"fit": rec.fit_lm68.tolist(), "fit_source": rec.fit_lm68_source}
+
+
+def landmarks_note(item: dict) -> dict:
+    """The report's line for a face whose fit did not use the detected landmarks."""
+    source = item.get("fit_landmarks")
+    if not source:
+        return {}
+    what = "the PGN's points and pose" if source == "pgn" else f"{source}'s points"
+    return {"landmarks fitted": f"{what} (the detector's, grey in the overlay, were not used)"}
+
+
 class Reconstructor:
     """Holds the face model and the method (:mod:`facerecon.methods`); reconstructs batches of
     prepared faces and writes their outputs."""
@@ -628,8 +650,11 @@ class Reconstructor:
         coeffs: torch.Tensor,
         seconds: float = 0.0,
         confidence: float | None = None,
+        replaced: tuple[str, np.ndarray] | None = None,
     ) -> Reconstruction:
-        """The mesh, landmarks and coefficients of ``coeffs (layout.size,)`` for ``face``."""
+        """The mesh, landmarks and coefficients of ``coeffs (layout.size,)`` for ``face``
+        (``replaced``: ``(source, (68, 2) crop pixels)``, the landmarks the method fitted in
+        place of the detected ones, :attr:`facerecon.methods.Estimate.replaced_lm68`)."""
         import torch
 
         from facerecon.fit import fitted_landmarks
@@ -644,6 +669,10 @@ class Reconstructor:
                 model, vertices, parts["angles"], parts["trans"], CameraConfig()
             )
         transform = face.aligned.transform
+        fit_lm68, source = None, ""
+        if replaced is not None:
+            source, points = replaced
+            fit_lm68 = face.to_photo(transform.to_original(np.asarray(points, np.float64)))
         return Reconstruction(
             name=face.name,
             source=face.source,
@@ -660,6 +689,8 @@ class Reconstructor:
             crop_to_original=face.matrix_to_photo(transform.matrix_to_original),
             confidence=confidence,
             seconds=seconds,
+            fit_lm68=fit_lm68,
+            fit_lm68_source=source,
         )
 
     def chart(self):
@@ -756,8 +787,11 @@ class Reconstructor:
             # npz keys are the file format (users' files keep loading): landmarks68 holds lm68
             arrays["landmarks68"] = rec.lm68
             arrays["detected_landmarks68"] = rec.detected_lm68
+            if rec.fit_lm68 is not None:
+                arrays["fit_landmarks68"] = rec.fit_lm68
             meta = {
                 "detector": face.detector,
+                **({"fit_landmarks": rec.fit_lm68_source} if rec.fit_lm68_source else {}),
                 "model": model.name,
                 "layout": list(model.layout.sizes),
                 "method": opts.method,
@@ -771,7 +805,11 @@ class Reconstructor:
             write_landmarks_json(
                 paths["landmarks"],
                 rec.lm68,
-                extra={"detected": rec.detected_lm68.tolist(), "mean_error_px": err},
+                extra={
+                    "detected": rec.detected_lm68.tolist(),
+                    "mean_error_px": err,
+                    **replaced_landmarks(rec),
+                },
                 overwrite=opts.overwrite,
             )
         return {
@@ -782,6 +820,7 @@ class Reconstructor:
             "seconds": rec.seconds,
             "landmark_error_px": err,
             "detector": face.detector,
+            **({"fit_landmarks": rec.fit_lm68_source} if rec.fit_lm68_source else {}),
             **info,
             **({"rotated": face.rotated} if face.rotated else {}),
         }
@@ -789,7 +828,8 @@ class Reconstructor:
     def write_overlay(self, path: Path, face: PreparedFace, rec: Reconstruction) -> None:
         """``NAME_overlay.png``: the render blended onto the photo (its longer side at most
         ``options.overlay_size``), the detected landmarks in green, the reconstruction's in
-        red."""
+        red; where the method fitted other points in place of the detected ones (a side view
+        posed by the PGN) those in yellow, the detected ones (not used) in grey."""
         import torch
 
         from facerecon.io import draw_landmarks, overlay_on_photo, save_png
@@ -813,7 +853,10 @@ class Reconstructor:
             face.photo, render_img, mask, crop_to_photo, self.options.overlay_size
         )
         to_work = np.asarray(face.scale) * scale  # photo file pixels -> overlay pixels
-        for points, color in ((rec.detected_lm68, (0, 255, 0)), (rec.lm68, (255, 0, 0))):
+        marks = [(rec.detected_lm68, (0, 255, 0) if rec.fit_lm68 is None else (128, 128, 128))]
+        if rec.fit_lm68 is not None:
+            marks.append((rec.fit_lm68, (255, 255, 0)))
+        for points, color in (*marks, (rec.lm68, (255, 0, 0))):
             overlay = draw_landmarks(overlay, (points + 0.5) * to_work - 0.5, color=color)
         save_png(path, overlay, overwrite=self.options.overwrite)
 
@@ -900,7 +943,8 @@ def reconstruct(
         for face, res in zip(group, estimate_faces(recon, group, as_set), strict=True):
             if res.error is not None:
                 raise FaceReconError(f"{face.name}: {res.error}")
-            out.append(recon.reconstruction(face, res.coeffs, res.seconds, res.confidence))
+            rec = recon.reconstruction(face, res.coeffs, res.seconds, res.confidence, res.replaced)
+            out.append(rec)
     return out
 
 
@@ -967,6 +1011,7 @@ def write_face(
     seconds: float,
     confidence: float | None = None,
     texture=None,
+    replaced: tuple[str, np.ndarray] | None = None,
 ):
     """:meth:`Reconstructor.write` as one stage: on failure the files it created for this
     face are removed (files that existed before are left as they are) and a one-line
@@ -976,7 +1021,7 @@ def write_face(
     existed = {p for p in paths if p.exists()}
 
     def write() -> dict:
-        rec = recon.reconstruction(face, coeffs, seconds, confidence)
+        rec = recon.reconstruction(face, coeffs, seconds, confidence, replaced)
         return recon.write(face, rec, texture)
 
     before = face.stages.seconds.get("texture", 0.0)
@@ -1006,6 +1051,8 @@ class FaceEstimate:
     confidence: float | None = None
     seconds: float = 0.0
     error: str | None = None
+    # (source, (68, 2) crop pixels): landmarks fitted in place of the detected ones
+    replaced: tuple[str, np.ndarray] | None = None
 
 
 def estimate_faces(
@@ -1030,7 +1077,14 @@ def estimate_faces(
     conf = [None] * n if est.confidences is None else est.confidences.tolist()
     for face in faces:
         face.stages.merge({k: v / n for k, v in est.stages.items()})
-    return [FaceEstimate(c, k, seconds) for c, k in zip(est.coeffs, conf, strict=True)]
+    replaced = {
+        row: (source, lm.detach().cpu().double().numpy())
+        for row, (source, lm) in est.replaced_lm68.items()
+    }
+    return [
+        FaceEstimate(c, k, seconds, replaced=replaced.get(row))
+        for row, (c, k) in enumerate(zip(est.coeffs, conf, strict=True))
+    ]
 
 
 def shard_indices(n: int, shard: tuple[int, int] | None) -> list[int]:
@@ -1413,7 +1467,7 @@ def _joint(recon: Reconstructor, faces: list[PreparedFace], writer: Ordered, tra
     ):
 
         def blended():
-            recs = [recon.reconstruction(f, r.coeffs) for f, r in ok]
+            recs = [recon.reconstruction(f, r.coeffs, replaced=r.replaced) for f, r in ok]
             return recon.photo_texture([f for f, _ in ok], recs)
 
         start = time.perf_counter()
@@ -1427,7 +1481,8 @@ def _joint(recon: Reconstructor, faces: list[PreparedFace], writer: Ordered, tra
         if res.error is not None:
             track.fail(face.index, f"{face.name}: {res.error}")
             continue
-        job = (write_face, recon, face, res.coeffs, res.seconds, res.confidence, texture)
+        job = (write_face, recon, face, res.coeffs, res.seconds, res.confidence, texture,
+               res.replaced)  # fmt: skip
         writer.submit((face.index, face.name), *job)
     for (i, name), entry, exc in writer.drain():
         if exc is None:
@@ -1660,6 +1715,7 @@ def write_run_report(summary: RunSummary, path: Path, overwrite: bool = False) -
                     "seconds": round(item["seconds"], 2),
                     "landmark error (px)": round(item["landmark_error_px"], 2),
                     "detector": item.get("detector", ""),
+                    **landmarks_note(item),
                     **({"warning": warning[0]} if warning else {}),
                 },
             )

@@ -40,6 +40,9 @@ class Estimate:
             from which its pose was solved; None for other methods.
         stages: ``seconds`` split by pipeline stage (:data:`facerecon.timing.STAGES`):
             ``{"network": ...}``, ``{"fit": ...}`` or both (``auto``).
+        replaced_lm68: ``{row: (source, (68, 2) crop pixels)}`` for the crops whose detected
+            landmarks the method did not use, and the points it used instead (the multi-view
+            fits' side views posed by the PGN: source ``"pgn"``); empty otherwise.
     """
 
     coeffs: torch.Tensor
@@ -48,6 +51,7 @@ class Estimate:
     seconds: float = 0.0
     lm3d: torch.Tensor | None = None
     stages: dict[str, float] = field(default_factory=dict)
+    replaced_lm68: dict[int, tuple[str, torch.Tensor]] = field(default_factory=dict)
 
 
 class Method(Protocol):

@@ -229,6 +229,7 @@ class MultiViewFitMethod:
         cfg = multiview_config(config or FitConfig.two_stage())
         self.fitter = FitMethod(model, cfg, facerec, rasterizer)
         self.pgn = pgn
+        self.side_yaw = SIDE_YAW_DEG
 
     @classmethod
     def from_spec(cls, spec: MethodSpec, model: MorphableModel) -> MultiViewFitMethod:
@@ -239,10 +240,19 @@ class MultiViewFitMethod:
     def __call__(
         self, target: FitTarget, shared_identity: bool = True, init: torch.Tensor | None = None
     ) -> Estimate:
-        """The joint fit of the views (``init (B, layout.size)``: start from an estimate)."""
-        if self.pgn is not None:
-            target, init = pose_guided_views(self.model, self.pgn, target, init)
-        return self.fitter(target, True, init=init)
+        """The joint fit of the views (``init (B, layout.size)``: start from an estimate).
+        The estimate's ``replaced_lm68`` holds the PGN's points of the views it posed."""
+        if self.pgn is None:
+            return self.fitter(target, True, init=init)
+        detected = target.detectors()
+        target, init = pose_guided_views(self.model, self.pgn, target, init, self.side_yaw)
+        est = self.fitter(target, True, init=init)
+        est.replaced_lm68 = {
+            k: (name, target.lm68[k].detach())
+            for k, (name, was) in enumerate(zip(target.detectors(), detected, strict=True))
+            if name == PGN_LANDMARKS and was != PGN_LANDMARKS
+        }
+        return est
 
 
 def _parses(target: FitTarget) -> torch.Tensor:

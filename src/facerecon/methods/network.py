@@ -73,10 +73,12 @@ def network_estimate(coeffs, t0: float, confidences=None, lm3d=None) -> Estimate
 
 def refined_estimate(init: Estimate, refined: Estimate, t0: float) -> Estimate:
     """A network's estimate ``init`` refined by a fit (``refined``), begun at ``t0``: the
-    refined coefficients, the network's confidences, both stages' seconds."""
+    refined coefficients, the network's confidences, both stages' seconds, the landmarks the
+    fit used in place of the detected ones."""
     stages = {**init.stages, **refined.stages}
     return Estimate(refined.coeffs, init.confidences, refined.history,
-                    time.perf_counter() - t0, stages=stages)  # fmt: skip
+                    time.perf_counter() - t0, stages=stages,
+                    replaced_lm68=refined.replaced_lm68)  # fmt: skip
 
 
 def _nets(spec: MethodSpec, model: MorphableModel, method: str) -> tuple[Any, Any]:
