@@ -256,7 +256,9 @@ def test_true_landmarks_align_on_the_renders_truth():
     truth = TrueLandmarks()
     face = truth.aligned(sample)
     assert truth.detector_of(sample) == "true landmarks" and truth.alt_of(sample) == {}
-    np.testing.assert_allclose(face.lm68, face.transform.to_crop(sample.lm68), atol=1e-9)
+    # the same points, up to float32 rounding of pixel coordinates (sample.lm68 is float32;
+    # 1.5e-5 px seen at x = 130 on one CPU)
+    np.testing.assert_allclose(face.lm68, face.transform.to_crop(sample.lm68), atol=1e-4)
     cfg = dataclasses.replace(
         FitConfig(coarse=StageConfig(iters=0, size=112), fine=StageConfig(iters=0)),
         contour_landmarks=False,
