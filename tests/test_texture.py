@@ -80,12 +80,20 @@ def test_bake_recovers_the_albedo_of_a_render(model, chart):
     M = np.array([[1.0, 0, 0], [0, 1.0, 0]])  # the crop is the photo
     pose = (v[0], parts["angles"][0], parts["trans"][0], gamma[0], M, chart, 256)
     exact = TextureConfig(irradiance_blur=0.0, shadow_floor=0.0)
-    baked = bake_photo(photo, *pose, config=exact)
+    from facerecon.render import shading
+
+    built = []
+    build = shading._build_adjacency
+    with pytest.MonkeyPatch.context() as mp:  # every bake of a chart shares its normals' setup
+        mp.setattr(shading, "_build_adjacency", lambda *a: built.append(1) or build(*a))
+        shading._ADJACENCY._kept.clear()
+        baked = bake_photo(photo, *pose, config=exact)
+        lit = bake_photo(photo, *pose, config=TextureConfig(delight=False)).color
+    assert len(built) == 1
     truth = chart.bake_colors(albedo[0].clamp(0, 1), 256)
     good = baked.weight > 0.6
     assert good.mean() > 0.2
     err = np.abs(baked.color[good] - truth[good]).mean()
-    lit = bake_photo(photo, *pose, config=TextureConfig(delight=False)).color
     lit_err = np.abs(lit[good] - truth[good]).mean()
     assert err < 0.02 and lit_err > 2 * err, (err, lit_err)
     # the gain is the light's mean irradiance on the seen face: photo ~ albedo x gain

@@ -392,6 +392,10 @@ class UVChart:
     ):
         mean = np.asarray(mean_shape, np.float64)
         self.triangles = np.asarray(triangles, np.int64)
+        # one tensor view of the triangles for every bake: the normals' incidence matrices
+        # are kept per triangle tensor (facerecon.memo), so a new tensor per face rebuilt them
+        # (~30 ms a face)
+        self.triangles_tensor = torch.from_numpy(self.triangles)
         self.mean_shape = mean
         # uv / mirror: as chart_uv / mirror_vertices computed them (a cached chart)
         self.uv = chart_uv(mean, self.triangles) if uv is None else np.asarray(uv, np.float64)
@@ -583,7 +587,7 @@ def bake_photo(
     """
     cfg = config or TextureConfig()
     cam = camera or CameraConfig()
-    tri = torch.from_numpy(chart.triangles)
+    tri = chart.triangles_tensor
     v = torch.as_tensor(vertices).detach().to("cpu", torch.float32)
     pose = [torch.as_tensor(x).detach().to("cpu", torch.float32)[None] for x in (angles, trans)]
     light = torch.as_tensor(gamma).detach().to("cpu", torch.float32)[None]
