@@ -105,6 +105,9 @@ def rows_from_result(result: dict, section: str = SECTION) -> list[dict]:
             if st.get("detected_by"):
                 found = ", ".join(f"{k} {v}" for k, v in st["detected_by"].items())
                 notes += f" (faces found by: {found})"
+            if st.get("vs_mean_face") is not None:  # paired: the renders this row reconstructed
+                notes += (f"; {st['vs_mean_face']:.3f}x the mean face on the same "
+                          f"{st['n_paired']} renders ({st['mean_face_same']:.2f} mm)")  # fmt: skip
             if regions:
                 notes += f"; regions {regions}"
             rows.append(

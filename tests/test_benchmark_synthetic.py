@@ -89,6 +89,32 @@ def test_summarize_counts_failures_and_regions():
     assert s["per_region"] == {"nose": pytest.approx(3.0)}
 
 
+def test_summary_pairs_each_method_with_the_mean_face_on_its_own_renders():
+    """A method that misses the hardest render is compared with the mean face on the renders
+    it did reconstruct: here 1.5 mm is worse than the mean face's 1.0 mm on those two, though
+    below its 2.0 mm over all three."""
+    from facerecon.evaluate.benchmark import sanity_notes
+
+    def rec(method, cond, rmse, failed=False, sec="by_yaw"):
+        return {"section": sec, "method": method, "identity": 0, "condition": cond,
+                "rmse": rmse, "failed": failed, "per_region": {}}  # fmt: skip
+
+    recs = [rec("mean-face |yaw| 0-15", c, v) for c, v in enumerate((1.0, 1.0, 4.0))]
+    recs += [rec("auto |yaw| 0-15", 0, 1.4), rec("auto |yaw| 0-15", 1, 1.6),
+             rec("auto |yaw| 0-15", 2, math.nan, failed=True)]  # fmt: skip
+    summary = summarize(recs)
+    auto = summary["by_yaw"]["auto |yaw| 0-15"]
+    assert auto["mean"] == pytest.approx(1.5)
+    assert summary["by_yaw"]["mean-face |yaw| 0-15"]["mean"] == pytest.approx(2.0)
+    assert auto["mean_face_same"] == pytest.approx(1.0) and auto["n_paired"] == 2
+    assert auto["vs_mean_face"] == pytest.approx(1.5)
+    notes = sanity_notes(summary)
+    assert len(notes) == 1 and "on the same 2 renders" in notes[0]
+    # found on every render and better there: no note
+    recs[-1] = rec("auto |yaw| 0-15", 2, 2.5)
+    assert sanity_notes(summarize(recs)) == []
+
+
 @pytest.fixture(scope="module")
 def quick_result(ict_npz):
     if not ict_npz.is_file():
