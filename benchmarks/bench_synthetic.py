@@ -80,6 +80,7 @@ def _textures() -> str:
 
 def rows_from_result(result: dict, section: str = SECTION) -> list[dict]:
     """Benchmark rows (of ``section``) from :func:`run_synthetic_benchmark`'s result."""
+    from facerecon.evaluate.benchmark import cases
 
     def _row(name: str, value: float, unit: str, notes: str) -> dict:
         return {"section": section, "name": name, "value": value, "unit": unit, "notes": notes}
@@ -106,8 +107,8 @@ def rows_from_result(result: dict, section: str = SECTION) -> list[dict]:
                 found = ", ".join(f"{k} {v}" for k, v in st["detected_by"].items())
                 notes += f" (faces found by: {found})"
             if st.get("vs_mean_face") is not None:  # paired: the renders this row reconstructed
-                notes += (f"; {st['vs_mean_face']:.3f}x the mean face on the same "
-                          f"{st['n_paired']} renders ({st['mean_face_same']:.2f} mm)")  # fmt: skip
+                same = f"{st['n_paired']} {cases(part)} ({st['mean_face_same']:.2f} mm)"
+                notes += f"; {st['vs_mean_face']:.3f}x the mean face on the same {same}"
             if regions:
                 notes += f"; regions {regions}"
             rows.append(

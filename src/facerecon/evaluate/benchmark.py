@@ -603,6 +603,12 @@ def _mean_face_name(name: str) -> str:
     return "mean-face" + (name[cut:] if cut >= 0 else "")
 
 
+def cases(section: str) -> str:
+    """What one record of a summary section scores: ``"renders"``, ``"identities"`` (image
+    sets) or ``"triples"`` (multi-view)."""
+    return {"sets": "identities", "multiview": "triples"}.get(section, "renders")
+
+
 def _render_key(record: dict) -> tuple | None:
     """``(identity, condition)`` of a record, None where it does not say."""
     if "identity" not in record or "condition" not in record:
@@ -903,7 +909,7 @@ def sanity_notes(summary: dict[str, dict[str, dict]]) -> list[str]:
             same = stats.get("mean_face_same")
             ref = base["mean"] if same is None else same
             if stats["mean"] >= ref:
-                where = "" if same is None else f" on the same {stats['n_paired']} renders"
+                where = "" if same is None else f" on the same {stats['n_paired']} {cases(sec)}"
                 notes.append(
                     f"{sec}: {name} ({stats['mean']:.3f} mm) does not beat the mean face "
                     f"({ref:.3f} mm{where})"
