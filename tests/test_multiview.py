@@ -293,6 +293,8 @@ def test_views_say_which_view_the_pgn_posed(tmp_path, monkeypatch, model):
     summary = json.loads((out / "summary.json").read_text())
     posed = {e["name"]: e.get("fit_landmarks") for e in summary["written"]}
     assert posed == {"right": "pgn", "front": None, "left": "pgn"}
+    # the landmark error is against the points the fit used: within 5 % of the 256 px photo
+    assert all(e["landmark_error_px"] < 0.05 * 256 for e in summary["written"])
     report = (out / "report.html").read_text()
     assert report.count("landmarks fitted") == 2
     for name in ("right", "front", "left"):

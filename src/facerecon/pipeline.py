@@ -238,8 +238,10 @@ class Reconstruction:
 
     @property
     def landmark_error_px(self) -> float:
-        """Mean distance of :attr:`lm68` to :attr:`detected_lm68` (photo pixels)."""
-        return float(np.linalg.norm(self.lm68 - self.detected_lm68, axis=1).mean())
+        """Mean distance of :attr:`lm68` to the landmarks the method fitted (photo pixels):
+        :attr:`detected_lm68`, or :attr:`fit_lm68` where it used other points."""
+        target = self.detected_lm68 if self.fit_lm68 is None else self.fit_lm68
+        return float(np.linalg.norm(self.lm68 - target, axis=1).mean())
 
 
 @dataclass
