@@ -598,6 +598,12 @@ def prepare_photo(
     return prepared
 
 
+def fit_landmarks_source(rec: Reconstruction) -> dict:
+    """``{"fit_landmarks": source}`` for ``summary.json`` and the npz's metadata when the
+    method fitted other landmarks than the detected ones; ``{}`` otherwise."""
+    return {"fit_landmarks": rec.fit_lm68_source} if rec.fit_lm68_source else {}
+
+
 def replaced_landmarks(rec: Reconstruction) -> dict:
     """``{"fit": points, "fit_source": name}`` for ``NAME_landmarks.json`` when the method
     fitted other landmarks than the detected ones; ``{}`` otherwise."""
@@ -793,7 +799,7 @@ class Reconstructor:
                 arrays["fit_landmarks68"] = rec.fit_lm68
             meta = {
                 "detector": face.detector,
-                **({"fit_landmarks": rec.fit_lm68_source} if rec.fit_lm68_source else {}),
+                **fit_landmarks_source(rec),
                 "model": model.name,
                 "layout": list(model.layout.sizes),
                 "method": opts.method,
@@ -822,7 +828,7 @@ class Reconstructor:
             "seconds": rec.seconds,
             "landmark_error_px": err,
             "detector": face.detector,
-            **({"fit_landmarks": rec.fit_lm68_source} if rec.fit_lm68_source else {}),
+            **fit_landmarks_source(rec),
             **info,
             **({"rotated": face.rotated} if face.rotated else {}),
         }

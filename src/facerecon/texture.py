@@ -392,9 +392,9 @@ class UVChart:
     ):
         mean = np.asarray(mean_shape, np.float64)
         self.triangles = np.asarray(triangles, np.int64)
-        # one tensor view of the triangles for every bake: the normals' incidence matrices
-        # are kept per triangle tensor (facerecon.memo), so a new tensor per face rebuilt them
-        # (~30 ms a face)
+        # one tensor view of the triangles for every bake and raster of the chart: the
+        # normals' incidence matrices are kept per triangle tensor (facerecon.memo), so a new
+        # tensor per face rebuilt them (~30 ms a face)
         self.triangles_tensor = torch.from_numpy(self.triangles)
         self.mean_shape = mean
         # uv / mirror: as chart_uv / mirror_vertices computed them (a cached chart)
@@ -487,7 +487,7 @@ class UVChart:
             zero = torch.zeros(1, 3)
             with torch.no_grad():
                 uv, depth = project(transform(v, zero, zero, cam), cam)
-                frag = rasterize(uv, depth, torch.from_numpy(self.triangles), cam.size)
+                frag = rasterize(uv, depth, self.triangles_tensor, cam.size)
             self._crop_area = float((frag.face_idx >= 0).sum())
         return self._crop_area
 

@@ -627,10 +627,12 @@ def summarize(records: Sequence[dict]) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
     for sec in SECTIONS:
         names = list(dict.fromkeys(r["method"] for r in records if r["section"] == sec))
-        base: dict[str, dict[tuple, float]] = {}
+        base: dict[str, dict[tuple, float]] = {}  # mean-face row -> render -> rmse
         for r in records:
-            if r["section"] == sec and r["method"].startswith("mean-face") and not r["failed"]:
-                base.setdefault(r["method"], {})[_render_key(r)] = r["rmse"]
+            key = _render_key(r)
+            if (r["section"] == sec and r["method"].startswith("mean-face")
+                    and not r["failed"] and key is not None):  # fmt: skip
+                base.setdefault(r["method"], {})[key] = r["rmse"]
         for name in names:
             rows = [r for r in records if r["section"] == sec and r["method"] == name]
             ok = [r for r in rows if not r["failed"]]
@@ -652,8 +654,7 @@ def summarize(records: Sequence[dict]) -> dict[str, dict[str, dict]]:
             if found:
                 out[sec][name]["detected_by"] = dict(found)
             same = base.get(_mean_face_name(name), {})
-            pairs = [(r["rmse"], same[_render_key(r)]) for r in ok
-                     if _render_key(r) is not None and _render_key(r) in same]  # fmt: skip
+            pairs = [(r["rmse"], same[k]) for r in ok if (k := _render_key(r)) in same]
             if not name.startswith("mean-face") and pairs:
                 mean_same = float(np.mean([b for _, b in pairs]))
                 out[sec][name]["mean_face_same"] = mean_same
