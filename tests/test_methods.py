@@ -69,6 +69,10 @@ def test_registry_names_classes_and_cli_choices():
     assert method_names() == ["fit", "rnet", "auto", "pgn", "mvfit", "mvr", "mvr-auto"]
     assert method_class("fit") is FitMethod and method_class("auto") is AutoMethod
     assert network_methods() == ("rnet", "auto")
+    from facerecon.methods import NETWORK_ONLY  # the CLI's names, for before torch loads
+
+    assert NETWORK_ONLY == tuple(n for n in method_names()
+                                 if not method_class(n).uses_more_landmarks)  # fmt: skip
     for name in method_names():
         cls = method_class(name)
         assert cls.name == name and isinstance(cls.stage, str)

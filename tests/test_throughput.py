@@ -358,8 +358,29 @@ got = list(pool.map(square_or_fail, range(8)))
 assert [k for k, _, _ in got] == list(range(8)), got
 assert [r for _, r, e in got if e is None] == [0, 1, 4, 16, 36, 49], got
 assert str(got[3][2]) == "bad three", got
-assert len({pid for _, pid, _ in pool.map(child_pid, range(6))}) == 3
+pids = {pid for _, pid, _ in pool.map(child_pid, range(6))}
+assert len(pids) == 3
+import time
+start = time.perf_counter()
+pool.close()  # the first child's siblings stop with it, at once
+assert time.perf_counter() - start < 2, time.perf_counter() - start
+time.sleep(0.2)
+for pid in pids:
+    try:
+        os.kill(pid, 0)
+        alive = open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except (OSError, FileNotFoundError):
+        alive = False
+    assert not alive, pid
+import tempfile
+log = tempfile.mktemp()
+def setup():
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()} ")
+pool = ForkedPool(setup=setup, processes=2)  # the setup runs once; the siblings share it
+assert len({pid for _, pid, _ in pool.map(child_pid, range(4))}) == 2
 pool.close()
+assert len(open(log).read().split()) == 1
 import threading
 threading.Thread(target=lambda: None).start()
 print("ok")
@@ -510,6 +531,63 @@ def test_fast_chain_searches_a_photo_for_small_faces_once(faces_68pt):
     finally:
         MediapipeDetector._boxes_in = real
         det.close()
+
+
+def test_level_tiles_reduce_the_image_once_and_map_back_to_the_photo():
+    """:func:`level_tiles` cuts a level's tiles from one reduced copy: each holds what reducing
+    the tile alone would (within the reduction's cell phase), at most ``px`` a side, and a box
+    in its pixels maps back onto the photo within a copy pixel."""
+    import cv2
+
+    from facerecon.detect.boxes import level_tiles, tile_levels, unscale_box
+
+    rng = np.random.default_rng(1)
+    image = cv2.resize(rng.integers(0, 255, (27, 48, 3), dtype=np.uint8), (1920, 1080),
+                       interpolation=cv2.INTER_CUBIC)  # fmt: skip
+    for level in tile_levels(1080, 1920, base=512):
+        tiles = level_tiles(image, level, 192)
+        assert len(tiles) == len(level)
+        for (x0, y0, x1, y1), (pixels, (ox, oy, fx, fy)) in zip(level, tiles, strict=True):
+            assert max(pixels.shape[:2]) <= 192
+            alone = cv2.resize(image[y0:y1, x0:x1], pixels.shape[1::-1],
+                               interpolation=cv2.INTER_AREA)  # fmt: skip
+            assert np.abs(alone.astype(float) - pixels).mean() < 3.0
+            assert abs(ox - x0) <= 0.5 / fx + 1e-9 and abs(oy - y0) <= 0.5 / fy + 1e-9
+            # a marked square in the tile's pixels lands where it is in the photo
+            q = np.array([40.0, 50.0, 90.0, 100.0])
+            b = unscale_box(q, fx, fy) + np.array([ox, oy, ox, oy])
+            np.testing.assert_allclose(b, unscale_box(q, fx, fy) + [x0, y0, x0, y0],
+                                       atol=0.5 / min(fx, fy) + 1e-9)  # fmt: skip
+    small = [(0, 0, 150, 150), (75, 0, 225, 150)]  # already small enough: cut as they are
+    for (x0, y0, x1, y1), (pixels, to_photo) in zip(small, level_tiles(image, small, 192),
+                                                     strict=True):  # fmt: skip
+        np.testing.assert_array_equal(pixels, image[y0:y1, x0:x1])
+        np.testing.assert_array_equal(to_photo, [x0, y0, 1, 1])
+    assert level_tiles(image, [], 192) == []
+
+
+def test_prepare_processes_and_torch_threads_beside_them():
+    """A network-only method gets a preparing process per core (up to 4) from 8 photos on,
+    a fit from 48; torch then keeps the cores the processes leave (fits keep theirs)."""
+    from facerecon.methods import method_class
+    from facerecon.pipeline import beside_workers, prepare_processes
+
+    assert prepare_processes(32, "rnet", cpus=2) == 2
+    assert prepare_processes(7, "rnet", cpus=2) == 1
+    assert prepare_processes(32, "auto", cpus=2) == 1
+    assert prepare_processes(32, None, cpus=2) == 1
+    assert prepare_processes(48, "fit", cpus=2) == 2
+    assert prepare_processes(200, "rnet", cpus=16) == 4
+    assert prepare_processes(200, "rnet", cpus=1) == 1
+
+    class Pool(list):
+        pass
+
+    two = Pool([0, 1])
+    assert beside_workers(method_class("rnet"), two, cpus=2) == 1
+    assert beside_workers(method_class("rnet"), Pool([0]), cpus=4) == 3
+    assert beside_workers(method_class("auto"), two, cpus=2) is None
+    assert beside_workers(method_class("rnet"), None, cpus=2) is None
 
 
 def test_tile_levels_cover_every_face_of_their_size_coarsest_first():

@@ -385,7 +385,7 @@ def cmd_reconstruct(args) -> int:
     # the photos are loaded, detected and aligned in processes forked before torch loads:
     # the detector's libraries and models (~1 s) load there while torch loads here
     photos = len(collect_inputs(inputs, [])[0])
-    worker = start_prepare_worker(args.detector, prepare_processes(photos))
+    worker = start_prepare_worker(args.detector, prepare_processes(photos, args.method))
     try:
         summary = run(inputs, options, show_progress=not args.quiet, worker=worker)
     finally:

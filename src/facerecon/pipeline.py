@@ -152,6 +152,21 @@ def lane_threads(lanes: int) -> int | None:
     return None if lanes <= 1 else max(1, torch.get_num_threads() // lanes)
 
 
+def beside_workers(method, worker: ForkedPool | None, cpus: int | None = None) -> int | None:
+    """Torch threads for a network-only method (None: unchanged) while ``worker``'s
+    processes prepare photos on ``cpus`` cores (None: this machine's): the cores they leave,
+    at least one. A network's batch is short; its threads waiting on cores held by the
+    workers cost more than they give: rnet's first batch of 16 1080p photos took 0.55 s with
+    two torch threads beside two preparing processes, 0.2 s with one (2 cores, 2026-12-08).
+    Fits keep their threads (:func:`fit_lanes`): their work outlasts the photos' preparing."""
+    import os
+
+    if worker is None or method.uses_more_landmarks:
+        return None
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus - len(worker))
+
+
 def torch_threads(n: int | None) -> int:
     """Set torch's intra-op threads to ``n`` (None: unchanged); returns the number before."""
     import torch
@@ -498,19 +513,26 @@ def start_prepare_worker(detector: str, processes: int = 1) -> ForkedPool | None
     return ForkedPool(functools.partial(preload, detector), processes)
 
 
-def prepare_processes(photos: int, cpus: int | None = None) -> int:
+def prepare_processes(photos: int, method: str | None = None, cpus: int | None = None) -> int:
     """How many photo-preparing processes (:func:`start_prepare_worker`) a run of ``photos``
-    photos gets on ``cpus`` cores (None: this machine's): one, or for batches of 48 photos and
-    more one per core up to 4. Each process loads the detector's models (~0.65 s of CPU), and
-    detecting and aligning a 1080p photo (~60 ms) costs about twice the network and files of
-    ``rnet --outputs npz``, so with one such process the network waits for it. On 2 cores, 128
-    1080p photos took 10.2-11.3 s with two processes against 12.6-14.0 s with one; 32 photos
-    took the same either way (BENCHMARKS.md "Throughput"). Machines with more cores were not
-    measured."""
+    photos with ``method`` (None: the default, a fit) gets on ``cpus`` cores (None: this
+    machine's): one per core up to 4 for a network-only method
+    (:data:`facerecon.methods.NETWORK_ONLY`) from 8 photos on, and for any method from 48;
+    else one. Preparing a 1080p photo (load, detect, align: 30-40 ms, more where a small face
+    needs MediaPipe's tiled search) costs several times ``rnet --outputs npz``'s network and
+    files, so one such process paces the run; the processes share one load of the detector's
+    models (:class:`facerecon.concurrency.ForkedPool`). On 2 cores, 32 1080p photos took
+    3.2-3.4 s with two processes against 3.6-3.9 s with one (every output: 8.1 against
+    8.3-8.6 s), 128 photos 7.9-8.7 against 9.8-10.0 s; 8 photos the same (2026-12-08). A fit's
+    run is paced by the fit, which a second process takes cores from. Machines with more cores
+    were not measured."""
     import os
 
+    from facerecon.methods import NETWORK_ONLY
+
     cpus = cpus or os.cpu_count() or 1
-    return 1 if photos < 48 or cpus < 2 else min(cpus, 4)
+    many = photos >= (8 if method in NETWORK_ONLY else 48)
+    return min(cpus, 4) if many and cpus >= 2 else 1
 
 
 def upright_turns(lm68: np.ndarray, size: tuple[int, int]) -> int:
@@ -1343,7 +1365,7 @@ def _run_locked(
 
     if worker is None:
         stream = prefetched(preparer, picked, max(2, batch_size), options.threads)
-    threads_before = torch_threads(lane_threads(lanes))
+    threads_before = torch_threads(lane_threads(lanes) or beside_workers(recon.method, worker))
     prepared: list[PreparedFace] = []
     interrupted = False
     try:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "iou",
+    "level_tiles",
     "nms",
     "rank",
     "resize_for_detection",
@@ -70,6 +71,38 @@ def tile_levels(
         if xs[-1] + t < width:
             xs.append(width - t)
         out.append([(x, y, min(x + t, width), min(y + t, height)) for y in ys for x in xs])
+    return out
+
+
+def level_tiles(
+    image: np.ndarray, level: list[tuple[int, int, int, int]], px: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One :func:`tile_levels` level's tiles of ``image (H, W, C)``, each at most ``px``
+    pixels a side: ``[(pixels (h, w, C), (ox, oy, fx, fy))]``; a box ``b`` (edges, in tile
+    pixels) is ``unscale_box(b, fx, fy) + (ox, oy, ox, oy)`` in the photo.
+
+    The image is area-reduced once per level (factor ``px / side``) and the tiles are cut from
+    that copy: a 1080p photo's 720 px level takes one resize instead of ten (~3 ms each). A
+    tile's pixels then differ from reducing the tile alone only by where the reduction's cells
+    fall; its origin ``(ox, oy)`` is where its copy pixels start, within half a copy pixel of the
+    tile's corner. Tiles already at most ``px`` a side are cut from the image itself."""
+    if not level:
+        return []
+    side = max(max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in level)
+    h, w = image.shape[:2]
+    if side <= px:
+        return [
+            (image[y0:y1, x0:x1], np.array([x0, y0, 1.0, 1.0])) for x0, y0, x1, y1 in level
+        ]
+    f = px / side
+    sw, sh = max(1, round(w * f)), max(1, round(h * f))
+    small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+    fx, fy = sw / w, sh / h
+    out = []
+    for x0, y0, x1, y1 in level:
+        tw, th = min(sw, max(1, round((x1 - x0) * fx))), min(sh, max(1, round((y1 - y0) * fy)))
+        sx, sy = min(round(x0 * fx), sw - tw), min(round(y0 * fy), sh - th)
+        out.append((small[sy : sy + th, sx : sx + tw], np.array([sx / fx, sy / fy, fx, fy])))
     return out
 
 

@@ -22,7 +22,15 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from .boxes import nms, rank, resize_for_detection, sort_largest_first, tile_levels, unscale_box
+from .boxes import (
+    level_tiles,
+    nms,
+    rank,
+    resize_for_detection,
+    sort_largest_first,
+    tile_levels,
+    unscale_box,
+)
 from .faces import DetectorConfig, Face, FaceDetector
 from .mp68 import mesh_to_68
 
@@ -176,9 +184,9 @@ class MediapipeDetector(FaceDetector):
             tried: set[int] = set()
             mesh = self.models()[1]
             for level in tile_levels(*image.shape[:2], base=512):
-                for x0, y0, x1, y1 in level:
-                    b, sc = self._boxes_in(image[y0:y1, x0:x1], DETECT_PX)
-                    boxes += [box + np.array([x0, y0, x0, y0], dtype=np.float64) for box in b]
+                for tile, (ox, oy, fx, fy) in level_tiles(image, level, DETECT_PX):
+                    b, sc = self._boxes_in(tile, DETECT_PX)
+                    boxes += [unscale_box(box, fx, fy) + np.array([ox, oy, ox, oy]) for box in b]
                     scores += sc
                 for i in nms(boxes, scores):
                     if i not in tried:

@@ -56,6 +56,12 @@ METHODS: dict[str, str] = {
     "mvr-auto": "facerecon.methods.multiview:MVRAutoMethod",
 }
 
+#: the methods whose estimate is a network's pass alone, without a fit (their
+#: ``uses_more_landmarks`` is False): preparing the photos paces their runs
+#: (:func:`facerecon.pipeline.prepare_processes`). Names, so the CLI asks before torch loads;
+#: a test checks them against the classes.
+NETWORK_ONLY: tuple[str, ...] = ("rnet", "pgn", "mvr")
+
 _LAZY = {
     "Estimate": "facerecon.methods.base",
     "Method": "facerecon.methods.base",
