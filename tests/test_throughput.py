@@ -556,7 +556,7 @@ def test_level_tiles_reduce_the_image_once_and_map_back_to_the_photo():
             # a marked square in the tile's pixels lands where it is in the photo
             q = np.array([40.0, 50.0, 90.0, 100.0])
             b = unscale_box(q, fx, fy) + np.array([ox, oy, ox, oy])
-            np.testing.assert_allclose(b, unscale_box(q, fx, fy) + [x0, y0, x0, y0],
+            np.testing.assert_allclose(b, unscale_box(q, fx, fy) + np.array([x0, y0, x0, y0]),
                                        atol=0.5 / min(fx, fy) + 1e-9)  # fmt: skip
     small = [(0, 0, 150, 150), (75, 0, 225, 150)]  # already small enough: cut as they are
     for (x0, y0, x1, y1), (pixels, to_photo) in zip(small, level_tiles(image, small, 192),

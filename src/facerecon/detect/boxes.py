@@ -91,9 +91,7 @@ def level_tiles(
     side = max(max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in level)
     h, w = image.shape[:2]
     if side <= px:
-        return [
-            (image[y0:y1, x0:x1], np.array([x0, y0, 1.0, 1.0])) for x0, y0, x1, y1 in level
-        ]
+        return [(image[y0:y1, x0:x1], np.array([x0, y0, 1.0, 1.0])) for x0, y0, x1, y1 in level]
     f = px / side
     sw, sh = max(1, round(w * f)), max(1, round(h * f))
     small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
