@@ -21,7 +21,7 @@ PHOTOS = ("breakingbad.jpg", "takeo.ppm", "einstein.jpg")
 
 
 def run(quick: bool = False) -> list[dict]:
-    from facerecon.detect import detector_for, load_image
+    from facerecon.detect import DEFAULT_DETECTOR, detector_for, load_image
     from facerecon.fit import FitConfig, fitted_landmarks, landmark_spec, spec_landmarks
     from facerecon.io import read_pts
     from facerecon.morphable import load_face_model
@@ -61,7 +61,7 @@ def run(quick: bool = False) -> list[dict]:
             configs["rnet"], FitMethod(model, FitConfig.refine())
         )
     # the product's detection: the detector chain with MediaPipe's second opinion
-    detector = detector_for("auto")
+    detector = detector_for(DEFAULT_DETECTOR)
     faces = {}
     for name in PHOTOS:
         photo = load_image(folder / name)

@@ -49,7 +49,7 @@ def collect(
     from bench_realistic import texture_dir
 
     from facerecon.data.synthetic import SynthConfig, SyntheticFaces
-    from facerecon.detect import align, detect_one, detector_for
+    from facerecon.detect import DEFAULT_DETECTOR, align, detect_one, detector_for
     from facerecon.errors import FaceReconError
     from facerecon.morphable import load_face_model
 
@@ -60,7 +60,7 @@ def collect(
         texture_dir=texture_dir(), clean=clean,
     )  # fmt: skip
     engine = SyntheticFaces(model, synth, seed=SEED)
-    det = detector_for("auto")
+    det = detector_for(DEFAULT_DETECTOR)
     nan = np.full((68, 2), np.nan)
     out = []
     for i in range(n_id):

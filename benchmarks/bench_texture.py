@@ -85,7 +85,7 @@ def _row(section: str, name: str, value: float, unit: str, notes: str) -> dict:
 
 
 def run(quick: bool = False) -> list[dict]:
-    from facerecon.detect import detector_for, load_image
+    from facerecon.detect import DEFAULT_DETECTOR, detector_for, load_image
     from facerecon.io import bake_vertex_colors_to_texture, cylindrical_uv, png_bytes
     from facerecon.pipeline import ReconstructOptions, Reconstructor, prepare_photo
     from facerecon.texture import UVChart
@@ -97,7 +97,7 @@ def run(quick: bool = False) -> list[dict]:
     )
     rows: list[dict] = []
     recon = Reconstructor(ReconstructOptions(report=False))
-    detector = detector_for("auto")
+    detector = detector_for(DEFAULT_DETECTOR)
     t0 = time.perf_counter()
     chart = recon.chart()
     chart.mirror_maps(1024)

@@ -31,7 +31,7 @@ IDENTITIES, CONDITIONS = 6, 3
 @pytest.mark.slow
 def test_default_method_beats_the_average_face_on_realistic_renders():
     from facerecon.data.synthetic import SyntheticFaces
-    from facerecon.detect import detector_for
+    from facerecon.detect import DEFAULT_DETECTOR, detector_for
     from facerecon.fit import FitConfig
     from facerecon.methods import AutoMethod, FitMethod, RNetMethod
     from facerecon.methods.base import load_rnet_checked
@@ -44,7 +44,7 @@ def test_default_method_beats_the_average_face_on_realistic_renders():
     engine = SyntheticFaces(model, cfg.synth_config(), seed=cfg.seed)
     rnet = load_rnet_checked(shipped_weights("rnet", "bfm-lite"), model, "cpu", "auto")
     refine = FitConfig.refine()  # the shipped refinement (no 224 px stage since 2026-12-07)
-    detections = Detections([detector_for("auto")])
+    detections = Detections([detector_for(DEFAULT_DETECTOR)])  # the product default
     auto = MethodRows(AutoMethod(RNetMethod(model, rnet), FitMethod(model, refine)), detections)
     single = {"auto": auto.single, **mean_face_methods(model)[0]}
     records = []

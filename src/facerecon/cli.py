@@ -115,12 +115,12 @@ def _reconstruct_parser(sub) -> None:
     )
     p.add_argument(
         "--detector",
-        default="auto",
+        default=None,
         choices=DETECTOR_CHOICES,
-        help="auto (default): dlib's HOG, then HOG upsampled, MediaPipe and dlib's MMOD until one "
-        "finds a face (summary.json says which did); fast: the same after a cheap first pass "
-        "(HOG on a copy of at most 1024 px; for batches and video, see BENCHMARKS.md "
-        "'detect'); or one of them alone",
+        help="fast (default for photos and --set): MediaPipe's face box and dlib's 68 points "
+        "in it, then the auto chain where that finds none; auto (default for --views and "
+        "video): dlib's HOG, then HOG upsampled, MediaPipe and dlib's MMOD until one finds a "
+        "face (summary.json says which did); or one of them alone",
     )
     p.add_argument("--fast", action="store_true", help="fewer fitting steps")
     p.add_argument(
@@ -311,6 +311,7 @@ def cmd_reconstruct(args) -> int:
     from facerecon.pipeline import (
         ReconstructOptions,
         collect_inputs,
+        default_detector,
         parse_outputs,
         parse_shard,
         prepare_processes,
@@ -362,7 +363,7 @@ def cmd_reconstruct(args) -> int:
         pgn_weights=args.pgn_weights,
         all_faces=args.all_faces,
         overwrite=args.overwrite,
-        detector=args.detector,
+        detector=args.detector or default_detector(bool(args.views)),
         perceptual=args.perceptual,
         fast=args.fast,
         report=args.report,
@@ -385,7 +386,7 @@ def cmd_reconstruct(args) -> int:
     # the photos are loaded, detected and aligned in processes forked before torch loads:
     # the detector's libraries and models (~1 s) load there while torch loads here
     photos = len(collect_inputs(inputs, [])[0])
-    worker = start_prepare_worker(args.detector, prepare_processes(photos, args.method))
+    worker = start_prepare_worker(options.detector, prepare_processes(photos, args.method))
     try:
         summary = run(inputs, options, show_progress=not args.quiet, worker=worker)
     finally:
@@ -457,7 +458,7 @@ def cmd_reconstruct_videos(args, videos: list[str]) -> int:
         smoothing=args.smoothing,
         sigma=args.sigma,
         overlay=args.overlay_video,
-        detector=args.detector,
+        detector=args.detector or ClipOptions.detector,  # the clip's own default (auto)
         device=args.device,
         overwrite=args.overwrite,
         rasterizer=args.rasterizer,

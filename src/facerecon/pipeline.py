@@ -64,7 +64,8 @@ class ReconstructOptions:
     pgn_weights: Path | None = None  # PGN weights for pgn (None: the shipped)
     all_faces: bool = False
     overwrite: bool = False
-    detector: str = "auto"  # facerecon.detect.DETECTOR_CHOICES; auto: dlib, then fallbacks
+    # facerecon.detect.DETECTOR_CHOICES; None: default_detector (fast; auto for views)
+    detector: str | None = None
     perceptual: bool = True
     fast: bool = False
     report: bool = True
@@ -898,7 +899,7 @@ def reconstruct(
     model: str = "bfm-lite",
     as_set: bool = False,
     all_faces: bool = False,
-    detector: str = "auto",
+    detector: str | None = None,
     device: str = "cpu",
     weights: str | Path | None = None,
     cnet: str | Path | None = None,
@@ -918,8 +919,9 @@ def reconstruct(
         as_set: all faces are one person: one shared identity (C-Net confidences with the
             shipped nets).
         all_faces: every face of a photo, not only the largest.
-        detector: ``"auto"`` (dlib's HOG, then the fallbacks of
-            :class:`facerecon.detect.FallbackDetector`), ``"dlib"``, ``"mmod"`` or
+        detector: None (:func:`default_detector`), ``"fast"`` (MediaPipe's face box and
+            dlib's 68 points, then the fallbacks), ``"auto"`` (dlib's HOG, then the fallbacks
+            of :class:`facerecon.detect.FallbackDetector`), ``"dlib"``, ``"mmod"`` or
             ``"mediapipe"``.
         device, weights, cnet, fast, shipped: as the CLI's ``--device``, ``--weights``,
             ``--cnet``, ``--fast``, ``--no-shipped-weights``.
@@ -953,7 +955,7 @@ def reconstruct(
     )
     recon = Reconstructor(options)
     as_set, all_faces = recon.options.as_set, recon.options.all_faces  # views: a set, largest face
-    det = detector_for(detector, second_opinion=recon.method.uses_more_landmarks)
+    det = detector_for(recon.options.detector, second_opinion=recon.method.uses_more_landmarks)
     paths = [Path(x) for x in items if not isinstance(x, np.ndarray)]
     stems = iter(unique_names(paths))
     faces: list[PreparedFace] = []
@@ -986,6 +988,8 @@ def resolve_options(options: ReconstructOptions) -> ReconstructOptions:
     - ``cnet``: with ``as_set``, an R-Net method and the shipped R-Net, the C-Net shipped for
       ``model`` (it was trained on that R-Net's features, never paired with another).
 
+    - ``detector``: :func:`default_detector`.
+
     - with ``views``: ``method`` ``mvfit`` (the multi-view fit: the most accurate multi-view
       row of BENCHMARKS.md; the shipped CPU DF-MVR net learned no identity, so ``mvr-auto``
       only matches it), ``mvr_weights`` the shipped ones when none are given; ``as_set``.
@@ -1013,7 +1017,19 @@ def resolve_options(options: ReconstructOptions) -> ReconstructOptions:
     uses_shipped = shipped_rnet is not None and weights == shipped_rnet
     if cnet is None and uses_shipped and options.as_set and method in network_methods():
         cnet = shipped_weights("cnet", options.model)  # trained on that R-Net's features
-    return dataclasses.replace(options, weights=weights, method=method, cnet=cnet)
+    detector = options.detector or default_detector(options.views)
+    return dataclasses.replace(
+        options, weights=weights, method=method, cnet=cnet, detector=detector
+    )
+
+
+def default_detector(views: bool = False) -> str:
+    """The detector when none is named: :data:`facerecon.detect.DEFAULT_DETECTOR` (``fast``)
+    for photos and image sets, :data:`facerecon.detect.VIEWS_DETECTOR` (``auto``) for
+    ``--views``."""
+    from facerecon.detect.faces import DEFAULT_DETECTOR, VIEWS_DETECTOR
+
+    return VIEWS_DETECTOR if views else DEFAULT_DETECTOR
 
 
 def method_spec(options: ReconstructOptions):

@@ -11,7 +11,9 @@ from .align import (
     template_from_model,
 )
 from .faces import (
+    DEFAULT_DETECTOR,
     DETECTOR_CHOICES,
+    VIEWS_DETECTOR,
     DetectorConfig,
     Face,
     FaceDetector,
@@ -27,8 +29,10 @@ from .image_io import load_image, to_rgb_uint8
 from .parsing import dfmvr_weight_map, one_hot, parse_from_landmarks, parse_from_render
 
 __all__ = [
+    "DEFAULT_DETECTOR",
     "DEFAULT_TEMPLATE_224",
     "DETECTOR_CHOICES",
+    "VIEWS_DETECTOR",
     "AlignedFace",
     "CropTransform",
     "DetectorConfig",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 import types
 import weakref
@@ -42,7 +43,7 @@ CROP_PX = 384
 #: the whole-photo pass keeps MediaPipe's resampling (:meth:`MediapipeDetector._boxes_in`)
 DETECT_PX = 192
 
-__all__ = ["MediapipeDetector", "import_mediapipe", "mesh_in_crop"]
+__all__ = ["MediapipeDetector", "QuietGraph", "import_mediapipe", "mesh_in_crop"]
 
 
 class _Deferred(types.ModuleType):
@@ -70,6 +71,51 @@ def _deferring(names: tuple[str, ...]):
         for n, m in stand_ins.items():
             if sys.modules.get(n) is m:
                 del sys.modules[n]
+
+
+@contextlib.contextmanager
+def _native_stderr_off():
+    """The process's stderr (file descriptor 2) goes to the null device inside the block.
+    Process-wide: another thread's stderr output in the meantime is lost too."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+class QuietGraph:
+    """A MediaPipe solution graph (``make()``: e.g. ``FaceMesh(...)``) whose start-up log
+    lines stay off the terminal. Its native code writes them straight to stderr: TFLite's
+    "Created TensorFlow Lite XNNPACK delegate", absl warnings when the graph is built
+    ("Feedback manager requires a model with a single signature") and on its first face
+    ("Using NORM_RECT without IMAGE_DIMENSIONS"), noise that would precede every CLI message
+    and break its one-line errors. So stderr is off (:func:`_native_stderr_off`) while the
+    graph is built and while it processes images until its first result with a face, after
+    which those lines are not written again. ``process`` and ``close`` are the graph's."""
+
+    def __init__(self, make):
+        with _native_stderr_off():
+            self._graph = make()
+        self._settled = False
+
+    def process(self, image: np.ndarray) -> Any:
+        if self._settled:
+            return self._graph.process(image)
+        with _native_stderr_off():
+            res = self._graph.process(image)
+        self._settled = bool(
+            getattr(res, "detections", None) or getattr(res, "multi_face_landmarks", None)
+        )
+        return res
+
+    def close(self) -> None:
+        self._graph.close()
 
 
 def import_mediapipe() -> types.ModuleType:
@@ -147,8 +193,10 @@ class MediapipeDetector(FaceDetector):
 
         m = self._models
         if "mp_detect" not in m:
-            m["mp_detect"] = mp.solutions.face_detection.FaceDetection(
-                model_selection=1, min_detection_confidence=0.5
+            m["mp_detect"] = QuietGraph(
+                lambda: mp.solutions.face_detection.FaceDetection(
+                    model_selection=1, min_detection_confidence=0.5
+                )
             )
         return m["mp_detect"]
 
@@ -230,8 +278,10 @@ class MediapipeDetector(FaceDetector):
         m = self._models
         self.face_detection()
         if "mp_mesh1" not in m:
-            m["mp_mesh1"] = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, refine_landmarks=True, max_num_faces=1
+            m["mp_mesh1"] = QuietGraph(
+                lambda: mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=True, refine_landmarks=True, max_num_faces=1
+                )
             )
         return m["mp_detect"], m["mp_mesh1"]
 
@@ -239,8 +289,12 @@ class MediapipeDetector(FaceDetector):
         mp = import_mediapipe()
 
         if "mp_meshN" not in self._models:
-            self._models["mp_meshN"] = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, refine_landmarks=True, max_num_faces=self.config.max_faces
+            self._models["mp_meshN"] = QuietGraph(
+                lambda: mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=True,
+                    refine_landmarks=True,
+                    max_num_faces=self.config.max_faces,
+                )
             )
         return self._models["mp_meshN"]
 

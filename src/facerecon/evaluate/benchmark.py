@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facerecon.detect.faces import DEFAULT_DETECTOR
 from facerecon.evaluate.errors import EvaluationError
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ class SyntheticBenchmarkConfig:
     methods: tuple[str, ...] = ("fit", "mean-face", "mediapipe", "oracle")
     # tried in order until one finds a face; records say which one did, so the dlib-only
     # (product default) failure count is always reported
-    detectors: tuple[str, ...] = ("auto",)  # facerecon.detect.detector_for names, in order
+    # facerecon.detect.detector_for names, in order; the product's default (DEFAULT_DETECTOR)
+    detectors: tuple[str, ...] = (DEFAULT_DETECTOR,)
     max_yaw_deg: float = 45.0
     max_pitch_deg: float = 20.0
     max_roll_deg: float = 15.0

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from facerecon.detect.faces import VIEWS_DETECTOR
 from facerecon.evaluate.benchmark import (
     Detections,
     SyntheticBenchmarkConfig,
@@ -75,7 +76,7 @@ class MultiviewBenchmarkConfig:
     texture_dir: str | None = None
     mvr_weights: str | None = None
     rnet_weights: str | None = None
-    detectors: tuple[str, ...] = ("auto",)
+    detectors: tuple[str, ...] = (VIEWS_DETECTOR,)  # the product's default for --views
     true_landmarks: bool = False
 
 
