@@ -370,3 +370,27 @@ def test_fallback_chain_says_which_detector_found_the_face(faces_68pt):
     from facerecon import cli
 
     assert cli.DETECTOR_CHOICES == DETECTOR_CHOICES
+
+
+def test_mediapipe_start_up_lines_stay_off_stderr(faces_68pt):
+    """MediaPipe's native start-up log lines (TFLite's XNNPACK note, absl warnings) do not
+    reach stderr (``QuietGraph``): the default detector uses MediaPipe, and a CLI error must
+    stay one line. The faces are still found, and stderr works again afterwards."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from facerecon.detect import DEFAULT_DETECTOR, detector_for, load_image\n"
+        f"img = load_image({str(faces_68pt / 'takeo.ppm')!r})\n"
+        "det = detector_for(DEFAULT_DETECTOR)\n"
+        "(face,) = det.detect(img)\n"
+        "det.detect(img[:, ::-1].copy())\n"
+        "print(face.detector, sorted(face.alt_lm68))\n"
+        "print('stderr works', file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "dlib mp-box ['mediapipe']"
+    assert proc.stderr == "stderr works\n", proc.stderr
