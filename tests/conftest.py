@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +91,16 @@ def one_torch_thread_module() -> Iterator[None]:
     """One intra-op thread for a whole module, its module fixtures included."""
     with _torch_threads(1):
         yield
+
+
+def _run_python(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture
+def fresh_python() -> Callable[..., subprocess.CompletedProcess]:
+    """``fresh_python(code, timeout=120)``: ``code`` run by this Python in a fresh process
+    (stdout and stderr captured as text), for what a test process cannot show: imports not
+    yet made, forking without threads, native output on the process's stderr."""
+    return _run_python

@@ -372,13 +372,10 @@ def test_fallback_chain_says_which_detector_found_the_face(faces_68pt):
     assert cli.DETECTOR_CHOICES == DETECTOR_CHOICES
 
 
-def test_mediapipe_start_up_lines_stay_off_stderr(faces_68pt):
+def test_mediapipe_start_up_lines_stay_off_stderr(faces_68pt, fresh_python):
     """MediaPipe's native start-up log lines (TFLite's XNNPACK note, absl warnings) do not
     reach stderr (``QuietGraph``): the default detector uses MediaPipe, and a CLI error must
     stay one line. The faces are still found, and stderr works again afterwards."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from facerecon.detect import DEFAULT_DETECTOR, detector_for, load_image\n"
@@ -389,8 +386,7 @@ def test_mediapipe_start_up_lines_stay_off_stderr(faces_68pt):
         "print(face.detector, sorted(face.alt_lm68))\n"
         "print('stderr works', file=sys.stderr)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    proc = fresh_python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "dlib mp-box ['mediapipe']"
     assert proc.stderr == "stderr works\n", proc.stderr

@@ -418,11 +418,8 @@ def test_fit_adam_steps_as_torch_adam_does():
         assert not torch.equal(ours[0], start[0])
 
 
-def test_a_fit_does_not_load_torch_dynamo():
+def test_a_fit_does_not_load_torch_dynamo(fresh_python):
     """A fit in a fresh process leaves ``torch._dynamo`` unloaded (1.2 s of start-up)."""
-    import subprocess
-    import sys
-
     code = (
         "import sys, torch\n"
         "from facerecon.fit import FitConfig, FitTarget, StageConfig, fit\n"
@@ -436,7 +433,6 @@ def test_a_fit_does_not_load_torch_dynamo():
         "fit(m, t, cfg)\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = fresh_python(code, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"

@@ -103,12 +103,6 @@ def test_merge_joins_shards_in_input_order_and_checks_them():
         merge_summaries([_part(0, 2), _part(0, 3)])
 
 
-def _python(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    """``code`` run by this Python in a fresh process (output captured as text)."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
-
-
 def _cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "facerecon.cli", *map(str, args)],
@@ -387,14 +381,14 @@ print("ok")
 """
 
 
-def test_forked_worker_hands_back_results_in_order_with_their_errors():
+def test_forked_worker_hands_back_results_in_order_with_their_errors(fresh_python):
     """In a fresh process: forking one that has threads (pytest's, torch's) is unsafe, and
     :meth:`ForkedWorker.available` says so."""
     from facerecon.concurrency import ForkedWorker
 
     if not hasattr(os, "fork"):
         pytest.skip("processes do not fork here")
-    proc = _python(FORKED_WORKER)
+    proc = fresh_python(FORKED_WORKER)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
     import torch
 
@@ -403,7 +397,7 @@ def test_forked_worker_hands_back_results_in_order_with_their_errors():
         assert not ForkedWorker.available()
 
 
-def test_the_cli_parses_and_imports_the_pipeline_without_torch():
+def test_the_cli_parses_and_imports_the_pipeline_without_torch(fresh_python):
     """The parser, ``--help`` and importing the pipeline load no torch, MediaPipe or scipy:
     the CLI forks its photo-preparing process before torch loads (start-up, BENCHMARKS.md)."""
     code = (
@@ -413,14 +407,14 @@ def test_the_cli_parses_and_imports_the_pipeline_without_torch():
         "import facerecon.pipeline, facerecon.io.video, facerecon.detect\n"
         "print(sorted(m for m in ('torch', 'mediapipe', 'scipy', 'dlib') if m in sys.modules))\n"
     )
-    proc = _python(code)
+    proc = fresh_python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
     proc = _cli("reconstruct", "--help")
     assert proc.returncode == 0 and "--profile" in proc.stdout
 
 
-def test_mediapipe_loads_without_matplotlib_and_its_drawing_still_works():
+def test_mediapipe_loads_without_matplotlib_and_its_drawing_still_works(fresh_python):
     """:func:`import_mediapipe` leaves matplotlib unloaded (0.3 s of start-up); MediaPipe's
     plotting helper still gets the real ``matplotlib.pyplot`` when it is first used, and a
     matplotlib imported before is left as it is."""
@@ -436,7 +430,7 @@ def test_mediapipe_loads_without_matplotlib_and_its_drawing_still_works():
         "fig = plt.figure()\n"
         "print(type(fig).__name__, sys.modules['matplotlib.pyplot'].figure is plt.figure)\n"
     )
-    proc = _python(code)
+    proc = fresh_python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["[]", "Figure True"], proc.stdout
     code = (
@@ -444,7 +438,7 @@ def test_mediapipe_loads_without_matplotlib_and_its_drawing_still_works():
         "from facerecon.detect.mediapipe_backend import import_mediapipe\n"
         "print(import_mediapipe().solutions.drawing_utils.plt is plt)\n"
     )
-    proc = _python(code)
+    proc = fresh_python(code)
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr
 
 
@@ -461,7 +455,7 @@ def test_the_command_exits_at_once_with_its_output_whole_and_its_exit_code(four_
     assert len(json.loads((out / "summary.json").read_text())["written"]) == 4
 
 
-def test_photos_prepared_in_processes_equal_those_prepared_here(faces_68pt):
+def test_photos_prepared_in_processes_equal_those_prepared_here(faces_68pt, fresh_python):
     code = f"""
 import numpy as np
 from pathlib import Path
@@ -486,7 +480,7 @@ print("ok")
 """
     if not hasattr(os, "fork"):
         pytest.skip("processes do not fork here")
-    proc = _python(code, timeout=300)
+    proc = fresh_python(code, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 

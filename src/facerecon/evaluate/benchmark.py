@@ -102,9 +102,8 @@ class SyntheticBenchmarkConfig:
     gt_model: str | Path = "ict"  # name or .npz path for load_face_model
     model: str = "bfm-lite"  # the model we reconstruct with
     methods: tuple[str, ...] = ("fit", "mean-face", "mediapipe", "oracle")
-    # tried in order until one finds a face; records say which one did, so the dlib-only
-    # (product default) failure count is always reported
-    # facerecon.detect.detector_for names, in order; the product's default (DEFAULT_DETECTOR)
+    # facerecon.detect.detector_for names, tried in order until one finds a face (records say
+    # which one did); the product's default for photos, DEFAULT_DETECTOR
     detectors: tuple[str, ...] = (DEFAULT_DETECTOR,)
     max_yaw_deg: float = 45.0
     max_pitch_deg: float = 20.0
